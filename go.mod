@@ -1,0 +1,3 @@
+module github.com/batchio/threadpool
+
+go 1.26
