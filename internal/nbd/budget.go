@@ -1,0 +1,81 @@
+package nbd
+
+import "sync"
+
+// budget bounds what one connection holds between reading a request and
+// writing its reply: a number of requests and a number of payload bytes.
+// The reader goroutine takes from it before reading a payload; whoever
+// writes or discards the reply gives it back. It is what keeps a client
+// that sends without reading from growing the server's memory.
+type budget struct {
+	mu       sync.Mutex
+	cond     sync.Cond // signalled when something is given back or on close; uses mu
+	reqs     int       // requests held; guarded by mu
+	bytes    int64     // payload bytes held; guarded by mu
+	maxReqs  int       // set before use, then read-only
+	maxBytes int64     // set before use, then read-only
+	closed   bool      // guarded by mu; acquire fails once set
+}
+
+// grant is an amount of budget travelling with replies.
+type grant struct {
+	reqs  int
+	bytes int64
+}
+
+func (g *grant) add(o grant) {
+	g.reqs += o.reqs
+	g.bytes += o.bytes
+}
+
+func (b *budget) init(maxReqs int, maxBytes int64) {
+	b.cond.L = &b.mu
+	b.maxReqs = maxReqs
+	b.maxBytes = maxBytes
+}
+
+// acquire takes one request and n bytes, waiting while the budget is
+// spent. A request larger than the whole byte budget proceeds when nothing
+// else is held. It reports false, taking nothing, once the budget is closed.
+func (b *budget) acquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for !b.closed && (b.reqs >= b.maxReqs || (b.reqs > 0 && b.bytes+n > b.maxBytes)) {
+		b.cond.Wait()
+	}
+	if b.closed {
+		return false
+	}
+	b.reqs++
+	b.bytes += n
+	return true
+}
+
+// release gives g back.
+func (b *budget) release(g grant) {
+	if g.reqs == 0 && g.bytes == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.reqs -= g.reqs
+	b.bytes -= g.bytes
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// close makes waiting and later acquires fail.
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// drain waits until every request taken has been given back.
+func (b *budget) drain() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.reqs > 0 {
+		b.cond.Wait()
+	}
+}

@@ -1,0 +1,156 @@
+package nbd
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// conn is one client connection. Its serve goroutine negotiates, then reads
+// requests and submits them; its writer goroutine (see outbox) sends what
+// the completion goroutine could not send at once.
+type conn struct {
+	srv  *Server  // read-only
+	nc   net.Conn // read-only; closed by serve when it returns
+	exp  *Export  // read-only
+	exec Executor // read-only
+
+	br  *bufio.Reader          // serve goroutine only
+	hdr [requestHeaderLen]byte // serve goroutine only
+
+	budget budget // see budget
+	out    outbox // see outbox
+
+	transmitting bool        // guarded by srv.mu; negotiation is over
+	stopping     atomic.Bool // set once the connection must stop reading requests
+}
+
+// serve runs the connection from handshake to close, on its own goroutine.
+func (c *conn) serve() {
+	defer c.srv.forget(c)
+	defer c.nc.Close()
+	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	if err := c.nc.SetDeadline(time.Now().Add(c.srv.handshakeTimeout())); err != nil {
+		return
+	}
+	if !c.negotiate() {
+		return
+	}
+	if err := c.nc.SetDeadline(time.Time{}); err != nil {
+		return
+	}
+	if !c.srv.startTransmission(c) {
+		return
+	}
+	c.budget.init(c.srv.maxRequests(), c.srv.maxBytes())
+	c.out.init(c)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		c.out.writeLoop()
+	}()
+	c.readRequests()
+	// Every submitted request still gets its reply (or has it dropped if
+	// the socket failed) before the connection closes.
+	c.budget.drain()
+	close(c.out.quit)
+	<-writerDone
+}
+
+// stop makes the connection stop reading new requests; the ones already
+// read are answered. The caller holds srv.mu.
+func (c *conn) stop() {
+	if !c.transmitting {
+		c.nc.Close()
+		return
+	}
+	c.abort()
+}
+
+// abort stops the reader goroutine at its next read. Any goroutine.
+func (c *conn) abort() {
+	c.stopping.Store(true)
+	c.budget.close()
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// readRequests reads requests until the client disconnects, sends
+// NBD_CMD_DISC, breaks the protocol, or the connection is stopped.
+func (c *conn) readRequests() {
+	for !c.stopping.Load() {
+		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+			c.readError(err)
+			return
+		}
+		r := getRequest(c)
+		if !r.decodeHeader(&c.hdr) {
+			r.recycle()
+			c.srv.logf("nbd: %s: bad request magic, disconnecting", c.nc.RemoteAddr())
+			return
+		}
+		if r.typ == cmdDisc {
+			r.recycle()
+			return
+		}
+		r.check(c.exp)
+		if !c.submit(r) {
+			return
+		}
+		if r.typ == cmdWrite && r.length > MaxPayload {
+			// Its payload cannot be skipped safely: the error reply
+			// is on its way, then the connection closes.
+			c.srv.logf("nbd: %s: write of %d bytes, disconnecting", c.nc.RemoteAddr(), r.length)
+			return
+		}
+	}
+}
+
+// submit takes budget for r, reads its payload and hands it to the
+// Executor. It reports false if the connection must stop reading.
+// After a true result r belongs to the Executor.
+func (c *conn) submit(r *request) bool {
+	var need int64
+	switch {
+	case r.typ == cmdWrite && r.length <= MaxPayload:
+		need = int64(r.length) // read even when refused, to stay in step
+	case r.typ == cmdRead && r.errno == 0:
+		need = int64(r.length)
+	}
+	if !c.budget.acquire(need) {
+		r.recycle()
+		return false
+	}
+	r.grant = need
+	if need > 0 {
+		r.buf = getBuf(int(need))
+	}
+	if r.typ == cmdWrite && need > 0 {
+		if _, err := io.ReadFull(c.br, r.payload()); err != nil {
+			c.budget.release(grant{reqs: 1, bytes: need})
+			r.recycle()
+			c.readError(err)
+			return false
+		}
+	}
+	if err := c.exec.Submit(r.workFn, r.doneFn); err != nil {
+		c.budget.release(grant{reqs: 1, bytes: need})
+		r.recycle()
+		c.srv.logf("nbd: %s: submit: %v", c.nc.RemoteAddr(), err)
+		return false
+	}
+	return true
+}
+
+// readError logs a read failure that is not an ordinary end of the
+// connection.
+func (c *conn) readError(err error) {
+	if c.stopping.Load() || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded) {
+		return
+	}
+	c.srv.logf("nbd: %s: reading request: %v", c.nc.RemoteAddr(), err)
+}

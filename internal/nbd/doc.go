@@ -1,0 +1,16 @@
+// Package nbd implements the server side of the Network Block Device
+// protocol: the fixed-newstyle handshake and the transmission phase with
+// simple replies, for one file exported under one name.
+//
+// The package does no blocking file I/O on its own goroutines. Each request
+// read from a connection is handed to an [Executor] as a work function (the
+// pread, pwrite or fdatasync) and a completion callback. The Executor runs
+// the callbacks on one goroutine, in batches; a callback appends its reply to
+// the connection's output buffer and asks the Executor to call the
+// connection's [Flusher] once when the batch ends, so one batch costs one
+// send per connection however many replies it holds.
+//
+// Sends from the completion goroutine never block: a flush first tries one
+// non-blocking write, and whatever the socket does not take is handed to a
+// per-connection writer goroutine, which writes it with a deadline.
+package nbd

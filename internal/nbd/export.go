@@ -1,0 +1,163 @@
+package nbd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Export is one file served over NBD. Its methods that touch the file are
+// blocking and are meant for the Executor's work functions; they may run on
+// several goroutines at once. The *os.File stays referenced by the Export
+// for as long as the Export is in use, so its descriptor cannot be closed
+// under a request.
+type Export struct {
+	// Name is the export name clients ask for. The empty name, which the
+	// protocol calls the default export, also selects this export.
+	Name string
+	// Description is sent to clients that ask for it; it may be empty.
+	Description string
+	// ReadOnly makes the server refuse writes with NBD_EPERM.
+	ReadOnly bool
+
+	file *os.File // set by OpenExport, never changed
+	size int64    // bytes, fixed at open
+}
+
+// OpenExport opens path (read-write unless readOnly) and returns an export
+// of its current size under name. The caller must Close it after the
+// servers using it have shut down.
+func OpenExport(path, name string, readOnly bool) (*Export, error) {
+	flag := os.O_RDWR
+	if readOnly {
+		flag = os.O_RDONLY
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("size of %s: %w", path, err)
+	}
+	if len(name) > maxNameLen {
+		f.Close()
+		return nil, fmt.Errorf("export name longer than %d bytes", maxNameLen)
+	}
+	return &Export{Name: name, ReadOnly: readOnly, file: f, size: size}, nil
+}
+
+// Size returns the export's size in bytes.
+func (e *Export) Size() int64 { return e.size }
+
+// Close closes the file. Call it only when no server uses the export.
+func (e *Export) Close() error { return e.file.Close() }
+
+// Sync makes every completed write durable (fdatasync).
+func (e *Export) Sync() error {
+	return e.control(func(fd int) error { return unix.Fdatasync(fd) })
+}
+
+// flags returns the transmission flags advertised for the export. Several
+// connections may safely share it (CAN_MULTI_CONN): they all write the same
+// file through the same page cache, and a flush on any of them syncs the
+// whole file.
+func (e *Export) flags() uint16 {
+	f := uint16(tfHasFlags | tfSendFlush | tfSendFUA | tfCanMultiConn)
+	if e.ReadOnly {
+		f |= tfReadOnly
+	} else {
+		f |= tfSendTrim | tfSendWriteZeroes
+	}
+	return f
+}
+
+// readAt fills b from offset off; a short file is an I/O error.
+func (e *Export) readAt(b []byte, off int64) error {
+	_, err := e.file.ReadAt(b, off)
+	return err
+}
+
+// writeAt writes b at offset off.
+func (e *Export) writeAt(b []byte, off int64) error {
+	_, err := e.file.WriteAt(b, off)
+	return err
+}
+
+// trim discards the range. Trimming is advisory, so a file system that
+// cannot punch holes makes it a successful no-op.
+func (e *Export) trim(off, length int64) error {
+	err := e.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return nil
+	}
+	return err
+}
+
+// zero makes the range read as zeroes. With keepAllocated (NO_HOLE) the
+// blocks stay allocated; otherwise they may be punched out. Where fallocate
+// cannot do it, zeroes are written.
+func (e *Export) zero(off, length int64, keepAllocated bool) error {
+	var mode uint32 = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
+	if keepAllocated {
+		mode = unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE
+	}
+	err := e.fallocate(mode, off, length)
+	if !errors.Is(err, unix.EOPNOTSUPP) {
+		return err
+	}
+	bp := getBuf(1 << 16)
+	defer putBuf(bp)
+	scratch := *bp
+	clear(scratch)
+	for length > 0 {
+		n := min(length, int64(len(scratch)))
+		if err := e.writeAt(scratch[:n], off); err != nil {
+			return err
+		}
+		off += n
+		length -= n
+	}
+	return nil
+}
+
+func (e *Export) fallocate(mode uint32, off, length int64) error {
+	return e.control(func(fd int) error { return unix.Fallocate(fd, mode, off, length) })
+}
+
+// control runs fn with the file's descriptor while the File holds it open.
+func (e *Export) control(fn func(fd int) error) error {
+	rc, err := e.file.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var opErr error
+	if err := rc.Control(func(fd uintptr) { opErr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return opErr
+}
+
+// errno maps a file error to the protocol's error values.
+func errno(err error) uint32 {
+	var en unix.Errno
+	if !errors.As(err, &en) {
+		return errIO
+	}
+	switch en {
+	case unix.EPERM, unix.EACCES, unix.EROFS:
+		return errPerm
+	case unix.ENOMEM:
+		return errNoMem
+	case unix.EINVAL:
+		return errInval
+	case unix.ENOSPC, unix.EDQUOT, unix.EFBIG:
+		return errNoSpc
+	default:
+		return errIO
+	}
+}

@@ -1,0 +1,210 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// ErrServerClosed is returned by Serve once Shutdown has begun.
+var ErrServerClosed = errors.New("nbd: server closed")
+
+// Defaults for the zero values of Server's tunables.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultWriteTimeout     = 30 * time.Second
+	DefaultMaxRequests      = 256
+	DefaultMaxBytes         = 64 << 20
+)
+
+// Server serves one Export to any number of connections. Set its exported
+// fields before the first Serve and do not change them afterwards.
+type Server struct {
+	// Export is the export served; required.
+	Export *Export
+	// Exec runs every request's I/O and delivers its completion; required.
+	// It must outlive the server: shut the server down before it.
+	Exec Executor
+	// HandshakeTimeout bounds the whole negotiation of one connection.
+	HandshakeTimeout time.Duration
+	// WriteTimeout bounds how long one send may wait for a client that does
+	// not read; after it the connection is dropped.
+	WriteTimeout time.Duration
+	// MaxRequests bounds the requests one connection may have between
+	// being read and having their replies sent; the connection stops
+	// reading until replies are sent.
+	MaxRequests int
+	// MaxBytes bounds the payload bytes one connection may hold the same
+	// way (a single request up to MaxPayload always fits).
+	MaxBytes int64
+	// Logf, if set, receives one line per connection problem. It may be
+	// called from any goroutine, including the completion goroutine.
+	Logf func(format string, args ...any)
+
+	mu        sync.Mutex
+	closing   bool                      // guarded by mu
+	listeners map[net.Listener]struct{} // guarded by mu
+	conns     map[*conn]struct{}        // guarded by mu
+	wg        sync.WaitGroup            // one per connection goroutine; Add under mu while !closing
+}
+
+// Serve accepts connections on l and serves each on its own goroutines
+// until l fails or Shutdown closes it, and then returns ErrServerClosed if
+// Shutdown was called or else the accept error. Any goroutine may call it,
+// for several listeners at once. Serve closes l on return.
+func (s *Server) Serve(l net.Listener) error {
+	if !s.addListener(l) {
+		l.Close()
+		return ErrServerClosed
+	}
+	defer s.removeListener(l)
+	var delay time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of descriptors and the like: back off and retry.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		c := &conn{srv: s, nc: nc, exp: s.Export, exec: s.Exec}
+		if !s.track(c) {
+			nc.Close()
+			continue
+		}
+		go c.serve()
+	}
+}
+
+// Shutdown stops the server: it closes the listeners and connections that
+// are still negotiating, makes the others stop reading requests, and waits
+// until every request already read has been answered and every connection
+// closed. If ctx ends first, it closes the remaining connections, waits for
+// their goroutines, and returns ctx's error. Requests are still completed
+// by the Executor, which must keep running until Shutdown returns. Any
+// goroutine may call Shutdown, once or more.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	for c := range s.conns {
+		c.stop()
+	}
+	s.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return ctx.Err()
+}
+
+func (s *Server) addListener(l net.Listener) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	if s.listeners == nil {
+		s.listeners = make(map[net.Listener]struct{})
+	}
+	s.listeners[l] = struct{}{}
+	return true
+}
+
+func (s *Server) removeListener(l net.Listener) {
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+	l.Close()
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// track registers a new connection; it reports false once closing.
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	if s.conns == nil {
+		s.conns = make(map[*conn]struct{})
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+// startTransmission marks c as past negotiation; it reports false once
+// closing, when c must close instead.
+func (s *Server) startTransmission(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	c.transmitting = true
+	return true
+}
+
+// forget unregisters a connection whose goroutines have finished.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+func (s *Server) logf(format string, args ...any) {
+	if s.Logf != nil {
+		s.Logf(format, args...)
+	}
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	return orDefault(s.HandshakeTimeout, DefaultHandshakeTimeout)
+}
+
+func (s *Server) writeTimeout() time.Duration {
+	return orDefault(s.WriteTimeout, DefaultWriteTimeout)
+}
+
+func (s *Server) maxRequests() int { return orDefault(s.MaxRequests, DefaultMaxRequests) }
+
+func (s *Server) maxBytes() int64 { return orDefault(s.MaxBytes, DefaultMaxBytes) }
+
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
