@@ -97,13 +97,16 @@ func (c *conn) readRequests() {
 			return
 		}
 		r.check(c.exp)
+		// A write too large to read cannot be skipped safely: its error
+		// reply is sent, then the connection closes. (r belongs to the
+		// Executor once submitted, so decide before.)
+		tooLarge := r.typ == cmdWrite && r.length > MaxPayload
+		length := r.length
 		if !c.submit(r) {
 			return
 		}
-		if r.typ == cmdWrite && r.length > MaxPayload {
-			// Its payload cannot be skipped safely: the error reply
-			// is on its way, then the connection closes.
-			c.srv.logf("nbd: %s: write of %d bytes, disconnecting", c.nc.RemoteAddr(), r.length)
+		if tooLarge {
+			c.srv.logf("nbd: %s: write of %d bytes, disconnecting", c.nc.RemoteAddr(), length)
 			return
 		}
 	}

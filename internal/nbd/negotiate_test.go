@@ -1,0 +1,216 @@
+package nbd
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const writableFlags = tfHasFlags | tfSendFlush | tfSendFUA | tfCanMultiConn | tfSendTrim | tfSendWriteZeroes
+
+func TestGoDefaultExport(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20, name: "disk"})
+	c := dial(t, ts)
+	info := c.connect("")
+	require.Equal(t, uint64(1<<20), info.size)
+	require.Equal(t, uint16(writableFlags), info.flags)
+	require.True(t, info.sawBlockSize)
+	require.Equal(t, uint32(1), info.minBS)
+	require.Equal(t, uint32(4096), info.prefBS)
+	require.Equal(t, uint32(MaxPayload), info.maxBS)
+	errno, data := c.read(0, 512)
+	require.Zero(t, errno)
+	require.Equal(t, pattern(0, 512), data)
+}
+
+func TestGoNamedExportWithInfos(t *testing.T) {
+	ts := startServer(t, serverConfig{name: "disk"})
+	ts.srv.Export.Description = "test disk"
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.option(optGo, goData("disk", infoName, infoDescription, infoBlockSize))
+	info, typ, _ := c.infoReplies(optGo)
+	require.Equal(t, uint32(repAck), typ)
+	require.Equal(t, "disk", info.name)
+	require.Equal(t, "test disk", info.description)
+	errno, _ := c.read(0, 1)
+	require.Zero(t, errno)
+}
+
+func TestInfoThenGo(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 8192, readOnly: true})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+	c.option(optInfo, goData(""))
+	info, typ, _ := c.infoReplies(optInfo)
+	require.Equal(t, uint32(repAck), typ)
+	require.Equal(t, uint64(8192), info.size)
+	require.Equal(t, uint16(tfHasFlags|tfReadOnly|tfSendFlush|tfSendFUA|tfCanMultiConn), info.flags)
+	c.option(optGo, goData(""))
+	_, typ, _ = c.infoReplies(optGo)
+	require.Equal(t, uint32(repAck), typ)
+	errno, _ := c.read(4096, 4096)
+	require.Zero(t, errno)
+}
+
+func TestGoUnknownExportThenRetry(t *testing.T) {
+	ts := startServer(t, serverConfig{name: "disk"})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.option(optGo, goData("other"))
+	typ, msg := c.optReply(optGo)
+	require.Equal(t, uint32(repErrUnknown), typ)
+	require.NotEmpty(t, msg)
+	c.option(optGo, goData("disk"))
+	_, typ, _ = c.infoReplies(optGo)
+	require.Equal(t, uint32(repAck), typ)
+}
+
+func TestExportName(t *testing.T) {
+	for _, noZeroes := range []bool{false, true} {
+		ts := startServer(t, serverConfig{size: 4096, name: "disk"})
+		c := dial(t, ts)
+		flags := uint32(clientFlagFixedNewstyle)
+		if noZeroes {
+			flags |= clientFlagNoZeroes
+		}
+		c.greet(flags)
+		c.option(optExportName, []byte("disk"))
+		require.Equal(t, uint64(4096), c.u64())
+		require.Equal(t, uint16(writableFlags), c.u16())
+		if !noZeroes {
+			zeroes := make([]byte, 124)
+			c.full(zeroes)
+			require.Equal(t, make([]byte, 124), zeroes)
+		}
+		errno, data := c.read(0, 16)
+		require.Zero(t, errno)
+		require.Equal(t, pattern(0, 16), data)
+	}
+}
+
+func TestExportNameUnknownCloses(t *testing.T) {
+	ts := startServer(t, serverConfig{name: "disk"})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.option(optExportName, []byte("nope"))
+	c.expectEOF()
+}
+
+func TestOldNewstyleClient(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	c := dial(t, ts)
+	c.greet(0)
+	c.option(optExportName, nil)
+	require.Equal(t, uint64(1<<20), c.u64())
+
+	c = dial(t, ts)
+	c.greet(0)
+	c.option(optList, nil) // cannot be refused without fixed newstyle
+	c.expectEOF()
+}
+
+func TestList(t *testing.T) {
+	ts := startServer(t, serverConfig{name: "disk"})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.option(optList, nil)
+	typ, data := c.optReply(optList)
+	require.Equal(t, uint32(repServer), typ)
+	require.Equal(t, append(binary.BigEndian.AppendUint32(nil, 4), "disk"...), data)
+	typ, data = c.optReply(optList)
+	require.Equal(t, uint32(repAck), typ)
+	require.Empty(t, data)
+
+	c.option(optList, []byte{1})
+	typ, _ = c.optReply(optList)
+	require.Equal(t, uint32(repErrInvalid), typ)
+	c.option(optAbort, nil)
+	typ, _ = c.optReply(optAbort)
+	require.Equal(t, uint32(repAck), typ)
+	c.expectEOF()
+}
+
+func TestRefusedOptions(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	for _, opt := range []uint32{optStructuredReply, optStartTLS, 4, 9, 10, 11, 12, 999} {
+		c.option(opt, []byte("some data"))
+		typ, _ := c.optReply(opt)
+		require.Equal(t, uint32(repErrUnsup), typ, "option %d", opt)
+	}
+	// Still negotiating: a client falls back to simple replies and goes on.
+	info := c.connect2()
+	require.Equal(t, uint64(1<<20), info.size)
+}
+
+// connect2 finishes a negotiation already greeted.
+func (c *client) connect2() exportInfo {
+	c.t.Helper()
+	c.option(optGo, goData(""))
+	info, typ, _ := c.infoReplies(optGo)
+	require.Equal(c.t, uint32(repAck), typ)
+	return info
+}
+
+func TestMalformedGo(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	bad := [][]byte{
+		nil,
+		{0, 0, 0},
+		{0, 0, 0, 9, 'a', 0, 0},               // name overruns
+		append(goData(""), 0),                 // trailing byte
+		goData("")[:5],                        // count cut short
+		{0, 0, 0, 0, 0, 2, 0, infoName},       // two infos announced, one sent
+		{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}, // huge name length
+	}
+	for _, data := range bad {
+		c.option(optGo, data)
+		typ, _ := c.optReply(optGo)
+		require.Equal(t, uint32(repErrInvalid), typ, "data %x", data)
+	}
+	c.connect2()
+}
+
+func TestHandshakeProtocolViolationsClose(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	t.Run("unknown client flags", func(t *testing.T) {
+		c := dial(t, ts)
+		c.greet(clientFlagFixedNewstyle | 1<<7)
+		c.expectEOF()
+	})
+	t.Run("bad option magic", func(t *testing.T) {
+		c := dial(t, ts)
+		c.greet(clientFlagFixedNewstyle)
+		c.send(make([]byte, optionHeaderLen))
+		c.expectEOF()
+	})
+	t.Run("huge option", func(t *testing.T) {
+		c := dial(t, ts)
+		c.greet(clientFlagFixedNewstyle)
+		b := binary.BigEndian.AppendUint64(nil, magicOption)
+		b = binary.BigEndian.AppendUint32(b, optGo)
+		b = binary.BigEndian.AppendUint32(b, 1<<30)
+		c.send(b)
+		c.expectEOF()
+	})
+	t.Run("client hangs up mid-option", func(t *testing.T) {
+		c := dial(t, ts)
+		c.greet(clientFlagFixedNewstyle)
+		b := binary.BigEndian.AppendUint64(nil, magicOption)
+		c.send(b[:5])
+		require.NoError(t, c.nc.Close())
+	})
+}
+
+func TestHandshakeTimeout(t *testing.T) {
+	ts := startServer(t, serverConfig{tune: func(s *Server) { s.HandshakeTimeout = 50 * time.Millisecond }})
+	c := dial(t, ts)
+	c.full(make([]byte, 18)) // the greeting; then say nothing
+	c.expectEOF()
+}

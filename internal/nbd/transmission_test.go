@@ -1,0 +1,140 @@
+package nbd
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 4 << 20})
+	c := dial(t, ts)
+	c.connect("")
+	for i, n := range []int{1, 511, 4096, 65536 + 3, 1 << 20, 4 << 20} {
+		off := uint64((4<<20 - n) / 2)
+		want := pattern(byte(i+1), n)
+		require.Zero(t, c.write(off, want, 0))
+		errno, got := c.read(off, uint32(n))
+		require.Zero(t, errno)
+		require.True(t, bytes.Equal(want, got), "size %d", n)
+	}
+	errno, _ := c.read(0, 0)
+	require.Zero(t, errno)
+	require.Zero(t, c.write(0, nil, 0))
+}
+
+func TestFUAAndFlushReachTheFile(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20})
+	c := dial(t, ts)
+	c.connect("")
+	want := pattern(9, 8192)
+	require.Zero(t, c.write(4096, want, cmdFlagFUA))
+	errno, _ := c.do(cmdFlush, 0, 0, 0, nil)
+	require.Zero(t, errno)
+	errno, _ = c.do(cmdFlush, cmdFlagFUA, 0, 0, nil)
+	require.Zero(t, errno)
+	got, err := os.ReadFile(ts.file)
+	require.NoError(t, err)
+	require.Equal(t, want, got[4096:4096+8192])
+}
+
+func TestTrimAndWriteZeroes(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20})
+	c := dial(t, ts)
+	c.connect("")
+	zero := make([]byte, 65536)
+	for _, tc := range []struct {
+		typ, flags uint16
+		off        uint64
+	}{
+		{cmdTrim, 0, 0},
+		{cmdTrim, cmdFlagFUA, 65536},
+		{cmdWriteZeroes, 0, 3 * 65536},
+		{cmdWriteZeroes, cmdFlagNoHole, 5 * 65536},
+		{cmdWriteZeroes, cmdFlagNoHole | cmdFlagFUA, 7*65536 + 1},
+	} {
+		errno, _ := c.do(tc.typ, tc.flags, tc.off, 65536, nil)
+		require.Zero(t, errno)
+		if tc.typ == cmdWriteZeroes {
+			// Trimmed ranges may keep their data; zeroed ones may not.
+			errno, got := c.read(tc.off, 65536)
+			require.Zero(t, errno)
+			require.Equal(t, zero, got)
+		}
+	}
+	errno, got := c.read(2*65536, 65536)
+	require.Zero(t, errno)
+	require.Equal(t, pattern(0, 3*65536)[2*65536:], got, "data beside a zeroed range is kept")
+}
+
+func TestPipelinedRequests(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20})
+	c := dial(t, ts)
+	c.connect("")
+	const n = 200
+	want := map[uint64]uint64{} // cookie -> offset
+	for i := range n {
+		off := uint64(i * 4096 % (1 << 20))
+		want[c.request(cmdRead, 0, off, 4096, nil)] = off
+	}
+	file := pattern(0, 1<<20)
+	for range n {
+		cookie, errno, data := c.reply()
+		require.Zero(t, errno)
+		off, ok := want[cookie]
+		require.True(t, ok, "unexpected cookie %d", cookie)
+		delete(want, cookie)
+		require.Equal(t, file[off:off+4096], data)
+	}
+	flushes, maxBatch := ts.exec.stats()
+	require.LessOrEqual(t, flushes, n)
+	require.Positive(t, maxBatch)
+}
+
+// TestOneFlushPerBatch checks that a batch of completions for one
+// connection makes one deferred flush, not one per reply.
+func TestOneFlushPerBatch(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20})
+	c := dial(t, ts)
+	c.connect("")
+	flushesBefore, _ := ts.exec.stats()
+	release := ts.exec.holdWork()
+	const n = 32
+	for i := range n {
+		c.request(cmdRead, 0, uint64(i)*4096, 4096, nil)
+	}
+	release()
+	for range n {
+		_, errno, _ := c.reply()
+		require.Zero(t, errno)
+	}
+	flushes, maxBatch := ts.exec.stats()
+	batches := flushes - flushesBefore
+	require.Positive(t, batches)
+	require.Less(t, batches, n, "replies were flushed one by one")
+	require.Greater(t, maxBatch, 1)
+}
+
+func TestManyConnections(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20})
+	t.Run("group", func(t *testing.T) {
+		for i := range 6 {
+			t.Run(fmt.Sprint(i), func(t *testing.T) {
+				t.Parallel()
+				c := dial(t, ts)
+				c.connect("")
+				off := uint64(i) * 65536 // each connection owns a range
+				for j := range 20 {
+					data := pattern(byte(i*31+j), 65536)
+					require.Zero(t, c.write(off, data, 0))
+					errno, got := c.read(off, 65536)
+					require.Zero(t, errno)
+					require.Equal(t, data, got)
+				}
+			})
+		}
+	})
+}
