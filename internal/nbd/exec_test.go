@@ -19,10 +19,10 @@ type testExec struct {
 	closed      bool          // guarded by mu
 	hold        chan struct{} // guarded by mu; when non-nil, work waits for it to close
 
-	deferred   []Flusher // completion goroutine only
-	inBatch    bool      // completion goroutine only
-	flushes    int       // completion goroutine only; Flush calls run
-	maxBatch   int       // completion goroutine only; largest batch seen
+	deferred []Flusher // completion goroutine only
+	inBatch  bool      // completion goroutine only
+	flushes  int       // completion goroutine only; Flush calls run
+	maxBatch int       // completion goroutine only; largest batch seen
 
 	wg sync.WaitGroup
 }

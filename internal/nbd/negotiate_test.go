@@ -163,10 +163,10 @@ func TestMalformedGo(t *testing.T) {
 	bad := [][]byte{
 		nil,
 		{0, 0, 0},
-		{0, 0, 0, 9, 'a', 0, 0},               // name overruns
-		append(goData(""), 0),                 // trailing byte
-		goData("")[:5],                        // count cut short
-		{0, 0, 0, 0, 0, 2, 0, infoName},       // two infos announced, one sent
+		{0, 0, 0, 9, 'a', 0, 0},              // name overruns
+		append(goData(""), 0),                // trailing byte
+		goData("")[:5],                       // count cut short
+		{0, 0, 0, 0, 0, 2, 0, infoName},      // two infos announced, one sent
 		{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}, // huge name length
 	}
 	for _, data := range bad {
