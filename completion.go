@@ -1,0 +1,179 @@
+package threadpool
+
+import (
+	"context"
+	"runtime/debug"
+)
+
+// wakeLoop tells the completion loop that requests are done. It coalesces:
+// only the producer that finds no wake-up pending writes one, so a burst of
+// completions costs one channel send or one eventfd write. Any goroutine.
+func (p *Pool) wakeLoop() {
+	if p.notifier != nil {
+		p.notifier.Notify()
+		return
+	}
+	if p.notified.Swap(true) {
+		return
+	}
+	p.chanWakes.Add(1)
+	select {
+	case p.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+// waitWake blocks until the loop is woken and takes the wake-up, clearing the
+// pending flag before the caller drains, so that a producer racing with the
+// drain wakes the loop again. Loop goroutine only.
+func (p *Pool) waitWake(ctx context.Context) error {
+	if p.notifier != nil {
+		return p.notifier.Wait(ctx)
+	}
+	select {
+	case <-p.wakeCh:
+		p.notified.Store(false)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// loop is the pool's completion goroutine (not started WithExternalLoop).
+func (p *Pool) loop() {
+	normal := false
+	defer func() {
+		if !normal { // a Callback called runtime.Goexit: keep delivering
+			go p.loop()
+		}
+	}()
+	p.loopGoid.Store(curGoroutineID())
+	for {
+		if err := p.waitWake(context.Background()); err != nil {
+			break // the notifier was closed under us; Close finishes the job
+		}
+		p.drain()
+		if p.stopLoop.Load() {
+			// Close has seen every worker exit: this drain takes the rest.
+			p.drain()
+			break
+		}
+	}
+	normal = true
+	if p.notifier != nil {
+		p.notifier.Close()
+	}
+	close(p.loopDone)
+}
+
+// RunCompletions delivers every finished request on the calling goroutine,
+// in one batch, and returns how many callbacks it ran. It is for pools made
+// WithExternalLoop: call it when Fd is readable (it takes the readiness
+// itself). It must be called from one goroutine at a time, the loop's; a
+// Callback may call it to deliver the rest of the batch nested, like a nested
+// event-loop iteration. On a pool that runs its own completion goroutine it
+// does nothing and returns 0. After Close it returns 0.
+func (p *Pool) RunCompletions() int {
+	if !p.external {
+		return 0
+	}
+	p.notifier.Clear()
+	return p.drain()
+}
+
+// DeferCall defers f.Flush to the end of the current batch of completions:
+// however many callbacks of the batch defer the same f, it is flushed once,
+// after the last callback, in order of first deferral. Called outside a batch
+// it flushes at once. DeferCall must be called from a Callback of this pool
+// (or from the goroutine that runs RunCompletions), because the batch belongs
+// to the completion loop. A nil f is ignored.
+func (p *Pool) DeferCall(f Flusher) { p.deferrer.Call(f) }
+
+// drain delivers every finished request inside one Deferrer region and
+// returns how many it delivered. A Callback may nest another drain (through
+// RunCompletions, Shutdown or Close): the nested one goes on with the same
+// batch, so nothing is delivered twice or out of order. Loop goroutine only.
+func (p *Pool) drain() int {
+	p.deferrer.Begin()
+	p.drainDepth++
+	defer p.endDrain()
+	n := 0
+	for {
+		e := p.batch
+		if e == nil {
+			if e = p.takeDone(); e == nil {
+				break
+			}
+		}
+		p.batch = e.doneNext
+		e.doneNext = nil
+		n++
+		p.deliver(e)
+	}
+	if n > 0 {
+		p.drains.Add(1)
+		p.delivered.Add(uint64(n))
+		if uint64(n) > p.maxDrainSt.Load() {
+			p.maxDrainSt.Store(uint64(n))
+		}
+	}
+	return n
+}
+
+// endDrain closes the drain's region, which runs the deferred Flushers, and
+// at the outermost level recycles the delivered elements in one lock. It also
+// runs when a Callback panics, so the pool stays consistent.
+func (p *Pool) endDrain() {
+	p.drainDepth--
+	p.deferrer.End()
+	if p.drainDepth > 0 || p.spent == nil {
+		return
+	}
+	p.mu.Lock()
+	for e := p.spent; e != nil; {
+		next := e.doneNext
+		p.recycleLocked(e)
+		e = next
+	}
+	p.mu.Unlock()
+	p.spent, p.spentTail = nil, nil
+}
+
+// deliver runs one request's callback. The element is kept (on the spent
+// list) until the outermost drain ends, so its memory is not reused while its
+// callback runs.
+func (p *Pool) deliver(e *element) {
+	cb, err := e.cb, e.err
+	if p.spentTail != nil {
+		p.spentTail.doneNext = e
+	} else {
+		p.spent = e
+	}
+	p.spentTail = e
+	p.finishOne()
+	if cb != nil {
+		p.callback(cb, err)
+	}
+}
+
+// callback runs cb, handing a panic to the panic handler, or re-raising it as
+// a *PanicError that carries the original stack.
+func (p *Pool) callback(cb Callback, err error) {
+	normal := false
+	defer func() {
+		if normal {
+			return
+		}
+		v := recover()
+		if v == nil {
+			return // runtime.Goexit: it cannot be stopped; loop restarts itself
+		}
+		if p.panicHandler != nil {
+			p.panicHandler(v)
+			return
+		}
+		panic(&PanicError{Value: v, Stack: debug.Stack()})
+	}()
+	cb(err)
+	normal = true
+}

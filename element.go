@@ -1,0 +1,146 @@
+package threadpool
+
+import "sync/atomic"
+
+// Request states. A request leaves stateQueued under Pool.mu only: to
+// stateActive when a worker dequeues it, or to stateDone when it is canceled.
+// Only the worker moves stateActive to stateDone, after it has stored the
+// result.
+const (
+	stateFree uint32 = iota
+	stateQueued
+	stateActive
+	stateDone
+)
+
+// maxFree bounds the recycled elements a pool keeps; a burst beyond it leaves
+// the extra elements to the garbage collector.
+const maxFree = 4096
+
+// element is one request. Elements are recycled: after the callback has run
+// (or a SubmitCo call and its worker are both done with it) the element goes
+// back on the pool's free list and its generation is bumped, so a stale Handle
+// never matches it again.
+type element struct {
+	// pool is written once when the element is allocated.
+	pool *Pool
+
+	// fn, cb and co are written by the submitter under Pool.mu before the
+	// element is queued; the worker reads fn, the loop reads cb afterwards.
+	fn Func
+	cb Callback
+	co bool
+
+	// gen counts the element's lives; guarded by Pool.mu.
+	gen uint64
+
+	// prev and next link the pending queue (guarded by Pool.mu); next also
+	// links the free list (guarded by Pool.mu).
+	prev, next *element
+
+	// state is one of the state constants; see above for who moves it.
+	state atomic.Uint32
+
+	// err is the result. It is written once, by the worker or the canceler,
+	// before the element is published (doneNext push or coCh send).
+	err error
+
+	// doneNext links the pool's done stack (written by the pusher before the
+	// CAS) and then the loop's batch (loop goroutine only).
+	doneNext *element
+
+	// coCh carries a SubmitCo result to the waiting caller; made once, cap 1.
+	coCh chan error
+	// refs counts the SubmitCo caller and the completer; the last one to
+	// release the element recycles it.
+	refs atomic.Int32
+}
+
+// Handle identifies one submitted request for Cancel. The zero Handle matches
+// no request. A Handle stays safe to use after its request finished: Cancel
+// then returns false, even when the element behind it serves a new request.
+type Handle struct {
+	e   *element
+	gen uint64
+}
+
+// enqueue appends e to the pending queue. mu held.
+func (p *Pool) enqueue(e *element) {
+	e.state.Store(stateQueued)
+	e.prev, e.next = p.tail, nil
+	if p.tail != nil {
+		p.tail.next = e
+	} else {
+		p.head = e
+	}
+	p.tail = e
+	p.queued++
+}
+
+// unqueue removes e from the pending queue. mu held.
+func (p *Pool) unqueue(e *element) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		p.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		p.tail = e.prev
+	}
+	e.prev, e.next = nil, nil
+	p.queued--
+}
+
+// alloc takes an element from the free list or makes one. mu held.
+func (p *Pool) alloc() *element {
+	e := p.free
+	if e == nil {
+		return &element{pool: p}
+	}
+	p.free = e.next
+	p.nfree--
+	e.next = nil
+	return e
+}
+
+// recycleLocked returns e to the free list. mu held.
+func (p *Pool) recycleLocked(e *element) {
+	e.gen++
+	e.fn, e.cb, e.err, e.co = nil, nil, nil, false
+	e.doneNext = nil
+	e.state.Store(stateFree)
+	if p.nfree >= maxFree {
+		return
+	}
+	e.next = p.free
+	p.free = e
+	p.nfree++
+}
+
+// pushDone publishes a finished element to the loop: a lock-free push on the
+// done stack. Any goroutine.
+func (p *Pool) pushDone(e *element) {
+	for {
+		old := p.done.Load()
+		e.doneNext = old
+		if p.done.CompareAndSwap(old, e) {
+			return
+		}
+	}
+}
+
+// takeDone moves everything on the done stack into the loop's batch, oldest
+// first. Loop goroutine only.
+func (p *Pool) takeDone() *element {
+	head := p.done.Swap(nil)
+	var prev *element
+	for head != nil {
+		next := head.doneNext
+		head.doneNext = prev
+		prev, head = head, next
+	}
+	p.batch = prev
+	return prev
+}

@@ -1,0 +1,66 @@
+package threadpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed is returned by Submit, SubmitCo and SetLimits once Shutdown or
+	// Close has begun. A request refused with ErrClosed gets no callback.
+	ErrClosed = errors.New("threadpool: pool is closed")
+
+	// ErrNilFunc is returned by Submit and SubmitCo when fn is nil. No callback
+	// is run.
+	ErrNilFunc = errors.New("threadpool: nil Func")
+
+	// ErrQueueFull is returned by Submit and SubmitCo when the pool was built
+	// WithMaxQueued(n) and n requests are already waiting to start. Running
+	// requests do not count. No callback is run.
+	ErrQueueFull = errors.New("threadpool: queue is full")
+
+	// ErrInvalidLimits is wrapped by the errors that New and SetLimits return for
+	// worker limits that cannot hold (min < 0, max <= 0, min > max) and for other
+	// out-of-range options.
+	ErrInvalidLimits = errors.New("threadpool: invalid limits")
+
+	// ErrGoexit is the Value of the *PanicError delivered for a Func that called
+	// runtime.Goexit. The worker that ran it is replaced.
+	ErrGoexit = errors.New("threadpool: Func called runtime.Goexit")
+)
+
+// ErrCanceled is the error a Callback receives when its request was canceled
+// before it started, by Cancel, by Close, or by the end of a SubmitCo context.
+// errors.Is(ErrCanceled, context.Canceled) is true.
+var ErrCanceled error = canceledError{}
+
+type canceledError struct{}
+
+func (canceledError) Error() string { return "threadpool: request canceled before it started" }
+
+// Is makes errors.Is(err, context.Canceled) hold for ErrCanceled.
+func (canceledError) Is(target error) bool { return target == context.Canceled }
+
+// PanicError is what a Callback receives when its Func panicked (or called
+// runtime.Goexit, with Value ErrGoexit). It is also the value re-panicked on
+// the completion goroutine when a Callback panics and the pool has no panic
+// handler, so that the original stack is not lost.
+type PanicError struct {
+	// Value is the value passed to panic.
+	Value any
+	// Stack is the stack of the panicking goroutine, as debug.Stack formats it.
+	Stack []byte
+}
+
+// Error reports the panic value and the stack where it happened.
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("threadpool: panic: %v\n\n%s", e.Value, e.Stack)
+}
+
+// Unwrap returns Value when it is an error, so errors.Is and errors.As see
+// through a panic with an error value.
+func (e *PanicError) Unwrap() error {
+	err, _ := e.Value.(error)
+	return err
+}

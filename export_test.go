@@ -1,0 +1,16 @@
+package threadpool
+
+// Test-only access to unexported knobs, for this package's external tests and
+// benchmarks.
+
+// WithEventfdLoop makes the default completion goroutine wait on an eventfd
+// Notifier instead of a channel, to compare the two wake-ups.
+func WithEventfdLoop() Option { return withLoopWake(wakeEventfd) }
+
+// SetWriteFault makes every later signal write of n return f's error instead
+// of writing (nil f restores real writes). Call it before n is shared.
+func SetWriteFault(n *Notifier, f func() error) { n.writeFault = f }
+
+// LoopNotifier returns the Notifier the pool's loop waits on, or nil when the
+// loop is woken through a channel.
+func LoopNotifier(p *Pool) *Notifier { return p.notifier }

@@ -1,0 +1,106 @@
+package threadpool
+
+import (
+	"fmt"
+	"time"
+)
+
+// Defaults used by New when no option says otherwise. They match the thread
+// pool this package is modelled on.
+const (
+	DefaultMinWorkers  = 0
+	DefaultMaxWorkers  = 64
+	DefaultIdleTimeout = 10 * time.Second
+)
+
+// An Option configures a Pool in New.
+type Option func(*config)
+
+// config is filled by the options in New and copied into the Pool.
+type config struct {
+	minWorkers   int
+	maxWorkers   int
+	idleTimeout  time.Duration
+	maxQueued    int
+	external     bool
+	panicHandler func(v any)
+	loopWake     wakeKind
+}
+
+// wakeKind selects how workers wake the pool's own completion goroutine.
+type wakeKind int
+
+const (
+	// wakeChan wakes the completion goroutine with a Go channel send; it
+	// measured faster than an eventfd waited on through the netpoller.
+	wakeChan wakeKind = iota
+	// wakeEventfd uses the same Notifier that WithExternalLoop exposes.
+	wakeEventfd
+)
+
+func defaultConfig() config {
+	return config{
+		minWorkers:  DefaultMinWorkers,
+		maxWorkers:  DefaultMaxWorkers,
+		idleTimeout: DefaultIdleTimeout,
+	}
+}
+
+func (c *config) validate() error {
+	if err := validateLimits(c.minWorkers, c.maxWorkers); err != nil {
+		return err
+	}
+	if c.idleTimeout <= 0 {
+		return fmt.Errorf("%w: idle timeout %v must be positive", ErrInvalidLimits, c.idleTimeout)
+	}
+	if c.maxQueued < 0 {
+		return fmt.Errorf("%w: max queued %d must not be negative", ErrInvalidLimits, c.maxQueued)
+	}
+	return nil
+}
+
+func validateLimits(min, max int) error {
+	switch {
+	case min < 0:
+		return fmt.Errorf("%w: min workers %d < 0", ErrInvalidLimits, min)
+	case max <= 0:
+		return fmt.Errorf("%w: max workers %d <= 0", ErrInvalidLimits, max)
+	case min > max:
+		return fmt.Errorf("%w: min workers %d > max workers %d", ErrInvalidLimits, min, max)
+	}
+	return nil
+}
+
+// WithMinWorkers sets how many workers are kept alive while idle (default 0).
+// They are started by New.
+func WithMinWorkers(n int) Option { return func(c *config) { c.minWorkers = n } }
+
+// WithMaxWorkers sets how many workers may run at once (default 64).
+func WithMaxWorkers(n int) Option { return func(c *config) { c.maxWorkers = n } }
+
+// WithIdleTimeout sets how long a worker waits for work before it exits, when
+// more than the minimum are alive (default 10s). It must be positive.
+func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
+
+// WithMaxQueued bounds the requests waiting for a worker: when n are waiting,
+// Submit and SubmitCo return ErrQueueFull. 0, the default, means unbounded.
+// Requests that are running do not count.
+func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
+
+// WithExternalLoop makes the pool start no completion goroutine. The caller's
+// own event loop waits until Fd is readable and calls RunCompletions, which
+// runs the callbacks on the caller's goroutine. RunCompletions, Close and
+// Shutdown must then be called from that loop goroutine (from inside a Callback
+// too), or once the loop has stopped calling RunCompletions.
+func WithExternalLoop() Option { return func(c *config) { c.external = true } }
+
+// WithPanicHandler makes the pool recover a panicking Callback (or Flusher run
+// at the end of a batch) and pass the panic value to h, on the completion
+// goroutine; delivery then goes on with the next callback. Without a handler
+// such a panic is re-raised as a *PanicError, which ends the program on the
+// pool's own completion goroutine. A nil h restores the default.
+func WithPanicHandler(h func(v any)) Option { return func(c *config) { c.panicHandler = h } }
+
+// withLoopWake selects the default loop's wake-up mechanism; tests and
+// benchmarks compare the two.
+func withLoopWake(k wakeKind) Option { return func(c *config) { c.loopWake = k } }

@@ -1,0 +1,378 @@
+// Package threadpool runs blocking work (file I/O above all) on a pool of
+// worker goroutines and delivers the completions to one event loop, in
+// batches.
+//
+// It is modelled on QEMU's block-layer thread pool. Workers run each Func;
+// every Callback then runs on the pool's completion loop, one at a time,
+// never on a worker and never inside Submit. Each wake-up of the loop drains
+// every finished request inside one Deferrer region, so that callbacks can
+// DeferCall a notification (an eventfd write, a socket flush) and have it
+// happen once per batch instead of once per completion. Workers wake the loop
+// at most once per batch, too: a burst of completions costs one wake-up.
+//
+// By default the pool runs its own completion goroutine. WithExternalLoop
+// hands the loop to the caller instead: wait until Fd is readable, then call
+// RunCompletions.
+package threadpool
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Func is blocking work. It runs on a worker goroutine; its error is handed to
+// the request's Callback. A panic in a Func is recovered and delivered as a
+// *PanicError.
+type Func func() error
+
+// Callback receives the result of a request. It runs on the pool's
+// completion loop (the pool's goroutine, or the caller of RunCompletions with
+// WithExternalLoop), one callback at a time, after the Func has returned or
+// the request was canceled. It may Submit, Cancel, SubmitCo and DeferCall.
+// It should not block for long: every other completion waits behind it.
+type Callback func(err error)
+
+// Pool is a pool of worker goroutines whose completions come back to one
+// event loop. Make one with New; the zero Pool is not usable. All methods are
+// safe for concurrent use unless their documentation says otherwise.
+type Pool struct {
+	// Written once in New, read-only afterwards.
+	external     bool
+	panicHandler func(v any)
+	maxQueued    int
+	idleTimeout  time.Duration
+	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
+	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
+
+	mu sync.Mutex
+	// Guarded by mu.
+	head, tail *element // pending queue, oldest first
+	queued     int      // elements on the pending queue
+	free       *element // recycled elements
+	nfree      int
+	minWorkers int
+	maxWorkers int
+	workers    int       // live worker goroutines
+	idle       []*worker // idle workers, most recently idle last
+
+	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
+	closing atomic.Bool
+	// pending counts accepted requests whose callback has not started (or
+	// whose SubmitCo work has not finished). Incremented under mu.
+	pending   atomic.Int64
+	quiet     chan struct{} // closed once closing and pending reached 0
+	quietOnce sync.Once
+
+	wg sync.WaitGroup // worker goroutines
+
+	// done is the stack of finished requests, newest first; pushed by any
+	// goroutine, taken whole by the loop.
+	done atomic.Pointer[element]
+	// notified coalesces channel wake-ups: set by the producer that sends,
+	// cleared by the loop before it drains.
+	notified atomic.Bool
+
+	// Loop goroutine only (the caller of RunCompletions with an external loop).
+	deferrer         Deferrer
+	batch            *element // taken from done, not yet delivered
+	spent, spentTail *element // delivered, recycled when the outermost drain ends
+	drainDepth       int      // nested drains in progress
+
+	loopGoid atomic.Uint64 // the completion goroutine's id; 0 with an external loop
+	stopLoop atomic.Bool   // set by Close once no more completions can appear
+	loopDone chan struct{} // closed when the completion goroutine has exited
+
+	// Statistics; any goroutine.
+	submitted  atomic.Uint64
+	completed  atomic.Uint64
+	canceled   atomic.Uint64
+	panicked   atomic.Uint64
+	delivered  atomic.Uint64
+	drains     atomic.Uint64
+	maxDrainSt atomic.Uint64
+	chanWakes  atomic.Uint64
+	running    atomic.Int64
+}
+
+// New makes a pool. With the default options it starts its completion
+// goroutine and no worker (workers start on demand, up to 64, and exit after
+// 10s idle). Invalid options return an error wrapping ErrInvalidLimits.
+// The caller must Close (or Shutdown) the pool to release its goroutines and
+// file descriptors.
+func New(opts ...Option) (*Pool, error) {
+	c := defaultConfig()
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		external:     c.external,
+		panicHandler: c.panicHandler,
+		maxQueued:    c.maxQueued,
+		idleTimeout:  c.idleTimeout,
+		minWorkers:   c.minWorkers,
+		maxWorkers:   c.maxWorkers,
+		quiet:        make(chan struct{}),
+		loopDone:     make(chan struct{}),
+	}
+	p.deferrer.onPanic = c.panicHandler
+	if c.external || c.loopWake == wakeEventfd {
+		n, err := NewNotifier()
+		if err != nil {
+			return nil, err
+		}
+		p.notifier = n
+	} else {
+		p.wakeCh = make(chan struct{}, 1)
+	}
+	p.mu.Lock()
+	for p.workers < p.minWorkers {
+		p.spawn()
+	}
+	p.mu.Unlock()
+	if c.external {
+		close(p.loopDone)
+	} else {
+		go p.loop()
+	}
+	return p, nil
+}
+
+// Submit queues fn to run on a worker and returns a Handle for Cancel. cb,
+// which may be nil, runs once on the completion loop with fn's error, or with
+// ErrCanceled if the request was canceled before it started. Submit never runs
+// cb itself. It returns ErrNilFunc for a nil fn, ErrQueueFull when the
+// WithMaxQueued bound is reached and ErrClosed once Shutdown or Close began;
+// then cb is never called. Any goroutine, a Callback included.
+func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
+	e, err := p.accept(fn, cb, false)
+	if err != nil {
+		return Handle{}, err
+	}
+	return Handle{e: e, gen: e.gen}, nil
+}
+
+// SubmitCo runs fn on a worker and waits until it has returned, then returns
+// its error. If ctx ends while the request is still queued, the request is
+// canceled (fn never runs) and SubmitCo returns ctx's error; if ctx ends while
+// fn runs, SubmitCo returns ctx's error at once and fn finishes in the
+// background. SubmitCo returns ErrCanceled when Close canceled the queued
+// request, and the errors of Submit for a request it did not accept.
+//
+// The result goes from the worker straight to the caller, not through the
+// completion loop, so SubmitCo may be called from any goroutine: from a
+// Callback (it then holds up the loop while fn runs, but cannot deadlock) and
+// from the goroutine that calls RunCompletions.
+func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
+	if fn == nil {
+		return ErrNilFunc
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	e, err := p.accept(fn, nil, true)
+	if err != nil {
+		return err
+	}
+	gen := e.gen
+	select {
+	case err = <-e.coCh:
+	case <-ctx.Done():
+		select {
+		case err = <-e.coCh: // finished anyway: report the real result
+		default:
+			p.cancel(e, gen)
+			err = ctx.Err()
+		}
+	}
+	p.release(e)
+	return err
+}
+
+// accept queues a request and starts a worker for it if needed.
+func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, error) {
+	if fn == nil {
+		return nil, ErrNilFunc
+	}
+	p.mu.Lock()
+	if p.closing.Load() {
+		p.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if p.maxQueued > 0 && p.queued >= p.maxQueued {
+		p.mu.Unlock()
+		return nil, ErrQueueFull
+	}
+	e := p.alloc()
+	e.fn, e.cb, e.co = fn, cb, co
+	if co {
+		if e.coCh == nil {
+			e.coCh = make(chan error, 1)
+		}
+		e.refs.Store(2)
+	}
+	p.enqueue(e)
+	p.pending.Add(1)
+	p.dispatch()
+	p.mu.Unlock()
+	p.submitted.Add(1)
+	return e, nil
+}
+
+// Cancel cancels the request h if it has not started: it is removed from the
+// queue, never runs, and its callback runs once, later, on the completion loop
+// with ErrCanceled. Cancel returns true in that case only. A request that is
+// running or finished, the zero Handle, and a Handle whose request is long
+// gone are left alone and Cancel returns false. Any goroutine.
+func (p *Pool) Cancel(h Handle) bool {
+	if h.e == nil || h.e.pool != p {
+		return false
+	}
+	return p.cancel(h.e, h.gen)
+}
+
+func (p *Pool) cancel(e *element, gen uint64) bool {
+	p.mu.Lock()
+	if e.gen != gen || e.state.Load() != stateQueued {
+		p.mu.Unlock()
+		return false
+	}
+	p.unqueue(e)
+	e.err = ErrCanceled
+	e.state.Store(stateDone)
+	p.mu.Unlock()
+	p.canceled.Add(1)
+	p.publish(e)
+	return true
+}
+
+// publish hands a finished element to whoever waits for it: the SubmitCo
+// caller, or the completion loop. Worker or canceler.
+func (p *Pool) publish(e *element) {
+	if e.co {
+		e.coCh <- e.err
+		p.finishOne()
+		p.release(e)
+		return
+	}
+	p.pushDone(e)
+	p.wakeLoop()
+}
+
+// release drops one reference to a SubmitCo element; the last one recycles it.
+func (p *Pool) release(e *element) {
+	if e.refs.Add(-1) != 0 {
+		return
+	}
+	select {
+	case <-e.coCh: // a result nobody took (the caller left early)
+	default:
+	}
+	p.mu.Lock()
+	p.recycleLocked(e)
+	p.mu.Unlock()
+}
+
+// finishOne records that one accepted request is over, and wakes a Shutdown
+// waiting for the last one.
+func (p *Pool) finishOne() {
+	if p.pending.Add(-1) == 0 && p.closing.Load() {
+		p.signalQuiet()
+	}
+}
+
+func (p *Pool) signalQuiet() {
+	p.quietOnce.Do(func() { close(p.quiet) })
+	p.wakeLoop()
+}
+
+// SetLimits changes the worker limits while the pool runs, validated like New:
+// min < 0, max <= 0 and min > max return an error wrapping ErrInvalidLimits.
+// Workers up to min start at once; workers above max exit as soon as they are
+// idle or finish their current request; queued work gets new workers if max
+// grew. After Shutdown or Close began it returns ErrClosed. Any goroutine.
+func (p *Pool) SetLimits(min, max int) error {
+	if err := validateLimits(min, max); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing.Load() {
+		return ErrClosed
+	}
+	p.minWorkers, p.maxWorkers = min, max
+	for p.workers < p.minWorkers {
+		p.spawn()
+	}
+	for p.queued > len(p.idle) && p.workers < p.maxWorkers {
+		p.spawn()
+	}
+	if p.workers > p.maxWorkers {
+		p.wakeAllIdle()
+	}
+	return nil
+}
+
+// Stats is a snapshot of a pool's counters. Counters only grow; the gauges
+// (Workers, IdleWorkers, Running, Queued) are what they were at the call.
+type Stats struct {
+	Submitted uint64 // requests accepted by Submit and SubmitCo
+	Completed uint64 // Funcs that returned (or panicked)
+	Canceled  uint64 // requests canceled before they started
+	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
+	Delivered uint64 // callbacks run (requests with a nil Callback count too)
+
+	Workers     int // live worker goroutines
+	IdleWorkers int // workers waiting for work
+	Running     int // Funcs running now
+	Queued      int // requests waiting for a worker
+	MinWorkers  int
+	MaxWorkers  int
+
+	Drains    uint64 // batches delivered by the completion loop
+	MaxDrain  uint64 // most callbacks delivered in one batch
+	LoopWakes uint64 // wake-ups written to the completion loop (eventfd writes or channel sends)
+}
+
+// Stats returns a snapshot of the pool's counters. Any goroutine.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	s := Stats{
+		Workers:     p.workers,
+		IdleWorkers: len(p.idle),
+		Queued:      p.queued,
+		MinWorkers:  p.minWorkers,
+		MaxWorkers:  p.maxWorkers,
+	}
+	p.mu.Unlock()
+	s.Submitted = p.submitted.Load()
+	s.Completed = p.completed.Load()
+	s.Canceled = p.canceled.Load()
+	s.Panicked = p.panicked.Load()
+	s.Delivered = p.delivered.Load()
+	s.Running = int(p.running.Load())
+	s.Drains = p.drains.Load()
+	s.MaxDrain = p.maxDrainSt.Load()
+	s.LoopWakes = p.chanWakes.Load()
+	if p.notifier != nil {
+		s.LoopWakes = p.notifier.Stats().Writes
+	}
+	return s
+}
+
+// Fd returns the eventfd that becomes readable when completions are waiting,
+// for a pool made WithExternalLoop: poll it, then call RunCompletions. It
+// returns -1 for a pool that runs its own completion goroutine, and after
+// Close.
+func (p *Pool) Fd() int {
+	if !p.external {
+		return -1
+	}
+	return p.notifier.Fd()
+}
