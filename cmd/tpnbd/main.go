@@ -1,0 +1,195 @@
+// Command tpnbd is a Network Block Device server that exports one file.
+// Every request runs on a threadpool.Pool and every reply goes back through
+// the pool's completion loop, batched: one send per connection per batch.
+//
+// Usage:
+//
+//	tpnbd [flags] FILE
+//
+// It listens on 127.0.0.1:10809 unless -tcp or -unix says otherwise, and
+// stops cleanly on SIGINT or SIGTERM: it stops reading requests, answers
+// the ones already read, syncs the file and exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"syscall"
+	"time"
+
+	"github.com/batchio/threadpool"
+	"github.com/batchio/threadpool/internal/nbd"
+)
+
+// config is the command line.
+type config struct {
+	file, name     string
+	tcp, unix      string
+	readOnly       bool
+	flush          string
+	workers        int
+	minWorkers     int
+	shutdownWait   time.Duration
+	cpuProfile     string
+	verbose, quiet bool
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "tpnbd:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("tpnbd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: tpnbd [flags] FILE")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.name, "name", "", "export name (the empty default name is always accepted too)")
+	fs.StringVar(&cfg.tcp, "tcp", "", "TCP address to listen on (default 127.0.0.1:10809 when -unix is not given)")
+	fs.StringVar(&cfg.unix, "unix", "", "Unix socket path to listen on")
+	fs.BoolVar(&cfg.readOnly, "readonly", false, "export read-only")
+	fs.StringVar(&cfg.flush, "flush", "defer", "reply sends: defer (one per connection per batch of completions) or each (one per reply)")
+	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
+	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
+	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
+	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems")
+	fs.BoolVar(&cfg.quiet, "q", false, "do not print the listening addresses")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return cfg, errors.New("one FILE expected")
+	}
+	cfg.file = fs.Arg(0)
+	if cfg.flush != "defer" && cfg.flush != "each" {
+		fmt.Fprintln(stderr, "tpnbd: -flush must be defer or each")
+		return cfg, errors.New("bad -flush")
+	}
+	if cfg.tcp == "" && cfg.unix == "" {
+		cfg.tcp = "127.0.0.1:10809"
+	}
+	return cfg, nil
+}
+
+// run serves until ctx ends, then shuts down: the listeners close, the
+// requests already read are answered, the pool drains and the file is
+// synced. ready, if not nil, receives the listeners' addresses once they
+// accept.
+func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.Addr) error {
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	exp, err := nbd.OpenExport(cfg.file, cfg.name, cfg.readOnly)
+	if err != nil {
+		return err
+	}
+	defer exp.Close()
+	pool, err := threadpool.New(threadpool.WithMaxWorkers(cfg.workers), threadpool.WithMinWorkers(cfg.minWorkers))
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	srv := &nbd.Server{Export: exp, Exec: poolExec{pool}}
+	if cfg.flush == "each" {
+		srv.Exec = eachExec{poolExec{pool}}
+	}
+	logger := log.New(stderr, "tpnbd: ", log.LstdFlags)
+	if cfg.verbose {
+		srv.Logf = logger.Printf
+	}
+	listeners, err := listen(cfg)
+	if err != nil {
+		return err
+	}
+	served := make(chan error, len(listeners))
+	addrs := make([]net.Addr, len(listeners))
+	for i, l := range listeners {
+		addrs[i] = l.Addr()
+		go func() { served <- srv.Serve(l) }()
+		if !cfg.quiet {
+			logger.Printf("serving %s (%d bytes, flush=%s) on %s %s", cfg.file, exp.Size(), cfg.flush, l.Addr().Network(), l.Addr())
+		}
+	}
+	if ready != nil {
+		ready <- addrs
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownWait)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	for range len(listeners) - 1 {
+		<-served
+	}
+	if serveErr == nil {
+		<-served
+	}
+	err = errors.Join(err, pool.Shutdown(sctx))
+	if !cfg.readOnly {
+		err = errors.Join(err, exp.Sync())
+	}
+	if errors.Is(serveErr, nbd.ErrServerClosed) {
+		serveErr = nil
+	}
+	return errors.Join(serveErr, err)
+}
+
+// listen opens the listeners the configuration asks for.
+func listen(cfg config) ([]net.Listener, error) {
+	var ls []net.Listener
+	if cfg.tcp != "" {
+		l, err := net.Listen("tcp", cfg.tcp)
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	if cfg.unix != "" {
+		if fi, err := os.Lstat(cfg.unix); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(cfg.unix) // a stale socket from an earlier run
+		}
+		l, err := net.Listen("unix", cfg.unix)
+		if err != nil {
+			for _, l := range ls {
+				l.Close()
+			}
+			return nil, err
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
+}
