@@ -16,6 +16,7 @@ type testExec struct {
 	cond        sync.Cond     // signals completions and close; uses mu
 	completions []testDone    // guarded by mu
 	outstanding int           // guarded by mu; submitted, callback not yet run
+	submitted   int           // guarded by mu; ever submitted
 	closed      bool          // guarded by mu
 	hold        chan struct{} // guarded by mu; when non-nil, work waits for it to close
 
@@ -57,7 +58,9 @@ func (e *testExec) Submit(work func() error, done func(error)) error {
 		return errExecClosed
 	}
 	e.outstanding++
+	e.submitted++
 	e.mu.Unlock()
+	e.cond.Broadcast()
 	e.tasks <- testTask{work, done}
 	return nil
 }
@@ -125,12 +128,12 @@ func (e *testExec) loop() {
 			d.done(d.err)
 		}
 		e.inBatch = false
-		list := e.deferred
-		e.deferred = nil
-		for _, f := range list {
+		for _, f := range e.deferred {
 			f.Flush()
 		}
-		e.flushes += len(list)
+		e.flushes += len(e.deferred)
+		clear(e.deferred)
+		e.deferred = e.deferred[:0]
 		e.maxBatch = max(e.maxBatch, len(batch))
 		e.mu.Lock()
 		e.outstanding -= len(batch)
@@ -157,4 +160,13 @@ func (e *testExec) stats() (flushes, maxBatch int) {
 		e.cond.Wait()
 	}
 	return e.flushes, e.maxBatch
+}
+
+// waitSubmitted waits until n requests in all have been submitted.
+func (e *testExec) waitSubmitted(n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.submitted < n {
+		e.cond.Wait()
+	}
 }
