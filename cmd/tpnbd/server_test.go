@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// skipClientsEnv, set to 1, turns a missing client tool into a skip
+// instead of a failure.
+const skipClientsEnv = "TPNBD_SKIP_CLIENTS"
+
+// requireTool returns the path of a client tool, failing the test (or
+// skipping it when TPNBD_SKIP_CLIENTS=1) when it is not installed.
+func requireTool(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := name + " not found: install the Debian package " + debianPackage +
+		" (cmd/tpnbd/ci-deps.sh does), or set " + skipClientsEnv + "=1 to skip the tests that drive real clients"
+	if os.Getenv(skipClientsEnv) == "1" {
+		t.Skip(msg)
+	}
+	t.Fatal(msg)
+	return ""
+}
+
+// tpnbd is a server started in-process by startTpnbd.
+type tpnbd struct {
+	file string // the exported file
+	sock string // its Unix socket
+	uri  string // NBD URI of the export
+}
+
+// startTpnbd serves a new file of size random bytes (or of zeroes) on a
+// Unix socket until the test ends, then shuts it down as SIGTERM would
+// and checks that it exits cleanly.
+func startTpnbd(t *testing.T, size int64, random bool, extra ...string) *tpnbd {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tpnbd")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &tpnbd{file: filepath.Join(dir, "disk.img"), sock: filepath.Join(dir, "sock")}
+	writeImage(t, s.file, size, random)
+
+	args := append([]string{"-q", "-name", "disk", "-unix", s.sock}, extra...)
+	cfg, err := parseFlags(append(args, s.file), io.Discard)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan []net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, io.Discard, ready) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		cancel()
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	s.uri = "nbd+unix:///disk?socket=" + s.sock
+	return s
+}
+
+// writeImage creates a file of size bytes, random or zero.
+func writeImage(t *testing.T, path string, size int64, random bool) {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	if random {
+		_, err = io.CopyN(f, rand.Reader, size)
+	} else {
+		err = f.Truncate(size)
+	}
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+// runTool runs a client tool and returns its output, failing the test
+// with that output if it exits non-zero.
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	require.NoError(t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
+	return string(out)
+}
