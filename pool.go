@@ -320,7 +320,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	for p.workers < p.minWorkers {
 		p.spawn()
 	}
-	for p.queued > len(p.idle) && p.workers < p.maxWorkers {
+	for need := p.queued - len(p.idle); need > 0 && p.workers < p.maxWorkers; need-- {
 		p.spawn()
 	}
 	if p.workers > p.maxWorkers {

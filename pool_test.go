@@ -367,7 +367,9 @@ func TestSetLimitsStartsMinAndStopsSurplus(t *testing.T) {
 		require.NoError(t, err)
 	}
 	<-g2.started
-	require.NoError(t, p.SetLimits(0, 3))
+	require.Equal(t, 1, p.Stats().Workers)
+	require.NoError(t, p.SetLimits(0, 10))
+	require.Equal(t, 3, p.Stats().Workers, "one new worker per queued request, not up to max")
 	<-g2.started
 	<-g2.started
 	g2.release()
