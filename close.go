@@ -70,6 +70,8 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 // beginClose refuses new requests, wakes idle workers so that they exit once
 // the queue is empty, and with cancel set cancels everything still queued.
 func (p *Pool) beginClose(cancel bool) {
+	p.cancelMu.Lock()
+	defer p.cancelMu.Unlock()
 	p.mu.Lock()
 	if !p.closing.Load() {
 		p.closing.Store(true)

@@ -99,6 +99,12 @@ func (n *Notifier) wrote(err error) {
 		n.writes.Add(1)
 		return
 	}
+	n.writeFailed(err)
+}
+
+// writeFailed is wrote's error path, apart so that err escapes to the heap
+// only when a write failed.
+func (n *Notifier) writeFailed(err error) {
 	n.writeErrors.Add(1)
 	n.lastErr.Store(&err)
 	// The signal did not reach the consumer: let the next Notify try again.

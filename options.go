@@ -43,6 +43,7 @@ func defaultConfig() config {
 		minWorkers:  DefaultMinWorkers,
 		maxWorkers:  DefaultMaxWorkers,
 		idleTimeout: DefaultIdleTimeout,
+		loopWake:    wakeChan,
 	}
 }
 

@@ -67,6 +67,12 @@ type Pool struct {
 
 	wg sync.WaitGroup // worker goroutines
 
+	// cancelMu orders cancellations before the end of the loop: Cancel holds
+	// it for reading while it publishes a canceled request, beginClose holds
+	// it for writing, so once any Close is past beginClose no canceled request
+	// is still on its way to the loop.
+	cancelMu sync.RWMutex
+
 	// done is the stack of finished requests, newest first; pushed by any
 	// goroutine, taken whole by the loop.
 	done atomic.Pointer[element]
@@ -151,11 +157,11 @@ func New(opts ...Option) (*Pool, error) {
 // WithMaxQueued bound is reached and ErrClosed once Shutdown or Close began;
 // then cb is never called. Any goroutine, a Callback included.
 func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
-	e, err := p.accept(fn, cb, false)
+	e, gen, err := p.accept(fn, cb, false)
 	if err != nil {
 		return Handle{}, err
 	}
-	return Handle{e: e, gen: e.gen}, nil
+	return Handle{e: e, gen: gen}, nil
 }
 
 // SubmitCo runs fn on a worker and waits until it has returned, then returns
@@ -176,11 +182,10 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e, err := p.accept(fn, nil, true)
+	e, gen, err := p.accept(fn, nil, true)
 	if err != nil {
 		return err
 	}
-	gen := e.gen
 	select {
 	case err = <-e.coCh:
 	case <-ctx.Done():
@@ -195,19 +200,21 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	return err
 }
 
-// accept queues a request and starts a worker for it if needed.
-func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, error) {
+// accept queues a request, starts a worker for it if needed, and returns the
+// element with its generation: once mu is released the element may already
+// be done and recycled.
+func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 	if fn == nil {
-		return nil, ErrNilFunc
+		return nil, 0, ErrNilFunc
 	}
 	p.mu.Lock()
 	if p.closing.Load() {
 		p.mu.Unlock()
-		return nil, ErrClosed
+		return nil, 0, ErrClosed
 	}
 	if p.maxQueued > 0 && p.queued >= p.maxQueued {
 		p.mu.Unlock()
-		return nil, ErrQueueFull
+		return nil, 0, ErrQueueFull
 	}
 	e := p.alloc()
 	e.fn, e.cb, e.co = fn, cb, co
@@ -217,12 +224,13 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, error) {
 		}
 		e.refs.Store(2)
 	}
+	gen := e.gen
 	p.enqueue(e)
 	p.pending.Add(1)
 	p.dispatch()
-	p.mu.Unlock()
 	p.submitted.Add(1)
-	return e, nil
+	p.mu.Unlock()
+	return e, gen, nil
 }
 
 // Cancel cancels the request h if it has not started: it is removed from the
@@ -238,6 +246,8 @@ func (p *Pool) Cancel(h Handle) bool {
 }
 
 func (p *Pool) cancel(e *element, gen uint64) bool {
+	p.cancelMu.RLock()
+	defer p.cancelMu.RUnlock()
 	p.mu.Lock()
 	if e.gen != gen || e.state.Load() != stateQueued {
 		p.mu.Unlock()
@@ -310,7 +320,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	for p.workers < p.minWorkers {
 		p.spawn()
 	}
-	for p.queued > len(p.idle) && p.workers < p.maxWorkers {
+	for need := p.queued - len(p.idle); need > 0 && p.workers < p.maxWorkers; need-- {
 		p.spawn()
 	}
 	if p.workers > p.maxWorkers {

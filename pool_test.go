@@ -1,0 +1,567 @@
+package threadpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// eventually waits for cond with a generous bound; it polls state that the
+// pool changes asynchronously (worker counts), never a fixed delay.
+func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	require.Eventually(t, cond, 10*time.Second, time.Millisecond, append([]any{msg}, args...)...)
+}
+
+func newPool(t *testing.T, opts ...Option) *Pool {
+	t.Helper()
+	p, err := New(opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, p.Close()) })
+	return p
+}
+
+// gate blocks Funcs until opened and tells the test when they start.
+type gate struct {
+	open    chan struct{}
+	started chan int
+	once    sync.Once
+}
+
+func newGate(n int) *gate {
+	return &gate{open: make(chan struct{}), started: make(chan int, n)}
+}
+
+func (g *gate) release() { g.once.Do(func() { close(g.open) }) }
+
+// fn returns a Func that reports its start as id, waits for the gate and
+// returns err.
+func (g *gate) fn(id int, err error) Func {
+	return func() error {
+		g.started <- id
+		<-g.open
+		return err
+	}
+}
+
+func TestSubmitWithoutCallback(t *testing.T) {
+	p := newPool(t)
+	var ran atomic.Bool
+	_, err := p.Submit(func() error { ran.Store(true); return errors.New("ignored") }, nil)
+	require.NoError(t, err)
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.True(t, ran.Load())
+	s := p.Stats()
+	require.Equal(t, uint64(1), s.Submitted)
+	require.Equal(t, uint64(1), s.Completed)
+	require.Equal(t, uint64(1), s.Delivered)
+}
+
+func TestCallbackRunsOnLoopNotInSubmitNorWorker(t *testing.T) {
+	p := newPool(t)
+	const n = 50
+	var workerIDs sync.Map
+	cbIDs := make(chan uint64, n)
+	submitter := curGoroutineID()
+	for i := 0; i < n; i++ {
+		_, err := p.Submit(func() error {
+			workerIDs.Store(curGoroutineID(), true)
+			return nil
+		}, func(error) { cbIDs <- curGoroutineID() })
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.Shutdown(context.Background()))
+	close(cbIDs)
+	var loopID uint64
+	for id := range cbIDs {
+		require.NotEqual(t, submitter, id, "callback ran inside Submit")
+		_, onWorker := workerIDs.Load(id)
+		require.False(t, onWorker, "callback ran on a worker")
+		if loopID == 0 {
+			loopID = id
+		}
+		require.Equal(t, loopID, id, "callbacks ran on more than one goroutine")
+	}
+	require.NotZero(t, loopID)
+}
+
+func TestSubmitCoReturnsFuncResult(t *testing.T) {
+	p := newPool(t)
+	want := errors.New("boom")
+	var value int
+	require.ErrorIs(t, p.SubmitCo(context.Background(), func() error { value = 42; return want }), want)
+	require.Equal(t, 42, value)
+	require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }))
+}
+
+func TestHundredRequestsWithMax64Workers(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(64))
+	const n = 100
+	results := make([]error, n)
+	calls := make([]int, n)
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		want := fmt.Errorf("request %d", i)
+		_, err := p.Submit(func() error { return want }, func(err error) {
+			results[i] = err
+			calls[i]++
+			wg.Done()
+		})
+		require.NoError(t, err)
+	}
+	wg.Wait()
+	for i := 0; i < n; i++ {
+		require.EqualError(t, results[i], fmt.Sprintf("request %d", i))
+		require.Equal(t, 1, calls[i])
+	}
+	require.LessOrEqual(t, p.Stats().Workers, 64)
+}
+
+// TestCancelQueuedAndRunning fills the pool with long-running requests and
+// cancels all of them. Which requests are running is known before the
+// cancels (the workers report their start and block on a gate), so the
+// outcome is deterministic: the running ones finish with their real result,
+// every queued one is canceled and never starts, and every callback runs
+// exactly once.
+func TestCancelQueuedAndRunning(t *testing.T) {
+	const workers, n = 4, 100
+	p := newPool(t, WithMaxWorkers(workers))
+	g := newGate(n)
+	var ran [n]atomic.Bool
+	results := make([]error, n)
+	calls := make([]int, n)
+	handles := make([]Handle, n)
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		inner := g.fn(i, fmt.Errorf("done %d", i))
+		h, err := p.Submit(func() error { ran[i].Store(true); return inner() }, func(err error) {
+			results[i] = err
+			calls[i]++
+			wg.Done()
+		})
+		require.NoError(t, err)
+		handles[i] = h
+	}
+	active := map[int]bool{}
+	for len(active) < workers {
+		active[<-g.started] = true
+	}
+	for i := range handles {
+		require.Equal(t, !active[i], p.Cancel(handles[i]), "request %d", i)
+		require.False(t, p.Cancel(handles[i]), "second cancel of %d", i)
+	}
+	g.release()
+	wg.Wait()
+	for i := 0; i < n; i++ {
+		require.Equal(t, 1, calls[i])
+		if active[i] {
+			require.True(t, ran[i].Load())
+			require.EqualError(t, results[i], fmt.Sprintf("done %d", i))
+		} else {
+			require.False(t, ran[i].Load(), "canceled request %d ran", i)
+			require.ErrorIs(t, results[i], ErrCanceled)
+			require.ErrorIs(t, results[i], context.Canceled)
+		}
+	}
+	s := p.Stats()
+	require.Equal(t, uint64(n-workers), s.Canceled)
+	require.Equal(t, uint64(workers), s.Completed)
+}
+
+// TestCancelRacingWorkers lets cancels race with workers dequeuing: whatever
+// wins, a request either ran with its real result or was canceled and never
+// ran, and its callback runs once.
+func TestCancelRacingWorkers(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(8))
+	const n = 2000
+	var ran [n]atomic.Bool
+	var calls [n]atomic.Int32
+	errs := make([]error, n)
+	canceled := make([]bool, n)
+	var wg sync.WaitGroup
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		h, err := p.Submit(func() error { ran[i].Store(true); return nil }, func(err error) {
+			errs[i] = err
+			calls[i].Add(1)
+			wg.Done()
+		})
+		require.NoError(t, err)
+		canceled[i] = p.Cancel(h)
+	}
+	wg.Wait()
+	for i := 0; i < n; i++ {
+		require.Equal(t, int32(1), calls[i].Load())
+		require.Equal(t, !canceled[i], ran[i].Load(), "request %d", i)
+		if canceled[i] {
+			require.ErrorIs(t, errs[i], ErrCanceled)
+		} else {
+			require.NoError(t, errs[i])
+		}
+	}
+}
+
+func TestCancelIgnoresZeroForeignAndStaleHandles(t *testing.T) {
+	// An external loop makes recycling deterministic: RunCompletions returns
+	// after the delivered elements are back on the free list.
+	p := newPool(t, WithExternalLoop(), WithMaxWorkers(1))
+	other := newPool(t)
+	require.False(t, p.Cancel(Handle{}))
+
+	g := newGate(1)
+	_, err := p.Submit(g.fn(0, nil), nil) // occupies the only worker
+	require.NoError(t, err)
+	<-g.started
+
+	var got []error
+	record := func(err error) { got = append(got, err) }
+	h1, err := p.Submit(func() error { return nil }, record)
+	require.NoError(t, err)
+	require.False(t, other.Cancel(h1), "handle of another pool")
+	require.True(t, p.Cancel(h1))
+	require.False(t, p.Cancel(h1), "already canceled")
+	waitReadable(t, p.Fd())
+	require.Equal(t, 1, p.RunCompletions())
+	require.Len(t, got, 1)
+	require.ErrorIs(t, got[0], ErrCanceled)
+
+	h2, err := p.Submit(func() error { return nil }, record)
+	require.NoError(t, err)
+	require.Same(t, h1.e, h2.e, "the element was recycled")
+	require.NotEqual(t, h1.gen, h2.gen)
+	require.False(t, p.Cancel(h1), "a stale handle must not cancel the element's new request")
+	require.True(t, p.Cancel(h2))
+	g.release()
+}
+
+func TestBadInputGetsErrorAndNoCallback(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1), WithMaxQueued(2))
+	never := func(error) { t.Error("callback of a refused request ran") }
+
+	_, err := p.Submit(nil, never)
+	require.ErrorIs(t, err, ErrNilFunc)
+	require.ErrorIs(t, p.SubmitCo(context.Background(), nil), ErrNilFunc)
+
+	g := newGate(1)
+	_, err = p.Submit(g.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-g.started // running: does not count against the bound
+	for i := 0; i < 2; i++ {
+		_, err = p.Submit(func() error { return nil }, nil)
+		require.NoError(t, err)
+	}
+	_, err = p.Submit(func() error { return nil }, never)
+	require.ErrorIs(t, err, ErrQueueFull)
+	require.ErrorIs(t, p.SubmitCo(context.Background(), func() error { return nil }), ErrQueueFull)
+	g.release()
+	require.NoError(t, p.Shutdown(context.Background()))
+
+	_, err = p.Submit(func() error { return nil }, never)
+	require.ErrorIs(t, err, ErrClosed)
+	require.ErrorIs(t, p.SubmitCo(context.Background(), func() error { return nil }), ErrClosed)
+	require.ErrorIs(t, p.SetLimits(1, 2), ErrClosed)
+	s := p.Stats()
+	require.Equal(t, uint64(3), s.Submitted)
+	require.Equal(t, uint64(3), s.Delivered)
+}
+
+func TestInvalidLimits(t *testing.T) {
+	for _, opts := range [][]Option{
+		{WithMinWorkers(-1)},
+		{WithMaxWorkers(0)},
+		{WithMaxWorkers(-3)},
+		{WithMinWorkers(5), WithMaxWorkers(4)},
+		{WithIdleTimeout(0)},
+		{WithMaxQueued(-1)},
+	} {
+		p, err := New(opts...)
+		require.ErrorIs(t, err, ErrInvalidLimits)
+		require.Nil(t, p)
+	}
+	p := newPool(t)
+	require.ErrorIs(t, p.SetLimits(-1, 4), ErrInvalidLimits)
+	require.ErrorIs(t, p.SetLimits(0, 0), ErrInvalidLimits)
+	require.ErrorIs(t, p.SetLimits(3, 2), ErrInvalidLimits)
+	s := p.Stats()
+	require.Equal(t, DefaultMinWorkers, s.MinWorkers)
+	require.Equal(t, DefaultMaxWorkers, s.MaxWorkers)
+}
+
+func TestMaxWorkersIsRespected(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(3))
+	g := newGate(10)
+	for i := 0; i < 10; i++ {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	for i := 0; i < 3; i++ {
+		<-g.started
+	}
+	s := p.Stats()
+	require.Equal(t, 3, s.Workers)
+	require.Equal(t, 3, s.Running)
+	require.Equal(t, 7, s.Queued)
+	g.release()
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.Equal(t, uint64(10), p.Stats().Completed)
+}
+
+func TestMinWorkersStartAndIdleWorkersExit(t *testing.T) {
+	p := newPool(t, WithMinWorkers(2), WithMaxWorkers(8), WithIdleTimeout(5*time.Millisecond))
+	require.Equal(t, 2, p.Stats().Workers)
+	g := newGate(8)
+	for i := 0; i < 8; i++ {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	for i := 0; i < 8; i++ {
+		<-g.started
+	}
+	require.Equal(t, 8, p.Stats().Workers)
+	g.release()
+	eventually(t, func() bool { return p.Stats().Workers == 2 }, "idle workers above min must exit")
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 2 }, "min workers stay idle")
+}
+
+func TestSetLimitsStartsMinAndStopsSurplus(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(16))
+	require.NoError(t, p.SetLimits(6, 16))
+	require.Equal(t, 6, p.Stats().Workers, "SetLimits starts min workers at once")
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 6 }, "new workers go idle")
+
+	require.NoError(t, p.SetLimits(0, 2))
+	eventually(t, func() bool { return p.Stats().Workers == 2 }, "surplus idle workers exit promptly")
+
+	// Busy workers above max exit when their request finishes.
+	require.NoError(t, p.SetLimits(0, 4))
+	g := newGate(4)
+	for i := 0; i < 4; i++ {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	for i := 0; i < 4; i++ {
+		<-g.started
+	}
+	require.Equal(t, 4, p.Stats().Workers)
+	require.NoError(t, p.SetLimits(0, 1))
+	g.release()
+	eventually(t, func() bool { return p.Stats().Workers == 1 }, "busy surplus workers exit after their request")
+
+	// Growing max gives queued work more workers.
+	require.NoError(t, p.SetLimits(0, 1))
+	g2 := newGate(3)
+	for i := 0; i < 3; i++ {
+		_, err := p.Submit(g2.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	<-g2.started
+	require.Equal(t, 1, p.Stats().Workers)
+	require.NoError(t, p.SetLimits(0, 10))
+	require.Equal(t, 3, p.Stats().Workers, "one new worker per queued request, not up to max")
+	<-g2.started
+	<-g2.started
+	g2.release()
+}
+
+func TestFuncPanicIsDeliveredAndPoolSurvives(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	got := make(chan error, 1)
+	_, err := p.Submit(func() error { panic("kaboom") }, func(err error) { got <- err })
+	require.NoError(t, err)
+	err = <-got
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, "kaboom", pe.Value)
+	require.Contains(t, string(pe.Stack), "pool_test.go")
+	require.Contains(t, err.Error(), "kaboom")
+
+	sentinel := errors.New("sentinel")
+	_, err = p.Submit(func() error { panic(sentinel) }, func(err error) { got <- err })
+	require.NoError(t, err)
+	require.ErrorIs(t, <-got, sentinel, "PanicError unwraps an error value")
+
+	require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }))
+	s := p.Stats()
+	require.Equal(t, uint64(2), s.Panicked)
+	require.Equal(t, 1, s.Workers)
+}
+
+func TestFuncGoexitIsDeliveredAndWorkerReplaced(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	got := make(chan error, 1)
+	_, err := p.Submit(func() error { runtime.Goexit(); return nil }, func(err error) { got <- err })
+	require.NoError(t, err)
+	err = <-got
+	require.ErrorIs(t, err, ErrGoexit)
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe)
+	for i := 0; i < 3; i++ {
+		require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }))
+	}
+	require.Equal(t, 1, p.Stats().Workers)
+}
+
+func TestCallbackPanicGoesToHandler(t *testing.T) {
+	handled := make(chan any, 1)
+	p := newPool(t, WithPanicHandler(func(v any) { handled <- v }))
+	_, err := p.Submit(func() error { return nil }, func(error) { panic("in callback") })
+	require.NoError(t, err)
+	require.Equal(t, "in callback", <-handled)
+	got := make(chan error, 1)
+	_, err = p.Submit(func() error { return errors.New("after") }, func(err error) { got <- err })
+	require.NoError(t, err)
+	require.EqualError(t, <-got, "after")
+}
+
+func TestSubmitCoContextEndsWhileQueued(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	g := newGate(1)
+	_, err := p.Submit(g.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-g.started
+	ctx, cancel := context.WithCancel(context.Background())
+	var ran atomic.Bool
+	res := make(chan error, 1)
+	go func() { res <- p.SubmitCo(ctx, func() error { ran.Store(true); return nil }) }()
+	eventually(t, func() bool { return p.Stats().Queued == 1 }, "SubmitCo request queued")
+	cancel()
+	require.ErrorIs(t, <-res, context.Canceled)
+	g.release()
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.False(t, ran.Load())
+	require.Equal(t, uint64(1), p.Stats().Canceled)
+}
+
+func TestSubmitCoContextEndsWhileRunning(t *testing.T) {
+	p := newPool(t)
+	g := newGate(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- p.SubmitCo(ctx, g.fn(0, errors.New("late"))) }()
+	<-g.started
+	cancel()
+	require.ErrorIs(t, <-res, context.Canceled, "SubmitCo returns at once while fn still runs")
+	g.release()
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.Equal(t, uint64(1), p.Stats().Completed, "fn finished in the background")
+}
+
+func TestSubmitCoAlreadyCanceledContext(t *testing.T) {
+	p := newPool(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.ErrorIs(t, p.SubmitCo(ctx, func() error { t.Error("ran"); return nil }), context.Canceled)
+	require.Zero(t, p.Stats().Submitted)
+}
+
+func TestSubmitCoFromCallbackDoesNotDeadlock(t *testing.T) {
+	for _, opts := range [][]Option{nil, {WithMaxWorkers(1)}} {
+		p := newPool(t, opts...)
+		got := make(chan error, 1)
+		_, err := p.Submit(func() error { return nil }, func(error) {
+			got <- p.SubmitCo(context.Background(), func() error { return errors.New("inner") })
+		})
+		require.NoError(t, err)
+		require.EqualError(t, <-got, "inner")
+	}
+}
+
+func TestCallbackMaySubmitAndCancel(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	chain := make(chan int, 10)
+	var step func(i int) Callback
+	step = func(i int) Callback {
+		return func(error) {
+			chain <- i
+			if i < 5 {
+				_, err := p.Submit(func() error { return nil }, step(i+1))
+				require.NoError(t, err)
+			}
+		}
+	}
+	_, err := p.Submit(func() error { return nil }, step(0))
+	require.NoError(t, err)
+	for i := 0; i <= 5; i++ {
+		require.Equal(t, i, <-chain)
+	}
+}
+
+func TestDeferCallFlushesOncePerDrain(t *testing.T) {
+	p := newPool(t, WithExternalLoop())
+	f := &countFlusher{}
+	const n = 200
+	for i := 0; i < n; i++ {
+		_, err := p.Submit(func() error { return nil }, func(error) { p.DeferCall(f) })
+		require.NoError(t, err)
+	}
+	delivered := 0
+	for delivered < n {
+		waitReadable(t, p.Fd())
+		before := f.n
+		got := p.RunCompletions()
+		delivered += got
+		if got > 0 {
+			require.Equal(t, before+1, f.n, "one flush per drain, not per callback")
+		} else {
+			require.Equal(t, before, f.n)
+		}
+	}
+	require.Equal(t, n, delivered)
+	require.Less(t, f.n, n)
+}
+
+func TestDeferCallOutsideDrainFlushesAtOnce(t *testing.T) {
+	p := newPool(t)
+	f := &countFlusher{}
+	p.DeferCall(f)
+	require.Equal(t, 1, f.n)
+	p.DeferCall(nil)
+}
+
+// TestZeroAllocsPerRequest checks that a Submit-to-callback round trip with a
+// reused Func and Callback allocates nothing once the pool is warm.
+func TestZeroAllocsPerRequest(t *testing.T) {
+	for name, opts := range map[string][]Option{
+		"chan":    nil,
+		"eventfd": {withLoopWake(wakeEventfd)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := newPool(t, opts...)
+			done := make(chan struct{}, 1)
+			fn := func() error { return nil }
+			cb := func(error) { done <- struct{}{} }
+			round := func() {
+				if _, err := p.Submit(fn, cb); err != nil {
+					panic(err)
+				}
+				<-done
+			}
+			for i := 0; i < 100; i++ {
+				round()
+			}
+			require.Zero(t, testing.AllocsPerRun(1000, round))
+			ctx := context.Background()
+			require.Zero(t, testing.AllocsPerRun(1000, func() {
+				if err := p.SubmitCo(ctx, fn); err != nil {
+					panic(err)
+				}
+			}))
+		})
+	}
+}
+
+type countFlusher struct{ n int }
+
+func (f *countFlusher) Flush() { f.n++ }
