@@ -59,7 +59,7 @@ func (e *Export) Close() error { return e.file.Close() }
 
 // Sync makes every completed write durable (fdatasync).
 func (e *Export) Sync() error {
-	return e.control(func(fd int) error { return unix.Fdatasync(fd) })
+	return e.control(syncData)
 }
 
 // flags returns the transmission flags advertised for the export. Several
@@ -91,7 +91,7 @@ func (e *Export) writeAt(b []byte, off int64) error {
 // trim discards the range. Trimming is advisory, so a file system that
 // cannot punch holes makes it a successful no-op.
 func (e *Export) trim(off, length int64) error {
-	err := e.fallocate(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	err := e.control(func(fd int) error { return punchHole(fd, off, length) })
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		return nil
 	}
@@ -99,14 +99,15 @@ func (e *Export) trim(off, length int64) error {
 }
 
 // zero makes the range read as zeroes. With keepAllocated (NO_HOLE) the
-// blocks stay allocated; otherwise they may be punched out. Where fallocate
-// cannot do it, zeroes are written.
+// blocks stay allocated; otherwise they may be punched out. Where the file
+// system cannot do either, zeroes are written.
 func (e *Export) zero(off, length int64, keepAllocated bool) error {
-	var mode uint32 = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
-	if keepAllocated {
-		mode = unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE
-	}
-	err := e.fallocate(mode, off, length)
+	err := e.control(func(fd int) error {
+		if keepAllocated {
+			return zeroRange(fd, off, length)
+		}
+		return punchHole(fd, off, length)
+	})
 	if !errors.Is(err, unix.EOPNOTSUPP) {
 		return err
 	}
@@ -123,10 +124,6 @@ func (e *Export) zero(off, length int64, keepAllocated bool) error {
 		length -= n
 	}
 	return nil
-}
-
-func (e *Export) fallocate(mode uint32, off, length int64) error {
-	return e.control(func(fd int) error { return unix.Fallocate(fd, mode, off, length) })
 }
 
 // control runs fn with the file's descriptor while the File holds it open.
