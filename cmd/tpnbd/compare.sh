@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Compares tpnbd with qemu-nbd (--aio=threads) and nbdkit's file plugin on the
+# same file (kept in the page cache), and tpnbd -flush=defer with
+# -flush=each. Each server listens on a Unix socket only. fio (ioengine=nbd)
+# drives every server with the same jobs, the servers alternating within
+# each round; the table shows the median IOPS over the rounds.
+#
+# Usage: cmd/tpnbd/compare.sh [-q] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB]
+#   -q  quick mode: 1 round of 1 second per job (about 40 s in all)
+#   default: 3 rounds of 2 seconds per job (about 4 minutes)
+# Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
+set -euo pipefail
+
+rounds=3 runtime=2 size_mib=256
+while getopts "qr:t:s:" opt; do
+	case $opt in
+	q) rounds=1 runtime=1 ;;
+	r) rounds=$OPTARG ;;
+	t) runtime=$OPTARG ;;
+	s) size_mib=$OPTARG ;;
+	*) sed -n '2,12p' "$0"; exit 2 ;;
+	esac
+done
+
+for tool in fio qemu-nbd nbdkit go; do
+	command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found (cmd/tpnbd/ci-deps.sh installs the NBD tools)" >&2; exit 1; }
+done
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d /tmp/tpnbd-compare.XXXXXX)
+pids=()
+cleanup() {
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+(cd "$repo" && go build -o "$work/tpnbd" ./cmd/tpnbd)
+img=$work/disk.img
+head -c $((size_mib << 20)) /dev/urandom >"$img"
+cat "$img" >/dev/null # into the page cache
+
+"$work/tpnbd" -q -unix "$work/defer.sock" -flush=defer "$img" & pids+=($!)
+"$work/tpnbd" -q -unix "$work/each.sock" -flush=each "$img" & pids+=($!)
+qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pids+=($!)
+nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pids+=($!)
+
+servers=(tpnbd-defer tpnbd-each qemu-nbd nbdkit)
+declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit)
+for s in "${servers[@]}"; do
+	for _ in $(seq 100); do
+		[ -S "$work/${sock[$s]}.sock" ] && break
+		sleep 0.1
+	done
+	[ -S "$work/${sock[$s]}.sock" ] || { echo "compare.sh: $s did not start" >&2; exit 1; }
+done
+
+jobs=()
+for rw in randread randwrite; do
+	for depth in 1 64; do
+		for n in 1 4; do
+			jobs+=("$rw:$depth:$n")
+		done
+	done
+done
+
+# One fio run; prints total IOPS (read + write) from the terse output.
+run_fio() {
+	local server=$1 rw=$2 depth=$3 n=$4
+	fio --name=cmp --ioengine=nbd --uri="nbd+unix:///?socket=$work/${sock[$server]}.sock" \
+		--rw="$rw" --bs=4k --iodepth="$depth" --numjobs="$n" --size=$((size_mib << 20)) \
+		--time_based --runtime="$runtime" --ramp_time=0.2 --group_reporting \
+		--output-format=terse --terse-version=3 --randrepeat=0 |
+		awk -F';' '/^3;/ { printf "%d\n", $8 + $49 }'
+}
+
+results=$work/results
+: >"$results"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file" >&2
+for round in $(seq "$rounds"); do
+	# Rotate the order of the servers each round.
+	order=("${servers[@]:$(((round - 1) % 4))}" "${servers[@]:0:$(((round - 1) % 4))}")
+	for job in "${jobs[@]}"; do
+		IFS=: read -r rw depth n <<<"$job"
+		for s in "${order[@]}"; do
+			iops=$(run_fio "$s" "$rw" "$depth" "$n")
+			echo "$job $s $iops" >>"$results"
+			printf 'round %d %-9s iodepth=%-2s numjobs=%s %-11s %8s IOPS\n' "$round" "$rw" "$depth" "$n" "$s" "$iops" >&2
+		done
+	done
+done
+
+# Median per (job, server), then one row per job.
+awk -v servers="${servers[*]}" '
+function median(key,   n, i, j, t, a) {
+	n = split(vals[key], a, " ")
+	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+}
+{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $3; if (!($1 in seen)) { seen[$1] = 1; order[++njobs] = $1 } }
+END {
+	ns = split(servers, s, " ")
+	printf "| job (bs=4k) | iodepth | numjobs |"
+	for (i = 1; i <= ns; i++) printf " %s |", s[i]
+	printf " defer/each | defer/qemu-nbd | defer/nbdkit |\n|---|---|---|"
+	for (i = 1; i <= ns + 3; i++) printf "---|"
+	printf "\n"
+	for (k = 1; k <= njobs; k++) {
+		split(order[k], f, ":")
+		printf "| %s | %s | %s |", f[1], f[2], f[3]
+		for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf " %d |", m[s[i]] }
+		printf " %.2f | %.2f | %.2f |\n", m["tpnbd-defer"] / m["tpnbd-each"], m["tpnbd-defer"] / m["qemu-nbd"], m["tpnbd-defer"] / m["nbdkit"]
+	}
+}' "$results"
