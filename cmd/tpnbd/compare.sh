@@ -5,19 +5,21 @@
 # drives every server with the same jobs, the servers alternating within
 # each round; the table shows the median IOPS over the rounds.
 #
-# Usage: cmd/tpnbd/compare.sh [-q] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB]
-#   -q  quick mode: 1 round of 1 second per job (about 40 s in all)
+# Usage: cmd/tpnbd/compare.sh [-q] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS]
+#   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
+#   -p  run tpnbd with -procs PROCS (GOMAXPROCS); default: Go's default
 #   default: 3 rounds of 2 seconds per job (about 4 minutes)
 # Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
-rounds=3 runtime=2 size_mib=256
-while getopts "qr:t:s:" opt; do
+rounds=3 runtime=2 size_mib=256 procs=0
+while getopts "qr:t:s:p:" opt; do
 	case $opt in
 	q) rounds=1 runtime=1 ;;
 	r) rounds=$OPTARG ;;
 	t) runtime=$OPTARG ;;
 	s) size_mib=$OPTARG ;;
+	p) procs=$OPTARG ;;
 	*) sed -n '2,12p' "$0"; exit 2 ;;
 	esac
 done
@@ -45,13 +47,14 @@ img=$work/disk.img
 head -c $((size_mib << 20)) /dev/urandom >"$img"
 cat "$img" >/dev/null # into the page cache
 
-"$work/tpnbd" -q -unix "$work/defer.sock" -flush=defer "$img" & pids+=($!)
-"$work/tpnbd" -q -unix "$work/each.sock" -flush=each "$img" & pids+=($!)
-qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pids+=($!)
-nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pids+=($!)
-
 servers=(tpnbd-defer tpnbd-each qemu-nbd nbdkit)
 declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit)
+declare -A pid
+"$work/tpnbd" -q -procs "$procs" -unix "$work/defer.sock" -flush=defer "$img" & pid[tpnbd-defer]=$!
+"$work/tpnbd" -q -procs "$procs" -unix "$work/each.sock" -flush=each "$img" & pid[tpnbd-each]=$!
+qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pid[qemu-nbd]=$!
+nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pid[nbdkit]=$!
+pids=("${pid[@]}")
 for s in "${servers[@]}"; do
 	for _ in $(seq 100); do
 		[ -S "$work/${sock[$s]}.sock" ] && break
@@ -69,51 +72,70 @@ for rw in randread randwrite; do
 	done
 done
 
-# One fio run; prints total IOPS (read + write) from the terse output.
+# cpu_ticks PID: user + system CPU time of a process, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+# One fio run; prints total IOPS (read + write) and the server's CPU time
+# per request in microseconds.
 run_fio() {
-	local server=$1 rw=$2 depth=$3 n=$4
+	local server=$1 rw=$2 depth=$3 n=$4 t0 t1
+	t0=$(cpu_ticks "${pid[$server]}")
 	fio --name=cmp --ioengine=nbd --uri="nbd+unix:///?socket=$work/${sock[$server]}.sock" \
 		--rw="$rw" --bs=4k --iodepth="$depth" --numjobs="$n" --size=$((size_mib << 20)) \
-		--time_based --runtime="$runtime" --ramp_time=0.2 --group_reporting \
-		--output-format=terse --terse-version=3 --randrepeat=0 |
-		awk -F';' '/^3;/ { printf "%d\n", $8 + $49 }'
+		--time_based --runtime="$runtime" --group_reporting \
+		--output-format=terse --terse-version=3 --randrepeat=0 >"$work/fio.out"
+	t1=$(cpu_ticks "${pid[$server]}")
+	awk -F';' -v ticks=$((t1 - t0)) -v hz="$hz" \
+		'/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0 }' "$work/fio.out"
 }
 
 results=$work/results
 : >"$results"
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file" >&2
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs" >&2
 for round in $(seq "$rounds"); do
 	# Rotate the order of the servers each round.
 	order=("${servers[@]:$(((round - 1) % 4))}" "${servers[@]:0:$(((round - 1) % 4))}")
 	for job in "${jobs[@]}"; do
 		IFS=: read -r rw depth n <<<"$job"
 		for s in "${order[@]}"; do
-			iops=$(run_fio "$s" "$rw" "$depth" "$n")
-			echo "$job $s $iops" >>"$results"
-			printf 'round %d %-9s iodepth=%-2s numjobs=%s %-11s %8s IOPS\n' "$round" "$rw" "$depth" "$n" "$s" "$iops" >&2
+			read -r iops cpu < <(run_fio "$s" "$rw" "$depth" "$n")
+			echo "$job $s $iops $cpu" >>"$results"
+			printf 'round %d %-9s iodepth=%-2s numjobs=%s %-11s %8s IOPS %6s us CPU/request\n' \
+				"$round" "$rw" "$depth" "$n" "$s" "$iops" "$cpu" >&2
 		done
 	done
 done
 
-# Median per (job, server), then one row per job.
-awk -v servers="${servers[*]}" '
-function median(key,   n, i, j, t, a) {
-	n = split(vals[key], a, " ")
-	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
-{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $3; if (!($1 in seen)) { seen[$1] = 1; order[++njobs] = $1 } }
-END {
-	ns = split(servers, s, " ")
-	printf "| job (bs=4k) | iodepth | numjobs |"
-	for (i = 1; i <= ns; i++) printf " %s |", s[i]
-	printf " defer/each | defer/qemu-nbd | defer/nbdkit |\n|---|---|---|"
-	for (i = 1; i <= ns + 3; i++) printf "---|"
-	printf "\n"
-	for (k = 1; k <= njobs; k++) {
-		split(order[k], f, ":")
-		printf "| %s | %s | %s |", f[1], f[2], f[3]
-		for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf " %d |", m[s[i]] }
-		printf " %.2f | %.2f | %.2f |\n", m["tpnbd-defer"] / m["tpnbd-each"], m["tpnbd-defer"] / m["qemu-nbd"], m["tpnbd-defer"] / m["nbdkit"]
+# Median per (job, server), then one row per job: IOPS, then the servers'
+# CPU time per request.
+table() {
+	awk -v servers="${servers[*]}" -v col="$1" -v unit="$2" '
+	function median(key,   n, i, j, t, a) {
+		n = split(vals[key], a, " ")
+		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+		return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 	}
-}' "$results"
+	{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $col; if (!($1 in seen)) { seen[$1] = 1; order[++njobs] = $1 } }
+	END {
+		ns = split(servers, s, " ")
+		printf "| %s | iodepth | numjobs |", unit
+		for (i = 1; i <= ns; i++) printf " %s |", s[i]
+		printf " defer/each | defer/qemu-nbd | defer/nbdkit |\n|---|---|---|"
+		for (i = 1; i <= ns + 3; i++) printf "---|"
+		printf "\n"
+		for (k = 1; k <= njobs; k++) {
+			split(order[k], f, ":")
+			printf "| %s | %s | %s |", f[1], f[2], f[3]
+			for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf (col == 3 ? " %d |" : " %.1f |"), m[s[i]] }
+			printf " %.2f | %.2f | %.2f |\n", m["tpnbd-defer"] / m["tpnbd-each"], m["tpnbd-defer"] / m["qemu-nbd"], m["tpnbd-defer"] / m["nbdkit"]
+		}
+	}' "$results"
+}
+echo "Median IOPS (fio ioengine=nbd, bs=4k, Unix sockets; higher is better):"
+echo
+table 3 "IOPS"
+echo
+echo "Median server CPU time per request in microseconds (lower is better):"
+echo
+table 4 "CPU us/req"

@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 	"time"
@@ -37,6 +38,7 @@ type config struct {
 	flush          string
 	workers        int
 	minWorkers     int
+	procs          int
 	shutdownWait   time.Duration
 	cpuProfile     string
 	verbose, quiet bool
@@ -46,6 +48,9 @@ func main() {
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		os.Exit(2)
+	}
+	if cfg.procs > 0 {
+		runtime.GOMAXPROCS(cfg.procs)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -70,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.flush, "flush", "defer", "reply sends: defer (one per connection per batch of completions) or each (one per reply)")
 	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
 	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
+	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server (0: Go's default, one per CPU)")
 	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems")
