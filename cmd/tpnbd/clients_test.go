@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -30,6 +29,16 @@ func TestNbdinfoListsExport(t *testing.T) {
 
 	out = runTool(t, nbdinfo, "--list", "nbd+unix://?socket="+s.sock)
 	require.Contains(t, out, `export="disk"`)
+}
+
+func TestTCPAndUnixTogether(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo", "libnbd-bin")
+	qemuImg := requireTool(t, "qemu-img", "qemu-utils")
+	s := startTpnbd(t, 4<<20, true, "-tcp", "127.0.0.1:0")
+	require.NotEmpty(t, s.tcpURI)
+	require.Contains(t, runTool(t, nbdinfo, s.tcpURI), "export-size: 4194304")
+	out := runTool(t, qemuImg, "compare", "-f", "raw", "-F", "raw", s.tcpURI, s.uri)
+	require.Contains(t, out, "identical")
 }
 
 func TestQemuImgCopiesBothWays(t *testing.T) {
@@ -79,20 +88,7 @@ func TestFioVerifies(t *testing.T) {
 	for _, depth := range []int{1, 64} {
 		for _, jobs := range []int{1, 4} {
 			t.Run(fmt.Sprintf("iodepth=%d,numjobs=%d", depth, jobs), func(t *testing.T) {
-				size := 4 << 20
-				if depth > 1 {
-					size = 8 << 20
-				}
-				out := runTool(t, fio,
-					"--name=tpnbd", "--ioengine=nbd", "--uri="+s.uri,
-					"--rw=randwrite", "--bs=4k", fmt.Sprintf("--iodepth=%d", depth),
-					fmt.Sprintf("--numjobs=%d", jobs), fmt.Sprintf("--size=%d", size),
-					fmt.Sprintf("--offset_increment=%d", size),
-					"--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
-					fmt.Sprintf("--randseed=%d", depth*10+jobs), "--group_reporting")
-				require.Contains(t, out, "err= 0")
-				require.NotContains(t, out, "verify: bad")
-				require.Regexp(t, `read: IOPS=`, out)
+				fioVerify(t, fio, s.uri, depth, jobs)
 			})
 		}
 	}
@@ -100,5 +96,31 @@ func TestFioVerifies(t *testing.T) {
 	f, err := os.ReadFile(s.file)
 	require.NoError(t, err)
 	require.NotEqual(t, make([]byte, 4096), f[:4096])
-	require.False(t, strings.Contains(string(f[:16]), "\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"))
+}
+
+// TestFioVerifiesFlushEach runs the same check with a flush per reply.
+func TestFioVerifiesFlushEach(t *testing.T) {
+	fio := requireTool(t, "fio", "fio")
+	s := startTpnbd(t, imageSize, false, "-flush=each")
+	fioVerify(t, fio, s.uri, 64, 4)
+}
+
+// fioVerify writes random blocks with checksums through the server and
+// reads them all back through it, failing on any mismatch.
+func fioVerify(t *testing.T, fio, uri string, depth, jobs int) {
+	t.Helper()
+	size := 4 << 20
+	if depth > 1 {
+		size = 8 << 20
+	}
+	out := runTool(t, fio,
+		"--name=tpnbd", "--ioengine=nbd", "--uri="+uri,
+		"--rw=randwrite", "--bs=4k", fmt.Sprintf("--iodepth=%d", depth),
+		fmt.Sprintf("--numjobs=%d", jobs), fmt.Sprintf("--size=%d", size),
+		fmt.Sprintf("--offset_increment=%d", size),
+		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+		fmt.Sprintf("--randseed=%d", depth*10+jobs), "--group_reporting")
+	require.Contains(t, out, "err= 0")
+	require.NotContains(t, out, "verify: bad")
+	require.Contains(t, out, "read: IOPS=")
 }

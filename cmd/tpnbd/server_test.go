@@ -40,6 +40,8 @@ type tpnbd struct {
 	file string // the exported file
 	sock string // its Unix socket
 	uri  string // NBD URI of the export
+	// tcpURI is the export's URI over TCP, when started with -tcp.
+	tcpURI string
 }
 
 // startTpnbd serves a new file of size random bytes (or of zeroes) on a
@@ -60,8 +62,9 @@ func startTpnbd(t *testing.T, size int64, random bool, extra ...string) *tpnbd {
 	ready := make(chan []net.Addr, 1)
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, cfg, io.Discard, ready) }()
+	var addrs []net.Addr
 	select {
-	case <-ready:
+	case addrs = <-ready:
 	case err := <-done:
 		cancel()
 		require.NoError(t, err)
@@ -71,6 +74,11 @@ func startTpnbd(t *testing.T, size int64, random bool, extra ...string) *tpnbd {
 		require.NoError(t, <-done)
 	})
 	s.uri = "nbd+unix:///disk?socket=" + s.sock
+	for _, a := range addrs {
+		if a.Network() == "tcp" {
+			s.tcpURI = "nbd://" + a.String() + "/disk"
+		}
+	}
 	return s
 }
 

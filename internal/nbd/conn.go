@@ -43,11 +43,11 @@ func (c *conn) serve() {
 	if err := c.nc.SetDeadline(time.Time{}); err != nil {
 		return
 	}
+	c.budget.init(c.srv.maxRequests(), c.srv.maxBytes())
+	c.out.init(c)
 	if !c.srv.startTransmission(c) {
 		return
 	}
-	c.budget.init(c.srv.maxRequests(), c.srv.maxBytes())
-	c.out.init(c)
 	writerDone := make(chan struct{})
 	go func() {
 		defer close(writerDone)

@@ -14,6 +14,9 @@ import (
 // several goroutines at once. The *os.File stays referenced by the Export
 // for as long as the Export is in use, so its descriptor cannot be closed
 // under a request.
+//
+// Name, Description and ReadOnly may be changed only before the export is
+// given to a Server.
 type Export struct {
 	// Name is the export name clients ask for. The empty name, which the
 	// protocol calls the default export, also selects this export.
