@@ -7,12 +7,14 @@
 #
 # Usage: cmd/tpnbd/compare.sh [-q] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS]
 #   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
+#   -r, -t  rounds and seconds per job; default 5 rounds of 1 second
+#       (about 4 minutes): short runs alternating often resist the noise of
+#       a shared machine better than long ones
 #   -p  run tpnbd with -procs PROCS (GOMAXPROCS); default: Go's default
-#   default: 3 rounds of 2 seconds per job (about 4 minutes)
 # Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
-rounds=3 runtime=2 size_mib=256 procs=0
+rounds=5 runtime=1 size_mib=256 procs=0
 while getopts "qr:t:s:p:" opt; do
 	case $opt in
 	q) rounds=1 runtime=1 ;;
@@ -20,7 +22,7 @@ while getopts "qr:t:s:p:" opt; do
 	t) runtime=$OPTARG ;;
 	s) size_mib=$OPTARG ;;
 	p) procs=$OPTARG ;;
-	*) sed -n '2,12p' "$0"; exit 2 ;;
+	*) sed -n '2,14p' "$0"; exit 2 ;;
 	esac
 done
 
@@ -90,9 +92,11 @@ run_fio() {
 		'/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0 }' "$work/fio.out"
 }
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 results=$work/results
 : >"$results"
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs, $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs" >&2
+header="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(uname -m)), $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs"
+echo "# $header" >&2
 for round in $(seq "$rounds"); do
 	# Rotate the order of the servers each round.
 	order=("${servers[@]:$(((round - 1) % 4))}" "${servers[@]:0:$(((round - 1) % 4))}")
@@ -132,6 +136,8 @@ table() {
 		}
 	}' "$results"
 }
+echo "$header; load average before: $load0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
 echo "Median IOPS (fio ioengine=nbd, bs=4k, Unix sockets; higher is better):"
 echo
 table 3 "IOPS"
