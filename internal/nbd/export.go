@@ -54,13 +54,15 @@ func OpenExport(path, name string, readOnly bool) (*Export, error) {
 	return &Export{Name: name, ReadOnly: readOnly, file: f, size: size}, nil
 }
 
-// Size returns the export's size in bytes.
+// Size returns the export's size in bytes. Any goroutine.
 func (e *Export) Size() int64 { return e.size }
 
-// Close closes the file. Call it only when no server uses the export.
+// Close closes the file. Call it once, when no server uses the export any
+// more (after Server.Shutdown has returned).
 func (e *Export) Close() error { return e.file.Close() }
 
-// Sync makes every completed write durable (fdatasync).
+// Sync makes every completed write durable (fdatasync). Any goroutine,
+// until Close.
 func (e *Export) Sync() error {
 	return e.control(syncData)
 }

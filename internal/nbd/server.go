@@ -92,7 +92,8 @@ func (s *Server) Serve(l net.Listener) error {
 // closed. If ctx ends first, it closes the remaining connections, waits for
 // their goroutines, and returns ctx's error. Requests are still completed
 // by the Executor, which must keep running until Shutdown returns. Any
-// goroutine may call Shutdown, once or more.
+// goroutine but the Executor's completion goroutine (which Shutdown waits
+// for) may call Shutdown, once or more.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
