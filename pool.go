@@ -342,8 +342,8 @@ type Stats struct {
 	IdleWorkers int // workers waiting for work
 	Running     int // Funcs running now
 	Queued      int // requests waiting for a worker
-	MinWorkers  int
-	MaxWorkers  int
+	MinWorkers  int // the current lower limit (New or SetLimits)
+	MaxWorkers  int // the current upper limit (New or SetLimits)
 
 	Drains    uint64 // batches delivered by the completion loop
 	MaxDrain  uint64 // most callbacks delivered in one batch
