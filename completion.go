@@ -96,8 +96,13 @@ func (p *Pool) DeferCall(f Flusher) { p.deferrer.Call(f) }
 func (p *Pool) drain() int {
 	p.deferrer.Begin()
 	p.drainDepth++
-	defer p.endDrain()
 	n := 0
+	defer func() {
+		// Deferred, so that a drain ended by a panicking Callback counts
+		// what it delivered, the panicking one included.
+		p.countDrain(n)
+		p.endDrain()
+	}()
 	for {
 		e := p.batch
 		if e == nil {
@@ -110,14 +115,20 @@ func (p *Pool) drain() int {
 		n++
 		p.deliver(e)
 	}
-	if n > 0 {
-		p.drains.Add(1)
-		p.delivered.Add(uint64(n))
-		if uint64(n) > p.maxDrainSt.Load() {
-			p.maxDrainSt.Store(uint64(n))
-		}
-	}
 	return n
+}
+
+// countDrain adds a drain of n callbacks to the statistics. Loop goroutine
+// only.
+func (p *Pool) countDrain(n int) {
+	if n == 0 {
+		return
+	}
+	p.drains.Add(1)
+	p.delivered.Add(uint64(n))
+	if uint64(n) > p.maxDrainSt.Load() {
+		p.maxDrainSt.Store(uint64(n))
+	}
 }
 
 // endDrain closes the drain's region, which runs the deferred Flushers, and

@@ -1,0 +1,60 @@
+//go:build unix
+
+package threadpool_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/batchio/threadpool"
+)
+
+// pollIn waits up to timeout milliseconds (-1: for ever) for fd to become
+// readable and reports whether it is.
+func pollIn(t testing.TB, fd, timeout int) bool {
+	t.Helper()
+	require.GreaterOrEqual(t, fd, 0)
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(pfd, timeout)
+		if !errors.Is(err, unix.EINTR) {
+			require.NoError(t, err)
+			return n == 1 && pfd[0].Revents&unix.POLLIN != 0
+		}
+	}
+}
+
+// waitReadable blocks until fd is readable.
+func waitReadable(t testing.TB, fd int) {
+	t.Helper()
+	require.True(t, pollIn(t, fd, -1))
+}
+
+// newOneWorkerExternal makes an external-loop pool with one worker, so that
+// requests finish in order, and a tally for its callbacks.
+func newOneWorkerExternal(t *testing.T) (*threadpool.Pool, *tally) {
+	t.Helper()
+	return newPool(t, threadpool.WithExternalLoop(), threadpool.WithMaxWorkers(1)), newTally(4)
+}
+
+// batchOfThree queues three requests on a one-worker external-loop pool and
+// returns once the first two are finished and the third is running, held by
+// the gate it returns: the first two are then one batch for the next
+// RunCompletions. The second and third report to ta as requests 1 and 2.
+func batchOfThree(t *testing.T, p *threadpool.Pool, ta *tally, first threadpool.Callback) *gate {
+	t.Helper()
+	hold := newGate()
+	t.Cleanup(hold.open) // before the pool's Close, which waits for the Func
+	started := make(chan struct{})
+	_, err := p.Submit(func() error { return nil }, first)
+	require.NoError(t, err)
+	_, err = p.Submit(func() error { return nil }, ta.cb(1))
+	require.NoError(t, err)
+	_, err = p.Submit(func() error { close(started); hold.wait(); return nil }, ta.cb(2))
+	require.NoError(t, err)
+	<-started // one worker: the first two are published by now
+	return hold
+}
