@@ -133,8 +133,15 @@ func (p *Pool) countDrain(n int) {
 
 // endDrain closes the drain's region, which runs the deferred Flushers, and
 // at the outermost level recycles the delivered elements in one lock. It also
-// runs when a Callback panics, so the pool stays consistent.
+// runs when a Callback panics, so the pool stays consistent and the loop is
+// woken again for what is left of the batch.
 func (p *Pool) endDrain() {
+	if p.batch != nil {
+		// A Callback panicked or called runtime.Goexit in the middle of the
+		// batch, after its wake-up was taken: re-arm it, so that the rest of
+		// the batch does not wait for the next completion.
+		p.wakeLoop()
+	}
 	p.drainDepth--
 	p.deferrer.End()
 	if p.drainDepth > 0 || p.spent == nil {

@@ -42,6 +42,13 @@ func (ta *tally) cb(i int) threadpool.Callback {
 	}
 }
 
+// wait blocks until n more callbacks have run.
+func (ta *tally) wait(n int) {
+	for range n {
+		<-ta.all
+	}
+}
+
 // got returns the errors request i's callback received.
 func (ta *tally) got(i int) []error {
 	ta.mu.Lock()
@@ -73,4 +80,20 @@ func newPool(t *testing.T, opts ...threadpool.Option) *threadpool.Pool {
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, p.Close()) })
 	return p
+}
+
+// counts is the part of Stats that must add up once a pool is closed.
+type counts struct {
+	Submitted, Completed, Canceled, Panicked, Delivered uint64
+}
+
+// countsOf picks the counters out of s.
+func countsOf(s threadpool.Stats) counts {
+	return counts{
+		Submitted: s.Submitted,
+		Completed: s.Completed,
+		Canceled:  s.Canceled,
+		Panicked:  s.Panicked,
+		Delivered: s.Delivered,
+	}
 }

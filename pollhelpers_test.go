@@ -58,3 +58,9 @@ func batchOfThree(t *testing.T, p *threadpool.Pool, ta *tally, first threadpool.
 	<-started // one worker: the first two are published by now
 	return hold
 }
+
+// readable reports whether fd is readable now, without waiting.
+func readable(t testing.TB, fd int) bool {
+	t.Helper()
+	return pollIn(t, fd, 0)
+}
