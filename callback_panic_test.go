@@ -35,17 +35,7 @@ func TestCallbackPanicExternalLoopKeepsBatch(t *testing.T) {
 	require.Equal(t, "callback boom", pe.Value)
 	require.NotEmpty(t, pe.Stack)
 
-	require.True(t, readable(t, p.Fd()), "the rest of the batch must re-arm Fd")
-	require.Equal(t, 1, p.RunCompletions())
-	require.NoError(t, ta.requireOnce(t, 1))
-	require.Equal(t, uint64(2), p.Stats().Delivered, "the panicking callback was delivered too")
-
-	hold.open()
-	waitReadable(t, p.Fd())
-	require.Equal(t, 1, p.RunCompletions())
-	require.NoError(t, ta.requireOnce(t, 2))
-	require.NoError(t, p.Close())
-	require.Equal(t, counts{Submitted: 3, Completed: 3, Delivered: 3}, countsOf(p.Stats()))
+	requireRestOfBatch(t, p, ta, hold)
 }
 
 // With a panic handler, the default loop recovers a panicking Callback, hands

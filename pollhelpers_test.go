@@ -64,3 +64,31 @@ func readable(t testing.TB, fd int) bool {
 	t.Helper()
 	return pollIn(t, fd, 0)
 }
+
+// runUntilDelivered drives an external-loop pool until n callbacks in all
+// have been delivered. Loop goroutine only.
+func runUntilDelivered(t testing.TB, p *threadpool.Pool, n uint64) {
+	t.Helper()
+	for p.Stats().Delivered < n {
+		waitReadable(t, p.Fd())
+		p.RunCompletions()
+	}
+}
+
+// requireRestOfBatch checks, after the first callback of batchOfThree left
+// RunCompletions early, that Fd announces the second at once, that the third
+// follows once hold opens, and that Stats count all three.
+func requireRestOfBatch(t *testing.T, p *threadpool.Pool, ta *tally, hold *gate) {
+	t.Helper()
+	require.True(t, readable(t, p.Fd()), "the rest of the batch must re-arm Fd")
+	require.Equal(t, 1, p.RunCompletions())
+	require.NoError(t, ta.requireOnce(t, 1))
+	require.Equal(t, uint64(2), p.Stats().Delivered, "the first callback was delivered too")
+
+	hold.open()
+	waitReadable(t, p.Fd())
+	require.Equal(t, 1, p.RunCompletions())
+	require.NoError(t, ta.requireOnce(t, 2))
+	require.NoError(t, p.Close())
+	require.Equal(t, counts{Submitted: 3, Completed: 3, Delivered: 3}, countsOf(p.Stats()))
+}
