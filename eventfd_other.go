@@ -103,10 +103,14 @@ func (e *event) signal() {
 
 func (e *event) consume() bool {
 	e.got = false
-	if e.rc.Read(e.consumeFn) != nil {
-		return false
+	err := e.rc.Read(e.consumeFn)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// A failed write kicked the consumer (Notifier.writeFailed), which
+		// stops even a non-blocking read: drop the kick and read.
+		e.setReadDeadline(time.Time{})
+		err = e.rc.Read(e.consumeFn)
 	}
-	return e.got
+	return err == nil && e.got
 }
 
 func (e *event) wait() error {

@@ -380,9 +380,24 @@ func (p *Pool) Stats() Stats {
 // for a pool made WithExternalLoop: poll it, then call RunCompletions. It
 // returns -1 for a pool that runs its own completion goroutine, and after
 // Close.
+//
+// If a write to the eventfd fails (a healthy eventfd never fails), that
+// wake-up does not show on Fd: see MissedWakeup.
 func (p *Pool) Fd() int {
 	if !p.external {
 		return -1
 	}
 	return p.notifier.Fd()
+}
+
+// MissedWakeup reports, for a pool made WithExternalLoop, that a wake-up
+// write to Fd failed since RunCompletions last ran, so completions may be
+// waiting although Fd is not readable: call RunCompletions. A loop that must
+// not depend on the descriptor checks it now and then, on a timer say; the
+// next wake-up that is written makes Fd readable again for everything waiting.
+// Shutdown and Close need no such help. It is false for a pool that runs its
+// own completion goroutine, which takes missed wake-ups by itself. Any
+// goroutine.
+func (p *Pool) MissedWakeup() bool {
+	return p.external && p.notifier.Missed()
 }
