@@ -13,12 +13,13 @@ import (
 //
 //	benchstat -col /mode
 func BenchmarkRandRead(b *testing.B) {
+	f := openDataFile(b)
 	for _, depth := range []int{1, 64} {
 		for _, jobs := range []int{1, 8} {
 			for _, mode := range randread.Modes {
 				name := fmt.Sprintf("iodepth=%d/numjobs=%d/mode=%v", depth, jobs, mode)
 				b.Run(name, func(b *testing.B) {
-					benchRandRead(b, randread.Config{IODepth: depth, NumJobs: jobs, Mode: mode})
+					benchRandRead(b, randread.Config{File: f, IODepth: depth, NumJobs: jobs, Mode: mode})
 				})
 			}
 		}
@@ -32,19 +33,19 @@ func BenchmarkRandRead(b *testing.B) {
 //
 //	benchstat -col /design
 func BenchmarkRandReadDesign(b *testing.B) {
+	f := openDataFile(b)
 	for _, depth := range []int{1, 64} {
 		for _, design := range randread.Designs {
 			b.Run(fmt.Sprintf("iodepth=%d/design=%v", depth, design), func(b *testing.B) {
-				benchRandRead(b, randread.Config{IODepth: depth, NumJobs: 1, Mode: randread.Defer, Design: design})
+				benchRandRead(b, randread.Config{File: f, IODepth: depth, NumJobs: 1, Mode: randread.Defer, Design: design})
 			})
 		}
 	}
 }
 
-// benchRandRead runs b.N reads of c after a warm-up that fills every job's
+// benchRandRead runs b.N reads of c (whose File is set) after a warm-up that fills every job's
 // depth twice, so that the steady state alone is measured.
 func benchRandRead(b *testing.B, c randread.Config) {
-	c.File = dataFile(b)
 	c.Size = *randreadSize
 	c.BS = 4096
 	w, err := randread.New(c)
