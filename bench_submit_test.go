@@ -77,12 +77,15 @@ func (c *tripCounter) start(n int) {
 // take reports whether one more request may be submitted.
 func (c *tripCounter) take() bool { return c.toIssue.Add(-1) >= 0 }
 
-// completeOne counts a completion on the loop goroutine.
-func (c *tripCounter) completeOne() {
+// completeOne counts a completion on the loop goroutine and reports whether
+// it was the run's last; the counter then belongs to the next start.
+func (c *tripCounter) completeOne() bool {
 	c.completed++
 	if c.completed == c.want {
 		close(c.done)
+		return true
 	}
+	return false
 }
 
 // poolTripper runs the round trips on a Pool.
@@ -163,14 +166,14 @@ func newGoroutineTripper() *goroutineTripper {
 func (t *goroutineTripper) loop() {
 	defer close(t.stopped)
 	for range t.runs {
-		for t.c.completed < t.c.want {
+		for last := false; !last; {
 			if err := <-t.results; err != nil {
 				panic(err)
 			}
 			if t.c.take() {
 				go t.exec()
 			}
-			t.c.completeOne()
+			last = t.c.completeOne()
 		}
 	}
 }
