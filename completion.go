@@ -30,6 +30,11 @@ func (p *Pool) waitWake(ctx context.Context) error {
 	if p.notifier != nil {
 		return p.notifier.Wait(ctx)
 	}
+	if ctx.Done() == nil { // the pool's own loop: a plain receive, no select
+		<-p.wakeCh
+		p.notified.Store(false)
+		return nil
+	}
 	select {
 	case <-p.wakeCh:
 		p.notified.Store(false)

@@ -43,6 +43,7 @@ type Pool struct {
 	panicHandler func(v any)
 	maxQueued    int
 	idleTimeout  time.Duration
+	epoch        time.Time     // the start of the workers' idle clock
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
 
@@ -122,6 +123,7 @@ func New(opts ...Option) (*Pool, error) {
 		panicHandler: c.panicHandler,
 		maxQueued:    c.maxQueued,
 		idleTimeout:  c.idleTimeout,
+		epoch:        time.Now(),
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
 		quiet:        make(chan struct{}),
