@@ -40,7 +40,7 @@ func TestAuditFdsAndGoroutines(t *testing.T) {
 	n, err := threadpool.NewNotifier()
 	require.NoError(t, err)
 	requireCloexec(t, n.Fd())
-	require.Equal(t, before+1, openFds(t), "one eventfd")
+	require.Equal(t, before+notifierFds, openFds(t), "the notifier's descriptors")
 	require.NoError(t, n.Close())
 	require.Equal(t, -1, n.Fd())
 	require.Equal(t, before, openFds(t))
