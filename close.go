@@ -9,8 +9,10 @@ import "context"
 // from the moment Close begins; a Submit racing with Close either gets
 // ErrClosed and no callback, or is accepted and gets exactly one callback.
 //
-// Close may be called more than once and from several goroutines; every call
-// returns once the pool is closed, and returns nil.
+// Close may be called more than once; every call returns once the pool is
+// closed. With the pool's own completion goroutine, calls may come from
+// several goroutines at once; WithExternalLoop, every call must come from the
+// loop goroutine (see below), because Close delivers on its caller.
 //
 // With its own completion goroutine, the remaining callbacks run there. Called
 // from a Callback, Close cannot wait for the goroutine it runs on: it cancels,

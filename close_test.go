@@ -167,20 +167,22 @@ func TestCloseFromCallback(t *testing.T) {
 func TestShutdownFromCallback(t *testing.T) {
 	p, err := New(WithMaxWorkers(1))
 	require.NoError(t, err)
-	g := newGate(1)
+	first, rest := newGate(1), newGate(3)
 	var order []int
 	shut := make(chan error, 1)
-	_, err = p.Submit(func() error { return nil }, func(error) {
+	_, err = p.Submit(first.fn(0, nil), func(error) {
 		order = append(order, 0)
-		g.release()
+		rest.release()
 		shut <- p.Shutdown(context.Background())
 		order = append(order, 99)
 	})
 	require.NoError(t, err)
+	<-first.started
 	for i := 1; i <= 3; i++ {
-		_, err = p.Submit(func() error { <-g.open; return nil }, func(error) { order = append(order, i) })
+		_, err = p.Submit(rest.fn(i, nil), func(error) { order = append(order, i) })
 		require.NoError(t, err)
 	}
+	first.release()
 	require.NoError(t, <-shut)
 	require.NoError(t, p.Close())
 	require.Equal(t, []int{0, 1, 2, 3, 99}, order, "Shutdown ran the queued work nested, then returned")

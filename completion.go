@@ -30,6 +30,11 @@ func (p *Pool) waitWake(ctx context.Context) error {
 	if p.notifier != nil {
 		return p.notifier.Wait(ctx)
 	}
+	if ctx.Done() == nil { // the pool's own loop: a plain receive, no select
+		<-p.wakeCh
+		p.notified.Store(false)
+		return nil
+	}
 	select {
 	case <-p.wakeCh:
 		p.notified.Store(false)
@@ -96,8 +101,13 @@ func (p *Pool) DeferCall(f Flusher) { p.deferrer.Call(f) }
 func (p *Pool) drain() int {
 	p.deferrer.Begin()
 	p.drainDepth++
-	defer p.endDrain()
 	n := 0
+	defer func() {
+		// Deferred, so that a drain ended by a panicking Callback counts
+		// what it delivered, the panicking one included.
+		p.countDrain(n)
+		p.endDrain()
+	}()
 	for {
 		e := p.batch
 		if e == nil {
@@ -110,20 +120,33 @@ func (p *Pool) drain() int {
 		n++
 		p.deliver(e)
 	}
-	if n > 0 {
-		p.drains.Add(1)
-		p.delivered.Add(uint64(n))
-		if uint64(n) > p.maxDrainSt.Load() {
-			p.maxDrainSt.Store(uint64(n))
-		}
-	}
 	return n
+}
+
+// countDrain adds a drain of n callbacks to the statistics. Loop goroutine
+// only.
+func (p *Pool) countDrain(n int) {
+	if n == 0 {
+		return
+	}
+	p.drains.Add(1)
+	p.delivered.Add(uint64(n))
+	if uint64(n) > p.maxDrainSt.Load() {
+		p.maxDrainSt.Store(uint64(n))
+	}
 }
 
 // endDrain closes the drain's region, which runs the deferred Flushers, and
 // at the outermost level recycles the delivered elements in one lock. It also
-// runs when a Callback panics, so the pool stays consistent.
+// runs when a Callback panics, so the pool stays consistent and the loop is
+// woken again for what is left of the batch.
 func (p *Pool) endDrain() {
+	if p.batch != nil {
+		// A Callback panicked or called runtime.Goexit in the middle of the
+		// batch, after its wake-up was taken: re-arm it, so that the rest of
+		// the batch does not wait for the next completion.
+		p.wakeLoop()
+	}
 	p.drainDepth--
 	p.deferrer.End()
 	if p.drainDepth > 0 || p.spent == nil {

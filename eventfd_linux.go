@@ -1,9 +1,10 @@
+//go:build !pipenotifier
+
 package threadpool
 
 import (
 	"encoding/binary"
 	"os"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -15,22 +16,11 @@ var one = func() (b [8]byte) {
 	return b
 }()
 
-// event is a Notifier's eventfd. The RawConn callbacks are bound once in open
-// so that signalling and consuming allocate nothing.
-type event struct {
-	n    *Notifier
-	f    *os.File // keeps the descriptor alive and registered with the netpoller
-	rc   syscall.RawConn
-	rawf int // the descriptor number, for Fd
-
-	writeFn   func(fd uintptr) bool
-	waitFn    func(fd uintptr) bool
-	consumeFn func(fd uintptr) bool
-
-	// Consumer goroutine only.
-	buf [8]byte
-	got bool
-	err error
+// eventSys is a Notifier's eventfd.
+type eventSys struct {
+	f   *os.File // keeps the descriptor alive and registered with the netpoller
+	fd  int      // the descriptor number, for Fd
+	buf [8]byte  // the counter read back; consumer only
 }
 
 func (e *event) open(n *Notifier) error {
@@ -38,12 +28,13 @@ func (e *event) open(n *Notifier) error {
 	if err != nil {
 		return os.NewSyscallError("eventfd", err)
 	}
-	e.n, e.rawf = n, fd
-	e.f = os.NewFile(uintptr(fd), "eventfd")
-	if e.rc, err = e.f.SyscallConn(); err != nil {
-		e.f.Close()
+	e.n, e.sys.fd = n, fd
+	e.sys.f = os.NewFile(uintptr(fd), "eventfd")
+	if e.rc, err = e.sys.f.SyscallConn(); err != nil {
+		e.sys.f.Close()
 		return err
 	}
+	e.wc = e.rc
 	e.writeFn = func(fd uintptr) bool {
 		err := writeFault(e.n)
 		if err == nil {
@@ -56,12 +47,12 @@ func (e *event) open(n *Notifier) error {
 		return true
 	}
 	e.consumeFn = func(fd uintptr) bool {
-		_, err := unix.Read(int(fd), e.buf[:])
+		_, err := unix.Read(int(fd), e.sys.buf[:])
 		e.got = err == nil
 		return true
 	}
 	e.waitFn = func(fd uintptr) bool {
-		_, err := unix.Read(int(fd), e.buf[:])
+		_, err := unix.Read(int(fd), e.sys.buf[:])
 		if err == unix.EAGAIN {
 			return false // park in the netpoller until readable
 		}
@@ -73,28 +64,6 @@ func (e *event) open(n *Notifier) error {
 	return nil
 }
 
-func (e *event) signal() {
-	if err := e.rc.Write(e.writeFn); err != nil {
-		e.n.wrote(err) // the file was closed
-	}
-}
-
-func (e *event) consume() bool {
-	e.got = false
-	if e.rc.Read(e.consumeFn) != nil {
-		return false
-	}
-	return e.got
-}
-
-func (e *event) wait() error {
-	e.err = nil
-	if err := e.rc.Read(e.waitFn); err != nil {
-		return err
-	}
-	return e.err
-}
-
-func (e *event) setReadDeadline(t time.Time) { _ = e.f.SetReadDeadline(t) }
-func (e *event) fd() int                     { return e.rawf }
-func (e *event) close() error                { return e.f.Close() }
+func (e *event) setReadDeadline(t time.Time) { _ = e.sys.f.SetReadDeadline(t) }
+func (e *event) fd() int                     { return e.sys.fd }
+func (e *event) close() error                { return e.sys.f.Close() }

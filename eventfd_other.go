@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build !linux || pipenotifier
 
 package threadpool
 
@@ -9,23 +9,14 @@ import (
 	"time"
 )
 
-// event is a Notifier's non-blocking pipe pair, for systems without eventfd:
-// a signal is one byte written to w, taking it reads r empty. Both ends are
-// close-on-exec and registered with the netpoller by os.Pipe.
-type event struct {
-	n      *Notifier
-	r, w   *os.File
-	rfd    int // the read end's number, for Fd
-	rc, wc syscall.RawConn
-
-	writeFn   func(fd uintptr) bool
-	waitFn    func(fd uintptr) bool
-	consumeFn func(fd uintptr) bool
-
-	// Consumer goroutine only.
-	buf [64]byte
-	got bool
-	err error
+// eventSys is a Notifier's non-blocking pipe pair, for systems without
+// eventfd: a signal is one byte written to w, taking it reads r empty. Both
+// ends are close-on-exec and registered with the netpoller by os.Pipe. The
+// build tag pipenotifier selects it on Linux too, so that its tests run there.
+type eventSys struct {
+	r, w *os.File
+	rfd  int      // the read end's number, for Fd
+	buf  [64]byte // bytes read back; consumer only
 }
 
 var oneByte = []byte{1}
@@ -35,13 +26,13 @@ func (e *event) open(n *Notifier) error {
 	if err != nil {
 		return err
 	}
-	e.n, e.r, e.w = n, r, w
+	e.n, e.sys.r, e.sys.w = n, r, w
 	if e.rc, err = r.SyscallConn(); err == nil {
 		e.wc, err = w.SyscallConn()
 	}
 	if err == nil {
 		// Not File.Fd: that would put the descriptor back in blocking mode.
-		err = e.rc.Control(func(fd uintptr) { e.rfd = int(fd) })
+		err = e.rc.Control(func(fd uintptr) { e.sys.rfd = int(fd) })
 	}
 	if err != nil {
 		r.Close()
@@ -77,11 +68,11 @@ func (e *event) open(n *Notifier) error {
 func (e *event) readAll(fd uintptr) int {
 	total := 0
 	for {
-		n, err := syscall.Read(int(fd), e.buf[:])
+		n, err := syscall.Read(int(fd), e.sys.buf[:])
 		if n > 0 {
 			total += n
 		}
-		if errors.Is(err, syscall.EAGAIN) || (err == nil && n < len(e.buf)) {
+		if errors.Is(err, syscall.EAGAIN) || (err == nil && n < len(e.sys.buf)) {
 			return total
 		}
 		if err != nil {
@@ -95,34 +86,12 @@ func (e *event) readAll(fd uintptr) int {
 	}
 }
 
-func (e *event) signal() {
-	if err := e.wc.Write(e.writeFn); err != nil {
-		e.n.wrote(err)
-	}
-}
-
-func (e *event) consume() bool {
-	e.got = false
-	if e.rc.Read(e.consumeFn) != nil {
-		return false
-	}
-	return e.got
-}
-
-func (e *event) wait() error {
-	e.err = nil
-	if err := e.rc.Read(e.waitFn); err != nil {
-		return err
-	}
-	return e.err
-}
-
-func (e *event) setReadDeadline(t time.Time) { _ = e.r.SetReadDeadline(t) }
-func (e *event) fd() int                     { return e.rfd }
+func (e *event) setReadDeadline(t time.Time) { _ = e.sys.r.SetReadDeadline(t) }
+func (e *event) fd() int                     { return e.sys.rfd }
 
 func (e *event) close() error {
-	err := e.r.Close()
-	if werr := e.w.Close(); err == nil {
+	err := e.sys.r.Close()
+	if werr := e.sys.w.Close(); err == nil {
 		err = werr
 	}
 	return err

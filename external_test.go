@@ -3,6 +3,7 @@ package threadpool
 import (
 	"context"
 	"errors"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -36,7 +37,14 @@ func TestExternalLoopCloseDeliversOnCaller(t *testing.T) {
 		_, err = p.Submit(func() error { return nil }, func(err error) { got = append(got, err) })
 		require.NoError(t, err)
 	}
-	go g.release()
+	go func() {
+		// Close cancels the queued requests first, then waits for the
+		// running one: let it finish only once the cancels are done.
+		for p.Stats().Canceled < 3 {
+			runtime.Gosched()
+		}
+		g.release()
+	}()
 	require.NoError(t, p.Close())
 	require.Len(t, got, 4, "Close delivered every callback on its caller")
 	require.ErrorIs(t, got[0], ErrCanceled, "queued requests are canceled first")

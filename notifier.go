@@ -21,14 +21,22 @@ import (
 // pending flag, so a Notify racing with them writes again and nothing is
 // missed. NewNotifier(WithCoalescing(false)) writes on every Notify.
 //
-// Notify, Flush and Stats may be called from any goroutine. Wait and Clear
-// belong to one consumer goroutine at a time. After Close, Notify does
+// A signal whose write fails (the descriptor was closed under the Notifier;
+// EAGAIN, a saturated counter or full pipe, counts as written) is not lost:
+// it stays owed to the consumer until Wait or Clear takes it. Wait takes it
+// without the descriptor: the failed write ends a blocked Wait at once. A
+// consumer that polls Fd itself cannot see it there, and should call Missed
+// now and then (Clear takes the signal). The next Notify writes again.
+//
+// Notify, Flush, Missed and Stats may be called from any goroutine. Wait and
+// Clear belong to one consumer goroutine at a time. After Close, Notify does
 // nothing, Wait returns ErrClosed and Fd returns -1.
 type Notifier struct {
 	ev       event // the descriptor(s); set once in NewNotifier
 	coalesce bool  // written once in NewNotifier
 
 	pending atomic.Bool // a written signal not yet taken by the consumer
+	missed  atomic.Bool // a signal whose write failed, not yet taken by the consumer
 	closed  atomic.Bool
 
 	notifies    atomic.Uint64
@@ -107,13 +115,32 @@ func (n *Notifier) wrote(err error) {
 func (n *Notifier) writeFailed(err error) {
 	n.writeErrors.Add(1)
 	n.lastErr.Store(&err)
-	// The signal did not reach the consumer: let the next Notify try again.
+	// The signal did not reach the consumer: owe it to the consumer, let the
+	// next Notify write again, and end a Wait blocked on the descriptor (the
+	// read deadline wakes it without a write; Wait and Clear drop it).
+	n.missed.Store(true)
 	n.pending.Store(false)
+	n.ev.setReadDeadline(kick)
 }
 
-// Wait blocks until a signal is pending, takes it, and returns nil. It returns
-// ctx's error when ctx ends first and ErrClosed when the Notifier is closed
-// before or during the wait. One consumer goroutine at a time.
+// kick is a read deadline in the past: setting it ends a blocked read at once.
+var kick = time.Unix(1, 0)
+
+// takeMissed takes a signal owed by a failed write. Consumer only.
+func (n *Notifier) takeMissed() bool {
+	return n.missed.Load() && n.missed.Swap(false)
+}
+
+// Missed reports whether a signal write failed and the signal has not been
+// taken since by Wait or Clear. A consumer that polls Fd itself should check
+// it now and then (on a timer, say) and, when it reports true, call Clear and
+// do its work as if Fd had been readable. Any goroutine.
+func (n *Notifier) Missed() bool { return n.missed.Load() }
+
+// Wait blocks until a signal is pending, takes it, and returns nil; a signal
+// whose write failed counts as pending. It returns ctx's error when ctx ends
+// first and ErrClosed when the Notifier is closed before or during the wait.
+// One consumer goroutine at a time.
 func (n *Notifier) Wait(ctx context.Context) error {
 	if n.closed.Load() {
 		return ErrClosed
@@ -124,7 +151,7 @@ func (n *Notifier) Wait(ctx context.Context) error {
 		}
 		fired := make(chan struct{})
 		stop := context.AfterFunc(ctx, func() {
-			n.ev.setReadDeadline(time.Unix(1, 0))
+			n.ev.setReadDeadline(kick)
 			close(fired)
 		})
 		defer func() {
@@ -134,15 +161,30 @@ func (n *Notifier) Wait(ctx context.Context) error {
 			}
 		}()
 	}
-	err := n.ev.wait()
-	switch {
-	case err == nil:
-	case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
-		return ctx.Err()
-	case errors.Is(err, os.ErrClosed) || n.closed.Load():
-		return ErrClosed
-	default:
-		return err
+	for {
+		if n.takeMissed() {
+			n.ev.consume() // a signal written meanwhile is taken too
+			break
+		}
+		err := n.ev.wait()
+		if err == nil {
+			break
+		}
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// A failed write kicked the wait: drop the kick and look again.
+			// If ctx ended meanwhile, its deadline is gone too: check ctx.
+			n.ev.setReadDeadline(time.Time{})
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		case errors.Is(err, os.ErrClosed) || n.closed.Load():
+			return ErrClosed
+		default:
+			return err
+		}
 	}
 	n.pending.Store(false)
 	n.wakeups.Add(1)
@@ -150,13 +192,15 @@ func (n *Notifier) Wait(ctx context.Context) error {
 }
 
 // Clear takes a pending signal without blocking and reports whether one was
-// pending. One consumer goroutine at a time; false after Close.
+// pending; a signal whose write failed counts as pending. One consumer
+// goroutine at a time; false after Close.
 func (n *Notifier) Clear() bool {
 	if n.closed.Load() {
 		return false
 	}
+	missed := n.takeMissed()
 	got := n.ev.consume()
-	if n.pending.Swap(false) || got {
+	if n.pending.Swap(false) || got || missed {
 		n.wakeups.Add(1)
 		return true
 	}

@@ -92,7 +92,8 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 // own event loop waits until Fd is readable and calls RunCompletions, which
 // runs the callbacks on the caller's goroutine. RunCompletions, Close and
 // Shutdown must then be called from that loop goroutine (from inside a Callback
-// too), or once the loop has stopped calling RunCompletions.
+// too), or once the loop has stopped calling RunCompletions. Should a write
+// to Fd fail, MissedWakeup says so.
 func WithExternalLoop() Option { return func(c *config) { c.external = true } }
 
 // WithPanicHandler makes the pool recover a panicking Callback (or Flusher run

@@ -43,6 +43,7 @@ type Pool struct {
 	panicHandler func(v any)
 	maxQueued    int
 	idleTimeout  time.Duration
+	epoch        time.Time     // the start of the workers' idle clock
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
 
@@ -122,6 +123,7 @@ func New(opts ...Option) (*Pool, error) {
 		panicHandler: c.panicHandler,
 		maxQueued:    c.maxQueued,
 		idleTimeout:  c.idleTimeout,
+		epoch:        time.Now(),
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
 		quiet:        make(chan struct{}),
@@ -342,8 +344,8 @@ type Stats struct {
 	IdleWorkers int // workers waiting for work
 	Running     int // Funcs running now
 	Queued      int // requests waiting for a worker
-	MinWorkers  int
-	MaxWorkers  int
+	MinWorkers  int // the current lower limit (New or SetLimits)
+	MaxWorkers  int // the current upper limit (New or SetLimits)
 
 	Drains    uint64 // batches delivered by the completion loop
 	MaxDrain  uint64 // most callbacks delivered in one batch
@@ -380,9 +382,24 @@ func (p *Pool) Stats() Stats {
 // for a pool made WithExternalLoop: poll it, then call RunCompletions. It
 // returns -1 for a pool that runs its own completion goroutine, and after
 // Close.
+//
+// If a write to the eventfd fails (a healthy eventfd never fails), that
+// wake-up does not show on Fd: see MissedWakeup.
 func (p *Pool) Fd() int {
 	if !p.external {
 		return -1
 	}
 	return p.notifier.Fd()
+}
+
+// MissedWakeup reports, for a pool made WithExternalLoop, that a wake-up
+// write to Fd failed since RunCompletions last ran, so completions may be
+// waiting although Fd is not readable: call RunCompletions. A loop that must
+// not depend on the descriptor checks it now and then, on a timer say; the
+// next wake-up that is written makes Fd readable again for everything waiting.
+// Shutdown and Close need no such help. It is false for a pool that runs its
+// own completion goroutine, which takes missed wake-ups by itself. Any
+// goroutine.
+func (p *Pool) MissedWakeup() bool {
+	return p.external && p.notifier.Missed()
 }

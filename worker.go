@@ -6,19 +6,65 @@ import (
 )
 
 // worker is one worker goroutine's wake-up state.
+//
+// An idle worker waits on a plain receive from wake, with no timer in the
+// wait: a select over a timer channel costs a timer re-arm and a timer-heap
+// update on every idle period, which dominated a lone request's round trip.
+// The idle timeout is kept by a func timer instead, re-armed lazily: when it
+// fires it only drops a token into wake, and the worker, finding itself
+// woken without being signaled, either exits (idle long enough) or re-arms
+// the timer for what is left. A worker that stays busy lets it fire at most
+// once per idle timeout.
 type worker struct {
-	wake     chan struct{} // cap 1; a token means the worker was signaled
-	timer    *time.Timer   // idle timeout; worker goroutine only
-	signaled bool          // taken off the idle list by a waker; guarded by Pool.mu
+	// wake has room for a waker's signal, a timer token and a token left
+	// over from an earlier wake-up, so that a waker holding Pool.mu never
+	// blocks. The worker takes one token per wake-up.
+	wake      chan struct{}
+	timer     *time.Timer   // the idle check; armed by the worker goroutine
+	signaled  bool          // taken off the idle list by a waker; guarded by Pool.mu
+	idleSince time.Duration // when the worker last went idle, on the pool's clock; guarded by Pool.mu
 }
 
 // spawn starts a worker goroutine. mu held.
+//
+// The worker's armed timer counts in wg like the worker itself, so that
+// Close waits for a timer callback that has already started.
 func (p *Pool) spawn() {
-	w := &worker{wake: make(chan struct{}, 1), timer: time.NewTimer(time.Hour)}
-	w.timer.Stop()
+	w := &worker{wake: make(chan struct{}, 3)}
 	p.workers++
-	p.wg.Add(1)
+	p.wg.Add(2)
+	w.timer = time.AfterFunc(p.idleTimeout, func() { p.tick(w) })
 	go p.work(w)
+}
+
+// tick is the idle timer's callback: it tells the worker to check how long
+// it has been idle. Timer goroutine.
+func (p *Pool) tick(w *worker) {
+	select {
+	case w.wake <- struct{}{}:
+	default: // the worker has a token to wake on already
+	}
+	p.wg.Done()
+}
+
+// clock returns the monotonic time since the pool was made: cheaper than
+// time.Now, which also reads the wall clock.
+func (p *Pool) clock() time.Duration { return time.Since(p.epoch) }
+
+// armTimer makes the worker's idle check fire after d. Worker goroutine, which
+// holds a count in wg, so adding to it here is safe.
+func (p *Pool) armTimer(w *worker, d time.Duration) {
+	if !w.timer.Reset(d) {
+		p.wg.Add(1)
+	}
+}
+
+// stopTimer disarms the worker's idle check for good. Worker goroutine, as it
+// exits.
+func (p *Pool) stopTimer(w *worker) {
+	if w.timer.Stop() {
+		p.wg.Done()
+	}
 }
 
 // dispatch gives a newly queued request a worker: the most recently idle one,
@@ -57,6 +103,7 @@ func (p *Pool) wakeAllIdle() {
 func (p *Pool) work(w *worker) {
 	exited := false
 	defer func() {
+		p.stopTimer(w)
 		if !exited { // the Func called runtime.Goexit: replace this worker
 			p.mu.Lock()
 			p.workers--
@@ -96,36 +143,51 @@ func (p *Pool) next(w *worker) *element {
 			return e
 		}
 		p.idle = append(p.idle, w)
-		p.mu.Unlock()
-		w.timer.Reset(p.idleTimeout)
-		timedOut := false
-		select {
-		case <-w.wake:
-			w.timer.Stop()
-		case <-w.timer.C:
-			timedOut = true
-		}
-		p.mu.Lock()
-		if w.signaled {
-			w.signaled = false
-			if timedOut {
-				<-w.wake // sent under mu before we took it: never blocks
-			}
-			continue
-		}
-		// Timed out and nobody signaled us: we are still on the idle list.
-		for i, x := range p.idle {
-			if x == w {
-				last := len(p.idle) - 1
-				p.idle[i] = p.idle[last]
-				p.idle[last] = nil
-				p.idle = p.idle[:last]
-				break
-			}
-		}
-		if p.workers > p.minWorkers {
+		w.idleSince = p.clock()
+		if !p.waitIdle(w) {
 			p.workers--
 			return nil
+		}
+	}
+}
+
+// waitIdle waits, with mu held on entry and on return, until a waker signals
+// the idle worker w, and returns true. It returns false once w has been idle
+// for the idle timeout while more than min workers are alive; w is then off
+// the idle list. At min it starts a new idle period and returns true, so that
+// the caller re-checks the queue and the limits.
+func (p *Pool) waitIdle(w *worker) bool {
+	for {
+		p.mu.Unlock()
+		<-w.wake
+		p.mu.Lock()
+		if w.signaled { // the waker took w off the idle list
+			w.signaled = false
+			return true
+		}
+		// A timer token, possibly stale: w is still on the idle list.
+		if left := p.idleTimeout - (p.clock() - w.idleSince); left > 0 {
+			p.armTimer(w, left)
+			continue
+		}
+		p.removeIdle(w)
+		if p.workers > p.minWorkers {
+			return false
+		}
+		p.armTimer(w, p.idleTimeout)
+		return true
+	}
+}
+
+// removeIdle takes w off the idle list. mu held.
+func (p *Pool) removeIdle(w *worker) {
+	for i, x := range p.idle {
+		if x == w {
+			last := len(p.idle) - 1
+			p.idle[i] = p.idle[last]
+			p.idle[last] = nil
+			p.idle = p.idle[:last]
+			return
 		}
 	}
 }

@@ -1,0 +1,47 @@
+// Command tpbench compares batched and per-completion notifications on a
+// fio-like 4 KiB random-read workload run by the threadpool.
+//
+// numjobs jobs each keep iodepth preads in flight at random block-aligned
+// offsets of a data file that is in the page cache, and are told about their
+// completions through their own eventfd, in one of three modes: each (one
+// write per completion), defer (one write per job per batch, through
+// DeferCall) and coalesce (defer plus the notifier's pending-signal
+// coalescing). The modes run alternately, round after round, and a table
+// compares them: IOPS and its ratio to each, completion latency, eventfd
+// writes per I/O, completions per batch, completion-loop wake-ups per I/O and
+// allocations per I/O.
+//
+// With no flags it compares iodepth=64 numjobs=8 and iodepth=1 numjobs=1 on
+// a 256 MiB temporary file, in about half a minute. Any failed or short read
+// ends the run with exit status 1.
+//
+// Usage:
+//
+//	tpbench [-filename path] [-size 256M] [-bs 4096] [-iodepth 64,1]
+//	        [-numjobs 8,1] [-runtime 4s] [-rounds 4] [-mode all] [-json]
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+// run parses args, runs the comparison and writes its report to stdout, and
+// returns the exit status: 2 for bad flags, 1 for a failed run.
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if err != errHelp {
+			fmt.Fprintf(stderr, "tpbench: %v\n", err)
+		}
+		return 2
+	}
+	if err := compare(o, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "\ntpbench: FAILED: %v\n", err)
+		return 1
+	}
+	return 0
+}

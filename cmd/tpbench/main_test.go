@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchio/threadpool/internal/randread"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestParseFlagsDefaults(t *testing.T) {
+	o, err := parseFlags(nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, int64(256<<20), o.size)
+	require.Equal(t, 4096, o.bs)
+	require.Equal(t, []shape{{64, 8}, {1, 1}}, o.shapes)
+	require.Equal(t, randread.Modes, o.modes)
+	require.Equal(t, 4*time.Second, o.runtime)
+	require.Equal(t, 4, o.rounds)
+	require.Empty(t, o.filename)
+	require.False(t, o.json)
+}
+
+func TestParseFlagsValues(t *testing.T) {
+	o, err := parseFlags([]string{
+		"-filename", "/data/f", "-size", "1g", "-bs", "512", "-iodepth", "32, 4",
+		"-numjobs", "2,3", "-runtime", "10s", "-rounds", "5", "-mode", "coalesce,each,coalesce", "-json",
+	}, &bytes.Buffer{})
+	require.NoError(t, err)
+	require.Equal(t, "/data/f", o.filename)
+	require.Equal(t, int64(1<<30), o.size)
+	require.Equal(t, 512, o.bs)
+	require.Equal(t, []shape{{32, 2}, {4, 3}}, o.shapes)
+	require.Equal(t, []randread.Mode{randread.Coalesce, randread.Each}, o.modes)
+	require.Equal(t, 10*time.Second, o.runtime)
+	require.Equal(t, 5, o.rounds)
+	require.True(t, o.json)
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"4096": 4096, "8k": 8 << 10, "64M": 64 << 20, "64MB": 64 << 20, "2G": 2 << 30} {
+		got, err := parseSize(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, in := range []string{"", "0", "-1", "M", "12X", "1.5G", "9999999999G"} {
+		_, err := parseSize(in)
+		require.Error(t, err, in)
+	}
+}
+
+func TestParseFlagsRejects(t *testing.T) {
+	for name, args := range map[string][]string{
+		"zero bs":           {"-bs", "0"},
+		"size below bs":     {"-size", "100", "-bs", "4096"},
+		"bad size":          {"-size", "lots"},
+		"zero iodepth":      {"-iodepth", "0", "-numjobs", "1"},
+		"bad numjobs":       {"-iodepth", "1", "-numjobs", "x"},
+		"unpaired lists":    {"-iodepth", "64,1", "-numjobs", "8"},
+		"unknown mode":      {"-mode", "sometimes"},
+		"empty mode":        {"-mode", ""},
+		"zero rounds":       {"-rounds", "0"},
+		"runtime too short": {"-runtime", "1ms", "-rounds", "4"},
+		"unknown flag":      {"-direct"},
+		"stray argument":    {"extra"},
+	} {
+		_, err := parseFlags(args, &bytes.Buffer{})
+		require.Error(t, err, name)
+	}
+}
+
+func TestRunBadFlagsExitsTwo(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 2, run([]string{"-mode", "never"}, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "unknown mode")
+	require.Empty(t, stdout.String())
+}
+
+// tinyRun is a short end-to-end run on a small file in dir.
+func tinyRun(dir string, extra ...string) []string {
+	return append([]string{
+		"-filename", filepath.Join(dir, "data"), "-size", "1M", "-iodepth", "4,1", "-numjobs", "2,1",
+		"-runtime", "60ms", "-rounds", "2", "-progress=false",
+	}, extra...)
+}
+
+func TestRunTable(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run(tinyRun(t.TempDir()), &stdout, &stderr), stderr.String())
+	out := stdout.String()
+	for _, want := range []string{"iodepth", "IOPS", "vs each", "irq writes/IO", "IOs/drain", "loop wakes/IO", "allocs/IO"} {
+		require.Contains(t, out, want)
+	}
+	rows := 0
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) == 11 && (f[2] == "each" || f[2] == "defer" || f[2] == "coalesce") {
+			rows++
+		}
+	}
+	require.Equal(t, 6, rows, out)
+}
+
+func TestRunJSON(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	require.Equal(t, 0, run(tinyRun(dir, "-json", "-mode", "each,defer"), &stdout, &stderr), stderr.String())
+	var rep report
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep))
+	require.Len(t, rep.Rows, 4)
+	for _, r := range rep.Rows {
+		require.Positive(t, r.IOs)
+		require.Positive(t, r.IOPS)
+		require.Positive(t, r.VsEach)
+	}
+	require.Equal(t, 1.0, rep.Rows[0].VsEach, "each is its own baseline")
+	st, err := os.Stat(filepath.Join(dir, "data"))
+	require.NoError(t, err, "a -filename file is kept")
+	require.Equal(t, int64(1<<20), st.Size())
+}
+
+func TestRunShowsProgress(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := append(tinyRun(t.TempDir()), "-progress=true", "-mode", "each")
+	require.Equal(t, 0, run(args, &stdout, &stderr), stderr.String())
+	require.Contains(t, stderr.String(), "\riodepth=4 numjobs=2 round 1/2 mode=each")
+}
+
+// TestRunFailsOnShortRead makes every read past the first 8 KiB come back
+// short: the run must fail, not report impossible IOPS.
+func TestRunFailsOnShortRead(t *testing.T) {
+	o, err := parseFlags(tinyRun(t.TempDir()), &bytes.Buffer{})
+	require.NoError(t, err)
+	short := filepath.Join(t.TempDir(), "short")
+	require.NoError(t, os.WriteFile(short, make([]byte, 8<<10), 0o644))
+	o.open = func(*options) (*dataFile, error) {
+		f, err := os.Open(short)
+		if err != nil {
+			return nil, err
+		}
+		return &dataFile{f: f, cleanup: func() { f.Close() }}, nil
+	}
+	var stdout, stderr bytes.Buffer
+	err = compare(o, &stdout, &stderr)
+	require.ErrorIs(t, err, randread.ErrShortRead)
+	require.Empty(t, stdout.String(), "no table for a failed run")
+}
+
+func TestRunFailureExitsOne(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	args := tinyRun(dir)
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "data"), 0o755)) // not a regular file
+	require.Equal(t, 1, run(args, &stdout, &stderr))
+	require.Contains(t, stderr.String(), "FAILED")
+}

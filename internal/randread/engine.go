@@ -1,0 +1,84 @@
+package randread
+
+import (
+	"fmt"
+
+	"github.com/batchio/threadpool"
+)
+
+// Design is how the reads are executed and their completions brought back to
+// the one completion loop.
+type Design int
+
+const (
+	// Pool uses a threadpool.Pool: its workers read, its completion loop runs
+	// the callbacks in batches.
+	Pool Design = iota
+	// Goroutine starts a goroutine per request, which sends the finished
+	// request on a channel to one loop goroutine.
+	Goroutine
+	// ChanPool feeds a fixed set of worker goroutines through a channel; they
+	// send finished requests on a channel to one loop goroutine.
+	ChanPool
+)
+
+// Designs lists every Design, the library's first.
+var Designs = []Design{Pool, Goroutine, ChanPool}
+
+var designNames = [...]string{Pool: "pool", Goroutine: "goroutine", ChanPool: "chanpool"}
+
+// String returns the design's name: "pool", "goroutine" or "chanpool".
+func (d Design) String() string {
+	if d >= 0 && int(d) < len(designNames) {
+		return designNames[d]
+	}
+	return fmt.Sprintf("Design(%d)", int(d))
+}
+
+// engine executes reads and runs request.complete for each of them on one
+// completion goroutine.
+type engine interface {
+	// submit starts r.readFn elsewhere; r.doneFn follows on the loop. Job
+	// goroutines.
+	submit(r *request) error
+	// deferCall defers f.Flush to the end of the loop's current batch.
+	// Completion loop only.
+	deferCall(f threadpool.Flusher)
+	// stats returns the loop's counters so far.
+	stats() loopStats
+	// close stops the engine once nothing is in flight, and waits for its
+	// goroutines.
+	close()
+}
+
+// loopStats counts what the completion loop did.
+type loopStats struct {
+	drains    uint64 // batches delivered
+	delivered uint64 // completions delivered
+	wakes     uint64 // wake-ups written to the loop
+}
+
+// poolEngine is the library.
+type poolEngine struct{ p *threadpool.Pool }
+
+func newPoolEngine() (*poolEngine, error) {
+	p, err := threadpool.New()
+	if err != nil {
+		return nil, err
+	}
+	return &poolEngine{p: p}, nil
+}
+
+func (e *poolEngine) submit(r *request) error {
+	_, err := e.p.Submit(r.readFn, r.doneFn)
+	return err
+}
+
+func (e *poolEngine) deferCall(f threadpool.Flusher) { e.p.DeferCall(f) }
+
+func (e *poolEngine) stats() loopStats {
+	s := e.p.Stats()
+	return loopStats{drains: s.Drains, delivered: s.Delivered, wakes: s.LoopWakes}
+}
+
+func (e *poolEngine) close() { e.p.Close() }

@@ -1,0 +1,83 @@
+package randread
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"github.com/batchio/threadpool"
+)
+
+// job is one virtqueue with the vCPU that drives it: it keeps iodepth reads
+// in flight, waits on its irq notifier, takes its used list and resubmits.
+type job struct {
+	w    *Workload
+	irq  *threadpool.Notifier // the job's eventfd; written by the loop
+	used usedList             // filled by the loop, taken by the job
+	reqs []*request           // the job's requests, iodepth of them
+
+	// Job goroutine only (read by Run once the job goroutine is done).
+	rng      *rand.Rand
+	lat      Histogram
+	ios      uint64
+	err      error
+	inflight int
+	issued   int64
+}
+
+// run keeps the job's depth until quota reads were issued (quota < 0: until
+// the workload stops), waits for the last ones, and returns. Job goroutine.
+func (j *job) run(quota int64) {
+	j.issued, j.inflight, j.err = 0, 0, nil
+	for _, r := range j.reqs {
+		j.issue(r, quota)
+	}
+	for j.inflight > 0 {
+		if err := j.irq.Wait(context.Background()); err != nil {
+			j.fail(err)
+			return
+		}
+		now := j.w.now()
+		n := 0
+		for r := j.used.take(); r != nil; {
+			next := r.next
+			r.next = nil
+			j.inflight--
+			n++
+			if err := r.check(); err != nil {
+				j.fail(err)
+			} else {
+				j.ios++
+				j.lat.Record(time.Duration(now - r.start))
+			}
+			j.issue(r, quota)
+			r = next
+		}
+		j.w.progress.Add(uint64(n))
+	}
+}
+
+// issue submits r at a fresh random offset unless the job has issued its
+// quota or the workload is stopping. Job goroutine.
+func (j *job) issue(r *request, quota int64) {
+	if j.w.stop.Load() || (quota >= 0 && j.issued >= quota) {
+		return
+	}
+	r.off = j.rng.Int64N(j.w.blocks) * int64(len(r.buf))
+	r.n, r.err = 0, nil
+	r.start = j.w.now()
+	if err := j.w.eng.submit(r); err != nil {
+		j.fail(err)
+		return
+	}
+	j.issued++
+	j.inflight++
+}
+
+// fail records the job's first error and stops the whole workload.
+func (j *job) fail(err error) {
+	if j.err == nil {
+		j.err = err
+	}
+	j.w.stop.Store(true)
+}

@@ -1,0 +1,170 @@
+package randread
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// dataFile makes a data file of size bytes and opens it.
+func dataFile(t *testing.T, size int64) *os.File {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "data")
+	created, err := PrepareFile(path, size)
+	require.NoError(t, err)
+	require.True(t, created)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func TestRunEveryDesignAndMode(t *testing.T) {
+	f := dataFile(t, 256<<10)
+	for _, d := range Designs {
+		for _, m := range Modes {
+			t.Run(d.String()+"/"+m.String(), func(t *testing.T) {
+				w, err := New(Config{File: f, Size: 256 << 10, BS: 4096, IODepth: 4, NumJobs: 3, Mode: m, Design: d})
+				require.NoError(t, err)
+				defer w.Close()
+				for range 2 { // a workload runs again and again
+					r, err := w.Run(1000)
+					require.NoError(t, err)
+					require.Equal(t, uint64(1000), r.IOs)
+					require.Equal(t, uint64(1000), r.Latency.Count())
+					require.Positive(t, r.IOPS())
+					require.Positive(t, r.IRQWrites)
+					if m == Each {
+						// One write per completion; the count, taken as the
+						// jobs finish, may miss each job's last write.
+						require.InDelta(t, r.IOs, r.IRQWrites, 3, "one write per completion")
+					}
+				}
+				require.Equal(t, uint64(2000), w.Progress())
+			})
+		}
+	}
+}
+
+func TestRunForStops(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 8, NumJobs: 2, Mode: Defer})
+	require.NoError(t, err)
+	defer w.Close()
+	r, err := w.RunFor(20 * time.Millisecond)
+	require.NoError(t, err)
+	require.Positive(t, r.IOs)
+	require.Equal(t, r.IOs, r.Latency.Count())
+}
+
+func TestShortReadFailsTheRun(t *testing.T) {
+	f := dataFile(t, 8<<10)
+	// Size claims more than the file holds: reads past 8 KiB come back short.
+	w, err := New(Config{File: f, Size: 1 << 20, BS: 4096, IODepth: 4, NumJobs: 2, Mode: Coalesce})
+	require.NoError(t, err)
+	defer w.Close()
+	_, err = w.Run(10000)
+	require.ErrorIs(t, err, ErrShortRead)
+}
+
+func TestConfigRejected(t *testing.T) {
+	f := dataFile(t, 8<<10)
+	good := Config{File: f, Size: 8 << 10, BS: 4096, IODepth: 1, NumJobs: 1}
+	for name, mut := range map[string]func(*Config){
+		"no file":    func(c *Config) { c.File = nil },
+		"zero bs":    func(c *Config) { c.BS = 0 },
+		"small size": func(c *Config) { c.Size = 100 },
+		"no depth":   func(c *Config) { c.IODepth = 0 },
+		"no jobs":    func(c *Config) { c.NumJobs = 0 },
+		"mode":       func(c *Config) { c.Mode = 7 },
+		"design":     func(c *Config) { c.Design = -1 },
+	} {
+		c := good
+		mut(&c)
+		_, err := New(c)
+		require.Error(t, err, name)
+	}
+}
+
+func TestPrepareFileKeepsALongEnoughFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	require.NoError(t, os.WriteFile(path, make([]byte, 16<<10), 0o644))
+	created, err := PrepareFile(path, 8<<10)
+	require.NoError(t, err)
+	require.False(t, created)
+	created, err = PrepareFile(path, 32<<10)
+	require.NoError(t, err)
+	require.True(t, created, "a short file is rewritten")
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, int64(32<<10), st.Size())
+	_, err = PrepareFile(t.TempDir(), 1)
+	require.Error(t, err, "a directory is refused")
+}
+
+func TestModeNames(t *testing.T) {
+	for _, m := range Modes {
+		got, err := ParseMode(m.String())
+		require.NoError(t, err)
+		require.Equal(t, m, got)
+	}
+	_, err := ParseMode("always")
+	require.Error(t, err)
+	require.Equal(t, "Mode(9)", Mode(9).String())
+	require.Equal(t, "chanpool", ChanPool.String())
+	require.Equal(t, "Design(9)", Design(9).String())
+}
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h Histogram
+	require.Zero(t, h.Quantile(0.5))
+	for i := 1; i <= 1000; i++ {
+		h.Record(time.Duration(i) * time.Microsecond)
+	}
+	h.Record(-1)
+	require.Equal(t, uint64(1001), h.Count())
+	within := func(got, want time.Duration) {
+		require.InEpsilon(t, float64(want), float64(got), 1.0/8, "got %v want %v", got, want)
+	}
+	within(h.Quantile(0.5), 500*time.Microsecond)
+	within(h.Quantile(0.99), 990*time.Microsecond)
+	var sum Histogram
+	sum.Merge(&h)
+	sum.Merge(&h)
+	require.Equal(t, 2*h.Count(), sum.Count())
+	within(sum.Quantile(0.5), 500*time.Microsecond)
+	for v := uint64(0); v < 1<<12; v++ {
+		b := bucketOf(v)
+		require.LessOrEqual(t, bucketMid(b), v+v/8+1, v)
+		require.GreaterOrEqual(t, bucketMid(b)+bucketMid(b)/8+1, v, v)
+	}
+}
+
+func TestUsedListConcurrentPushes(t *testing.T) {
+	var u usedList
+	reqs := make([]request, 400)
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := g; i < len(reqs); i += 4 {
+				u.push(&reqs[i])
+			}
+		})
+	}
+	seen := 0
+	for seen < len(reqs) {
+		for r := u.take(); r != nil; r = r.next {
+			seen++
+		}
+	}
+	wg.Wait()
+	require.Equal(t, len(reqs), seen)
+	require.Nil(t, u.take())
+}

@@ -1,0 +1,67 @@
+package randread
+
+import "time"
+
+// Result is what one Run did. The counters of the notifiers and the loop are
+// read as the last job finishes, so they can miss the last write or batch of
+// each job: negligible over many reads.
+type Result struct {
+	IOs       uint64        // reads completed and checked
+	Elapsed   time.Duration // from the first submit to the last check
+	IRQWrites uint64        // eventfd writes to the jobs' notifiers
+	Drains    uint64        // batches the completion loop delivered
+	Delivered uint64        // completions the loop delivered
+	LoopWakes uint64        // wake-ups written to the completion loop
+	Latency   Histogram     // submit to the job seeing the completion
+}
+
+// counters is a snapshot of the cumulative counters a Result is a delta of.
+type counters struct {
+	loop loopStats
+	irq  uint64
+}
+
+func (w *Workload) snapshot() counters {
+	c := counters{loop: w.eng.stats()}
+	for _, j := range w.jobs {
+		c.irq += j.irq.Stats().Writes
+	}
+	return c
+}
+
+func (r *Result) add(after, before counters) {
+	r.IRQWrites += after.irq - before.irq
+	r.Drains += after.loop.drains - before.loop.drains
+	r.Delivered += after.loop.delivered - before.loop.delivered
+	r.LoopWakes += after.loop.wakes - before.loop.wakes
+}
+
+// Merge adds o to r, for figures over several runs.
+func (r *Result) Merge(o *Result) {
+	r.IOs += o.IOs
+	r.Elapsed += o.Elapsed
+	r.IRQWrites += o.IRQWrites
+	r.Drains += o.Drains
+	r.Delivered += o.Delivered
+	r.LoopWakes += o.LoopWakes
+	r.Latency.Merge(&o.Latency)
+}
+
+// IOPS returns reads per second.
+func (r *Result) IOPS() float64 { return ratio(float64(r.IOs), r.Elapsed.Seconds()) }
+
+// WritesPerIO returns irq eventfd writes per read.
+func (r *Result) WritesPerIO() float64 { return ratio(float64(r.IRQWrites), float64(r.IOs)) }
+
+// PerDrain returns the average completions delivered per batch.
+func (r *Result) PerDrain() float64 { return ratio(float64(r.Delivered), float64(r.Drains)) }
+
+// WakesPerIO returns completion-loop wake-ups per read.
+func (r *Result) WakesPerIO() float64 { return ratio(float64(r.LoopWakes), float64(r.IOs)) }
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}

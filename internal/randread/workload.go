@@ -1,0 +1,183 @@
+// Package randread is the random-read model behind the IOPS comparison of
+// batched and per-completion notifications: fio's randread (bs=4k) against a
+// virtio disk served by one IOThread.
+//
+// numjobs jobs each play a virtqueue and the guest vCPU that drives it. A job
+// keeps iodepth reads in flight, each one Submit of a pread at a random
+// block-aligned offset. The pool's completion loop plays the IOThread: each
+// callback puts the request on its job's used list and notifies the job's
+// irq eventfd as the Mode says. The job waits on that eventfd through the
+// netpoller, takes every used request, checks that it read the whole block,
+// and resubmits it, so the depth stays constant.
+package randread
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/batchio/threadpool"
+)
+
+// ErrShortRead is wrapped by the error of a run in which a read failed or
+// returned less than a whole block.
+var ErrShortRead = errors.New("randread: short read")
+
+// Config describes a workload.
+type Config struct {
+	// File is read; it must hold at least Size bytes. The caller keeps it open
+	// until Close has returned.
+	File *os.File
+	// Size is the span of File the offsets are drawn from; it must be at least
+	// BS. Offsets are multiples of BS below Size/BS*BS.
+	Size int64
+	// BS is the size of every read, in bytes (4096 in the model).
+	BS int
+	// IODepth is the number of reads each job keeps in flight.
+	IODepth int
+	// NumJobs is the number of jobs.
+	NumJobs int
+	// Mode is how the completion loop notifies the jobs.
+	Mode Mode
+	// Design is what executes the reads; the zero value is the library.
+	Design Design
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.File == nil:
+		return errors.New("randread: no file")
+	case c.BS <= 0:
+		return fmt.Errorf("randread: block size %d must be positive", c.BS)
+	case c.Size < int64(c.BS):
+		return fmt.Errorf("randread: size %d is smaller than the block size %d", c.Size, c.BS)
+	case c.IODepth <= 0:
+		return fmt.Errorf("randread: iodepth %d must be positive", c.IODepth)
+	case c.NumJobs <= 0:
+		return fmt.Errorf("randread: numjobs %d must be positive", c.NumJobs)
+	case c.Mode < Each || c.Mode > Coalesce:
+		return fmt.Errorf("randread: unknown mode %v", c.Mode)
+	case c.Design < Pool || c.Design > ChanPool:
+		return fmt.Errorf("randread: unknown design %v", c.Design)
+	}
+	return nil
+}
+
+// maxChanWorkers bounds the ChanPool design's workers like the pool's default
+// maximum.
+const maxChanWorkers = threadpool.DefaultMaxWorkers
+
+// Workload is a set of jobs with their requests, notifiers and executor,
+// ready to Run again and again. Run and Close must not be called
+// concurrently; Progress may be called at any time.
+type Workload struct {
+	// Written once in New.
+	file   *os.File
+	blocks int64
+	mode   Mode
+	eng    engine
+	jobs   []*job
+	epoch  time.Time
+
+	stop     atomic.Bool   // set to end the current Run, or by a failing job
+	progress atomic.Uint64 // reads checked since New
+}
+
+// New builds a workload: the executor, the jobs, their notifiers and their
+// requests. The caller must Close it.
+func New(c Config) (*Workload, error) {
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	w := &Workload{file: c.File, blocks: c.Size / int64(c.BS), mode: c.Mode, epoch: time.Now()}
+	depth := c.IODepth * c.NumJobs
+	switch c.Design {
+	case Pool:
+		e, err := newPoolEngine()
+		if err != nil {
+			return nil, err
+		}
+		w.eng = e
+	case Goroutine:
+		w.eng = newGoroutineEngine(depth)
+	case ChanPool:
+		w.eng = newChanPoolEngine(depth, min(depth, maxChanWorkers))
+	}
+	for i := range c.NumJobs {
+		irq, err := threadpool.NewNotifier(threadpool.WithCoalescing(c.Mode == Coalesce))
+		if err != nil {
+			w.Close()
+			return nil, err
+		}
+		j := &job{w: w, irq: irq, rng: rand.New(rand.NewPCG(rand.Uint64(), uint64(i)))}
+		for range c.IODepth {
+			j.reqs = append(j.reqs, newRequest(j, c.BS))
+		}
+		w.jobs = append(w.jobs, j)
+	}
+	return w, nil
+}
+
+// Run performs n reads, spread evenly over the jobs, and returns what
+// happened. A read that fails or comes back short stops the run, and Run
+// returns an error wrapping ErrShortRead along with the figures so far.
+func (w *Workload) Run(n int64) (Result, error) {
+	per, extra := n/int64(len(w.jobs)), n%int64(len(w.jobs))
+	return w.run(func(i int) int64 {
+		if int64(i) < extra {
+			return per + 1
+		}
+		return per
+	})
+}
+
+// RunFor keeps every job's depth for d, then waits for the reads in flight,
+// and returns what happened; errors as Run.
+func (w *Workload) RunFor(d time.Duration) (Result, error) {
+	t := time.AfterFunc(d, func() { w.stop.Store(true) })
+	defer t.Stop()
+	return w.run(func(int) int64 { return -1 })
+}
+
+// Progress returns how many reads were checked since New; any goroutine.
+func (w *Workload) Progress() uint64 { return w.progress.Load() }
+
+func (w *Workload) run(quota func(job int) int64) (Result, error) {
+	w.stop.Store(false)
+	var r Result
+	before := w.snapshot()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, j := range w.jobs {
+		wg.Go(func() { j.run(quota(i)) })
+	}
+	wg.Wait()
+	r.Elapsed = time.Since(start)
+	r.add(w.snapshot(), before)
+	var errs []error
+	for _, j := range w.jobs {
+		r.Latency.Merge(&j.lat)
+		j.lat = Histogram{}
+		r.IOs += j.ios
+		j.ios = 0
+		errs = append(errs, j.err)
+	}
+	return r, errors.Join(errs...)
+}
+
+// now returns the time since the workload's epoch in nanoseconds.
+func (w *Workload) now() int64 { return int64(time.Since(w.epoch)) }
+
+// Close stops the executor and closes the notifiers. The file stays open.
+func (w *Workload) Close() {
+	if w.eng != nil {
+		w.eng.close()
+	}
+	for _, j := range w.jobs {
+		j.irq.Close()
+	}
+}
