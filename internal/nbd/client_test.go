@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,8 +26,9 @@ type testServer struct {
 	addr string // Unix socket path
 	file string // exported file
 
-	logMu sync.Mutex
-	logs  []string // guarded by logMu
+	logMu   sync.Mutex
+	logs    []string      // guarded by logMu
+	logWake chan struct{} // closed and replaced (under logMu) at each log line
 }
 
 // serverConfig adjusts a test server before it starts.
@@ -44,7 +47,7 @@ func startServer(t *testing.T, cfg serverConfig) *testServer {
 	dir, err := os.MkdirTemp("", "nbd")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ts := &testServer{addr: filepath.Join(dir, "s"), file: filepath.Join(dir, "disk")}
+	ts := &testServer{addr: filepath.Join(dir, "s"), file: filepath.Join(dir, "disk"), logWake: make(chan struct{})}
 	require.NoError(t, os.WriteFile(ts.file, pattern(0, int(cfg.size)), 0o600))
 
 	exp, err := OpenExport(ts.file, cfg.name, cfg.readOnly)
@@ -71,7 +74,25 @@ func startServer(t *testing.T, cfg serverConfig) *testServer {
 func (ts *testServer) logf(format string, args ...any) {
 	ts.logMu.Lock()
 	defer ts.logMu.Unlock()
-	ts.logs = append(ts.logs, format)
+	ts.logs = append(ts.logs, fmt.Sprintf(format, args...))
+	close(ts.logWake)
+	ts.logWake = make(chan struct{})
+}
+
+// waitLog waits until the server has logged a line containing s.
+func (ts *testServer) waitLog(s string) {
+	for {
+		ts.logMu.Lock()
+		wake := ts.logWake
+		for _, l := range ts.logs {
+			if strings.Contains(l, s) {
+				ts.logMu.Unlock()
+				return
+			}
+		}
+		ts.logMu.Unlock()
+		<-wake
+	}
 }
 
 // pattern returns n bytes that depend on their offset, seeded by seed.

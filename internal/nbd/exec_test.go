@@ -19,6 +19,7 @@ type testExec struct {
 	submitted   int           // guarded by mu; ever submitted
 	closed      bool          // guarded by mu
 	hold        chan struct{} // guarded by mu; when non-nil, work waits for it to close
+	paused      bool          // guarded by mu; the completion goroutine waits while set
 
 	deferred []Flusher // completion goroutine only
 	inBatch  bool      // completion goroutine only
@@ -112,7 +113,7 @@ func (e *testExec) loop() {
 	var batch []testDone
 	for {
 		e.mu.Lock()
-		for len(e.completions) == 0 && !(e.closed && e.outstanding == 0) {
+		for e.paused || (len(e.completions) == 0 && !(e.closed && e.outstanding == 0)) {
 			e.cond.Wait()
 		}
 		if len(e.completions) == 0 {
@@ -167,6 +168,29 @@ func (e *testExec) waitSubmitted(n int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for e.submitted < n {
+		e.cond.Wait()
+	}
+}
+
+// pauseDelivery stops the completion goroutine until the returned function
+// is called, so that the completions that arrive meanwhile form one batch.
+func (e *testExec) pauseDelivery() (resume func()) {
+	e.mu.Lock()
+	e.paused = true
+	e.mu.Unlock()
+	return func() {
+		e.mu.Lock()
+		e.paused = false
+		e.mu.Unlock()
+		e.cond.Broadcast()
+	}
+}
+
+// waitCompleted waits until n completions are waiting for delivery.
+func (e *testExec) waitCompleted(n int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for len(e.completions) < n {
 		e.cond.Wait()
 	}
 }

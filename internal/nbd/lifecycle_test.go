@@ -117,8 +117,9 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 		require.Zero(t, errno)
 		require.Equal(t, pattern(byte(i), 4096), data)
 	}
-	// The stuck connection is dropped once a send times out: reading it
-	// now ends in EOF (or a reset) after at most the replies sent so far.
+	// The stuck connection is dropped once a send times out; reading it
+	// then ends in EOF (or a reset) after the replies sent before.
+	ts.waitLog("sending replies")
 	_, err := io.Copy(io.Discard, stuck.nc)
 	if err != nil {
 		require.True(t, isReset(err), "%v", err)
