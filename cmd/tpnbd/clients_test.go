@@ -118,7 +118,7 @@ func fioVerify(t *testing.T, fio, uri string, depth, jobs int) {
 		"--rw=randwrite", "--bs=4k", fmt.Sprintf("--iodepth=%d", depth),
 		fmt.Sprintf("--numjobs=%d", jobs), fmt.Sprintf("--size=%d", size),
 		fmt.Sprintf("--offset_increment=%d", size),
-		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+		"--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
 		fmt.Sprintf("--randseed=%d", depth*10+jobs), "--group_reporting")
 	require.Contains(t, out, "err= 0")
 	require.NotContains(t, out, "verify: bad")

@@ -92,6 +92,7 @@ run_fio() {
 		'/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0 }' "$work/fio.out"
 }
 
+cd "$work" # fio runs here
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 results=$work/results
 : >"$results"

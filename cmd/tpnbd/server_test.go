@@ -97,11 +97,13 @@ func writeImage(t *testing.T, path string, size int64, random bool) {
 	require.NoError(t, f.Close())
 }
 
-// runTool runs a client tool and returns its output, failing the test
-// with that output if it exits non-zero.
+// runTool runs a client tool in a temporary directory and returns its
+// output, failing the test with that output if it exits non-zero.
 func runTool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = t.TempDir() // for any state file a tool leaves behind
+	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
 	return string(out)
 }
