@@ -137,7 +137,7 @@ func (p *Pool) countDrain(n int) {
 }
 
 // endDrain closes the drain's region, which runs the deferred Flushers, and
-// at the outermost level recycles the delivered elements in one lock. It also
+// at the outermost level recycles the delivered elements with one CAS. It also
 // runs when a Callback panics, so the pool stays consistent and the loop is
 // woken again for what is left of the batch.
 func (p *Pool) endDrain() {
@@ -152,13 +152,12 @@ func (p *Pool) endDrain() {
 	if p.drainDepth > 0 || p.spent == nil {
 		return
 	}
-	p.mu.Lock()
-	for e := p.spent; e != nil; {
-		next := e.doneNext
-		p.recycleLocked(e)
-		e = next
+	n := 0
+	for e := p.spent; e != nil; e = e.doneNext {
+		e.next = e.doneNext
+		n++
 	}
-	p.mu.Unlock()
+	p.recycle(p.spent, p.spentTail, n)
 	p.spent, p.spentTail = nil, nil
 }
 

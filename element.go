@@ -13,14 +13,16 @@ const (
 	stateDone
 )
 
-// maxFree bounds the recycled elements a pool keeps; a burst beyond it leaves
-// the extra elements to the garbage collector.
+// maxFree bounds the recycled elements waiting for alloc: a burst beyond it
+// leaves the extra elements to the garbage collector. The free list that
+// alloc takes them to holds at most one such chain, so a pool keeps about
+// twice maxFree elements at most.
 const maxFree = 4096
 
 // element is one request. Elements are recycled: after the callback has run
 // (or a SubmitCo call and its worker are both done with it) the element goes
-// back on the pool's free list and its generation is bumped, so a stale Handle
-// never matches it again.
+// back to the pool and its generation is bumped, so a stale Handle never
+// matches it again.
 type element struct {
 	// pool is written once when the element is allocated.
 	pool *Pool
@@ -31,11 +33,14 @@ type element struct {
 	cb Callback
 	co bool
 
-	// gen counts the element's lives; guarded by Pool.mu.
-	gen uint64
+	// gen counts the element's lives. It is bumped when the element is
+	// recycled, which never happens while it is queued, so a read under
+	// Pool.mu that finds the element queued sees its current life.
+	gen atomic.Uint64
 
 	// prev and next link the pending queue (guarded by Pool.mu); next also
-	// links the free list (guarded by Pool.mu).
+	// links the free list (guarded by Pool.mu) and a chain of recycled
+	// elements on its way there (owned by the recycler until pushed).
 	prev, next *element
 
 	// state is one of the state constants; see above for who moves it.
@@ -93,30 +98,45 @@ func (p *Pool) unqueue(e *element) {
 	p.queued--
 }
 
-// alloc takes an element from the free list or makes one. mu held.
+// alloc takes an element from the free list, refilled from the recycled
+// chain, or makes one. mu held.
 func (p *Pool) alloc() *element {
 	e := p.free
 	if e == nil {
-		return &element{pool: p}
+		if e = p.recycled.Swap(nil); e == nil {
+			return &element{pool: p}
+		}
+		// A chain pushed between the Swap and this Store is not counted:
+		// the bound is loose, not exact.
+		p.nrecycled.Store(0)
 	}
 	p.free = e.next
-	p.nfree--
 	e.next = nil
 	return e
 }
 
-// recycleLocked returns e to the free list. mu held.
-func (p *Pool) recycleLocked(e *element) {
-	e.gen++
-	e.fn, e.cb, e.err, e.co = nil, nil, nil, false
-	e.doneNext = nil
-	e.state.Store(stateFree)
-	if p.nfree >= maxFree {
+// recycle resets the chain of elements from head to tail (linked by next)
+// and hands it back for alloc, without taking Pool.mu: the loop recycles a
+// whole batch with one CAS. When maxFree elements are already waiting, the
+// chain is left to the garbage collector. Any goroutine that owns the chain.
+func (p *Pool) recycle(head, tail *element, n int) {
+	for e := head; e != nil; e = e.next {
+		e.gen.Add(1)
+		e.fn, e.cb, e.err, e.co = nil, nil, nil, false
+		e.doneNext = nil
+		e.state.Store(stateFree)
+	}
+	if p.nrecycled.Load() >= maxFree {
 		return
 	}
-	e.next = p.free
-	p.free = e
-	p.nfree++
+	p.nrecycled.Add(int64(n))
+	for {
+		old := p.recycled.Load()
+		tail.next = old
+		if p.recycled.CompareAndSwap(old, head) {
+			return
+		}
+	}
 }
 
 // pushDone publishes a finished element to the loop: a lock-free push on the

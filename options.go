@@ -80,7 +80,9 @@ func WithMinWorkers(n int) Option { return func(c *config) { c.minWorkers = n } 
 func WithMaxWorkers(n int) Option { return func(c *config) { c.maxWorkers = n } }
 
 // WithIdleTimeout sets how long a worker waits for work before it exits, when
-// more than the minimum are alive (default 10s). It must be positive.
+// more than the minimum are alive (default 10s). A worker exits once it has
+// been idle for at least d and at most about 2d: the check costs no clock
+// read on the request path. d must be positive.
 func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
 
 // WithMaxQueued bounds the requests waiting for a worker: when n are waiting,

@@ -43,7 +43,6 @@ type Pool struct {
 	panicHandler func(v any)
 	maxQueued    int
 	idleTimeout  time.Duration
-	epoch        time.Time     // the start of the workers' idle clock
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
 
@@ -51,12 +50,16 @@ type Pool struct {
 	// Guarded by mu.
 	head, tail *element // pending queue, oldest first
 	queued     int      // elements on the pending queue
-	free       *element // recycled elements
-	nfree      int
+	free       *element // recycled elements, ready for alloc
+	// recycled is a chain of elements handed back without mu (linked by
+	// next); alloc takes it whole when free runs out. nrecycled counts it.
+	recycled   atomic.Pointer[element]
+	nrecycled  atomic.Int64
 	minWorkers int
 	maxWorkers int
 	workers    int       // live worker goroutines
 	idle       []*worker // idle workers, most recently idle last
+	running    int       // requests taken by workers and not yet counted done
 
 	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
 	closing atomic.Bool
@@ -100,7 +103,6 @@ type Pool struct {
 	drains     atomic.Uint64
 	maxDrainSt atomic.Uint64
 	chanWakes  atomic.Uint64
-	running    atomic.Int64
 }
 
 // New makes a pool. With the default options it starts its completion
@@ -123,7 +125,6 @@ func New(opts ...Option) (*Pool, error) {
 		panicHandler: c.panicHandler,
 		maxQueued:    c.maxQueued,
 		idleTimeout:  c.idleTimeout,
-		epoch:        time.Now(),
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
 		quiet:        make(chan struct{}),
@@ -226,7 +227,7 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 		}
 		e.refs.Store(2)
 	}
-	gen := e.gen
+	gen := e.gen.Load()
 	p.enqueue(e)
 	p.pending.Add(1)
 	p.dispatch()
@@ -251,7 +252,7 @@ func (p *Pool) cancel(e *element, gen uint64) bool {
 	p.cancelMu.RLock()
 	defer p.cancelMu.RUnlock()
 	p.mu.Lock()
-	if e.gen != gen || e.state.Load() != stateQueued {
+	if e.gen.Load() != gen || e.state.Load() != stateQueued {
 		p.mu.Unlock()
 		return false
 	}
@@ -286,9 +287,7 @@ func (p *Pool) release(e *element) {
 	case <-e.coCh: // a result nobody took (the caller left early)
 	default:
 	}
-	p.mu.Lock()
-	p.recycleLocked(e)
-	p.mu.Unlock()
+	p.recycle(e, e, 1)
 }
 
 // finishOne records that one accepted request is over, and wakes a Shutdown
@@ -358,6 +357,7 @@ func (p *Pool) Stats() Stats {
 	s := Stats{
 		Workers:     p.workers,
 		IdleWorkers: len(p.idle),
+		Running:     p.running,
 		Queued:      p.queued,
 		MinWorkers:  p.minWorkers,
 		MaxWorkers:  p.maxWorkers,
@@ -368,7 +368,6 @@ func (p *Pool) Stats() Stats {
 	s.Canceled = p.canceled.Load()
 	s.Panicked = p.panicked.Load()
 	s.Delivered = p.delivered.Load()
-	s.Running = int(p.running.Load())
 	s.Drains = p.drains.Load()
 	s.MaxDrain = p.maxDrainSt.Load()
 	s.LoopWakes = p.chanWakes.Load()

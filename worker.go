@@ -12,17 +12,25 @@ import (
 // update on every idle period, which dominated a lone request's round trip.
 // The idle timeout is kept by a func timer instead, re-armed lazily: when it
 // fires it only drops a token into wake, and the worker, finding itself
-// woken without being signaled, either exits (idle long enough) or re-arms
-// the timer for what is left. A worker that stays busy lets it fire at most
-// once per idle timeout.
+// woken without being signaled, either exits (idle since the previous token)
+// or re-arms the timer. A worker that stays busy lets it fire at most once
+// per idle timeout.
 type worker struct {
 	// wake has room for a waker's signal, a timer token and a token left
 	// over from an earlier wake-up, so that a waker holding Pool.mu never
 	// blocks. The worker takes one token per wake-up.
-	wake      chan struct{}
-	timer     *time.Timer   // the idle check; armed by the worker goroutine
-	signaled  bool          // taken off the idle list by a waker; guarded by Pool.mu
-	idleSince time.Duration // when the worker last went idle, on the pool's clock; guarded by Pool.mu
+	wake     chan struct{}
+	timer    *time.Timer // the idle check; armed by the worker goroutine
+	signaled bool        // taken off the idle list by a waker; guarded by Pool.mu
+	busy     bool        // has run a request since it last held Pool.mu; guarded by Pool.mu
+
+	// The idle check, without reading a clock: at a timer token the worker
+	// notes how many requests it has taken; at the next token, an idle
+	// timeout later, the same count means it stayed idle all along.
+	// Guarded by Pool.mu.
+	taken       uint64 // requests taken
+	takenAtTick uint64 // taken at the last token that found the worker idle
+	ticked      bool   // takenAtTick is valid
 }
 
 // spawn starts a worker goroutine. mu held.
@@ -46,10 +54,6 @@ func (p *Pool) tick(w *worker) {
 	}
 	p.wg.Done()
 }
-
-// clock returns the monotonic time since the pool was made: cheaper than
-// time.Now, which also reads the wall clock.
-func (p *Pool) clock() time.Duration { return time.Since(p.epoch) }
 
 // armTimer makes the worker's idle check fire after d. Worker goroutine, which
 // holds a count in wg, so adding to it here is safe.
@@ -106,6 +110,7 @@ func (p *Pool) work(w *worker) {
 		p.stopTimer(w)
 		if !exited { // the Func called runtime.Goexit: replace this worker
 			p.mu.Lock()
+			p.doneRunning(w)
 			p.workers--
 			if p.queued > len(p.idle) && p.workers < p.maxWorkers {
 				p.spawn()
@@ -131,6 +136,7 @@ func (p *Pool) work(w *worker) {
 func (p *Pool) next(w *worker) *element {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.doneRunning(w)
 	for {
 		if p.workers > p.maxWorkers || (p.head == nil && p.closing.Load()) {
 			p.workers--
@@ -139,11 +145,12 @@ func (p *Pool) next(w *worker) *element {
 		if e := p.head; e != nil {
 			p.unqueue(e)
 			e.state.Store(stateActive)
-			p.running.Add(1)
+			w.busy = true
+			w.taken++
+			p.running++
 			return e
 		}
 		p.idle = append(p.idle, w)
-		w.idleSince = p.clock()
 		if !p.waitIdle(w) {
 			p.workers--
 			return nil
@@ -152,10 +159,11 @@ func (p *Pool) next(w *worker) *element {
 }
 
 // waitIdle waits, with mu held on entry and on return, until a waker signals
-// the idle worker w, and returns true. It returns false once w has been idle
-// for the idle timeout while more than min workers are alive; w is then off
-// the idle list. At min it starts a new idle period and returns true, so that
-// the caller re-checks the queue and the limits.
+// the idle worker w, and returns true. It returns false once w has stayed
+// idle for a whole idle timeout (between one and two timeouts after it went
+// idle) while more than min workers are alive; w is then off the idle list.
+// At min it starts over and returns true, so that the caller re-checks the
+// queue and the limits.
 func (p *Pool) waitIdle(w *worker) bool {
 	for {
 		p.mu.Unlock()
@@ -165,17 +173,31 @@ func (p *Pool) waitIdle(w *worker) bool {
 			w.signaled = false
 			return true
 		}
-		// A timer token, possibly stale: w is still on the idle list.
-		if left := p.idleTimeout - (p.clock() - w.idleSince); left > 0 {
-			p.armTimer(w, left)
+		// A timer token, possibly late: w is still on the idle list.
+		if !w.ticked || w.taken != w.takenAtTick {
+			// Busy since the last token, or the first token of this idle
+			// stretch: w may have been idle for less than the timeout.
+			w.ticked, w.takenAtTick = true, w.taken
+			p.armTimer(w, p.idleTimeout)
 			continue
 		}
+		w.ticked = false
 		p.removeIdle(w)
 		if p.workers > p.minWorkers {
 			return false
 		}
 		p.armTimer(w, p.idleTimeout)
 		return true
+	}
+}
+
+// doneRunning stops counting w's last request as running: the worker counts
+// it until it next takes mu, which saves two atomic operations a request.
+// mu held.
+func (p *Pool) doneRunning(w *worker) {
+	if w.busy {
+		w.busy = false
+		p.running--
 	}
 }
 
@@ -207,7 +229,6 @@ func (p *Pool) run(e *element) {
 			err = &PanicError{Value: v, Stack: debug.Stack()}
 			p.panicked.Add(1)
 		}
-		p.running.Add(-1)
 		p.completed.Add(1)
 		e.err = err
 		e.state.Store(stateDone)
