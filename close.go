@@ -79,25 +79,22 @@ func (p *Pool) beginClose(cancel bool) {
 		p.closing.Store(true)
 		p.wakeAllIdle()
 	}
-	var canceled *element
+	var first, last *element // canceled requests, oldest first, linked by next
 	if cancel {
 		for e := p.head; e != nil; e = p.head {
 			p.unqueue(e)
 			e.err = ErrCanceled
 			e.state.Store(stateDone)
-			e.next = canceled
-			canceled = e
+			if last != nil {
+				last.next = e
+			} else {
+				first = e
+			}
+			last = e
 		}
 	}
 	p.mu.Unlock()
-	// Publish oldest first: the list above is newest first.
-	var rev *element
-	for canceled != nil {
-		next := canceled.next
-		canceled.next = rev
-		rev, canceled = canceled, next
-	}
-	for e := rev; e != nil; {
+	for e := first; e != nil; {
 		next := e.next
 		e.next = nil
 		p.canceled.Add(1)
