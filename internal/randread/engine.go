@@ -35,6 +35,17 @@ func (d Design) String() string {
 	return fmt.Sprintf("Design(%d)", int(d))
 }
 
+// ParseDesign returns the Design named s, or an error naming the valid
+// designs.
+func ParseDesign(s string) (Design, error) {
+	for d, name := range designNames {
+		if s == name {
+			return Design(d), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown design %q (want pool, goroutine or chanpool)", s)
+}
+
 // engine executes reads and runs request.complete for each of them on one
 // completion goroutine.
 type engine interface {

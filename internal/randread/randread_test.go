@@ -119,6 +119,13 @@ func TestModeNames(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, "Mode(9)", Mode(9).String())
 	require.Equal(t, "chanpool", ChanPool.String())
+	for _, d := range Designs {
+		got, err := ParseDesign(d.String())
+		require.NoError(t, err)
+		require.Equal(t, d, got)
+	}
+	_, err = ParseDesign("ceiling")
+	require.Error(t, err, "the ceiling is not a Design")
 	require.Equal(t, "Design(9)", Design(9).String())
 }
 

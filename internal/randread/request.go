@@ -59,14 +59,18 @@ func (r *request) complete(err error) {
 }
 
 // check returns an error unless the read returned the whole block.
-func (r *request) check() error {
-	if r.err == nil && r.n == len(r.buf) {
+func (r *request) check() error { return checkRead(r.off, r.n, len(r.buf), r.err) }
+
+// checkRead returns an error wrapping ErrShortRead unless a read of bs bytes
+// at off returned n == bs and no error: the rule every subject applies to
+// every read.
+func checkRead(off int64, n, bs int, err error) error {
+	if err == nil && n == bs {
 		return nil
 	}
-	err := r.err
 	if err == nil {
 		err = io.ErrUnexpectedEOF
 	}
 	return fmt.Errorf("%w: read at offset %d returned %d of %d bytes: %w",
-		ErrShortRead, r.off, r.n, len(r.buf), err)
+		ErrShortRead, off, n, bs, err)
 }

@@ -8,6 +8,7 @@ import "time"
 type Result struct {
 	IOs       uint64        // reads completed and checked
 	Elapsed   time.Duration // from the first submit to the last check
+	CPU       time.Duration // user+system CPU time of the whole process meanwhile
 	IRQWrites uint64        // eventfd writes to the jobs' notifiers
 	Drains    uint64        // batches the completion loop delivered
 	Delivered uint64        // completions the loop delivered
@@ -40,6 +41,7 @@ func (r *Result) add(after, before counters) {
 func (r *Result) Merge(o *Result) {
 	r.IOs += o.IOs
 	r.Elapsed += o.Elapsed
+	r.CPU += o.CPU
 	r.IRQWrites += o.IRQWrites
 	r.Drains += o.Drains
 	r.Delivered += o.Delivered
@@ -49,6 +51,15 @@ func (r *Result) Merge(o *Result) {
 
 // IOPS returns reads per second.
 func (r *Result) IOPS() float64 { return ratio(float64(r.IOs), r.Elapsed.Seconds()) }
+
+// CPUPerIO returns the process's CPU time per read.
+func (r *Result) CPUPerIO() time.Duration {
+	return time.Duration(ratio(float64(r.CPU), float64(r.IOs)))
+}
+
+// Cores returns the cores the process kept busy on average: CPU time over
+// wall time.
+func (r *Result) Cores() float64 { return ratio(r.CPU.Seconds(), r.Elapsed.Seconds()) }
 
 // WritesPerIO returns irq eventfd writes per read.
 func (r *Result) WritesPerIO() float64 { return ratio(float64(r.IRQWrites), float64(r.IOs)) }

@@ -16,8 +16,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/batchio/threadpool"
@@ -48,13 +46,10 @@ type Config struct {
 }
 
 func (c *Config) validate() error {
+	if err := validateFile(c.File, c.Size, c.BS); err != nil {
+		return err
+	}
 	switch {
-	case c.File == nil:
-		return errors.New("randread: no file")
-	case c.BS <= 0:
-		return fmt.Errorf("randread: block size %d must be positive", c.BS)
-	case c.Size < int64(c.BS):
-		return fmt.Errorf("randread: size %d is smaller than the block size %d", c.Size, c.BS)
 	case c.IODepth <= 0:
 		return fmt.Errorf("randread: iodepth %d must be positive", c.IODepth)
 	case c.NumJobs <= 0:
@@ -71,6 +66,34 @@ func (c *Config) validate() error {
 // maximum.
 const maxChanWorkers = threadpool.DefaultMaxWorkers
 
+// validateFile checks the fields a Config and a CeilingConfig share.
+func validateFile(f *os.File, size int64, bs int) error {
+	switch {
+	case f == nil:
+		return errors.New("randread: no file")
+	case bs <= 0:
+		return fmt.Errorf("randread: block size %d must be positive", bs)
+	case size < int64(bs):
+		return fmt.Errorf("randread: size %d is smaller than the block size %d", size, bs)
+	}
+	return nil
+}
+
+// Runner is one subject of the comparison, a Workload or a Ceiling, as the
+// benchmarks and tpbench drive it. Run, RunFor and Close must not be called
+// concurrently; Progress may be called at any time.
+type Runner interface {
+	// Run performs n reads and returns what happened; a read that fails or
+	// comes back short stops the run with an error wrapping ErrShortRead.
+	Run(n int64) (Result, error)
+	// RunFor reads for d, then waits for the reads in flight; errors as Run.
+	RunFor(d time.Duration) (Result, error)
+	// Progress returns how many reads were checked since the Runner was made.
+	Progress() uint64
+	// Close releases what the Runner holds; the file stays open.
+	Close()
+}
+
 // Workload is a set of jobs with their requests, notifiers and executor,
 // ready to Run again and again. Run and Close must not be called
 // concurrently; Progress may be called at any time.
@@ -83,9 +106,10 @@ type Workload struct {
 	jobs   []*job
 	epoch  time.Time
 
-	stop     atomic.Bool   // set to end the current Run, or by a failing job
-	progress atomic.Uint64 // reads checked since New
+	runControl
 }
+
+var _ Runner = (*Workload)(nil)
 
 // New builds a workload: the executor, the jobs, their notifiers and their
 // requests. The caller must Close it.
@@ -126,37 +150,21 @@ func New(c Config) (*Workload, error) {
 // happened. A read that fails or comes back short stops the run, and Run
 // returns an error wrapping ErrShortRead along with the figures so far.
 func (w *Workload) Run(n int64) (Result, error) {
-	per, extra := n/int64(len(w.jobs)), n%int64(len(w.jobs))
-	return w.run(func(i int) int64 {
-		if int64(i) < extra {
-			return per + 1
-		}
-		return per
-	})
+	return w.run(func(i int) int64 { return share(n, len(w.jobs), i) })
 }
 
 // RunFor keeps every job's depth for d, then waits for the reads in flight,
 // and returns what happened; errors as Run.
 func (w *Workload) RunFor(d time.Duration) (Result, error) {
-	t := time.AfterFunc(d, func() { w.stop.Store(true) })
-	defer t.Stop()
+	defer w.stopAfter(d).Stop()
 	return w.run(func(int) int64 { return -1 })
 }
-
-// Progress returns how many reads were checked since New; any goroutine.
-func (w *Workload) Progress() uint64 { return w.progress.Load() }
 
 func (w *Workload) run(quota func(job int) int64) (Result, error) {
 	w.stop.Store(false)
 	var r Result
 	before := w.snapshot()
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i, j := range w.jobs {
-		wg.Go(func() { j.run(quota(i)) })
-	}
-	wg.Wait()
-	r.Elapsed = time.Since(start)
+	r.Elapsed, r.CPU = timed(len(w.jobs), func(i int) { w.jobs[i].run(quota(i)) })
 	r.add(w.snapshot(), before)
 	var errs []error
 	for _, j := range w.jobs {

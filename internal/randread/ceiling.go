@@ -1,0 +1,134 @@
+package randread
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"time"
+)
+
+// progressBatch is how many reads a Ceiling thread checks before it adds them
+// to the shared progress counter, so that the threads do not contend on it.
+const progressBatch = 64
+
+// CeilingConfig describes a Ceiling.
+type CeilingConfig struct {
+	// File is read; it must hold at least Size bytes. The caller keeps it open
+	// until Close has returned.
+	File *os.File
+	// Size is the span of File the offsets are drawn from, as in Config.
+	Size int64
+	// BS is the size of every read, in bytes (4096 in the model).
+	BS int
+	// Threads is the number of reading threads; 0 means GOMAXPROCS, read
+	// when NewCeiling is called.
+	Threads int
+}
+
+// Ceiling is the machine's ceiling for the model's reads: Threads goroutines,
+// each locked to its own OS thread, each doing BS-byte preads (File.ReadAt,
+// as the other subjects do) at random block-aligned offsets of the same file
+// back to back, with no pool, no hand-off and no completion delivery. Every
+// read is checked as a Workload checks it: one that fails or returns less
+// than BS bytes fails the run. Its Results carry IOs, Elapsed and CPU; the
+// notification counters and the latency histogram stay empty. Run, RunFor and
+// Close must not be called concurrently; Progress may be called at any time,
+// and counts each thread's reads in batches of up to 64.
+type Ceiling struct {
+	file    *os.File
+	blocks  int64
+	readers []*ceilingReader
+
+	runControl
+}
+
+// ceilingReader is one thread's buffer and the outcome of its last run.
+type ceilingReader struct {
+	buf []byte
+	ios uint64 // written once at the end of a run
+	err error  // the reader's first failed read of the run
+}
+
+var _ Runner = (*Ceiling)(nil)
+
+// NewCeiling checks c and makes a Ceiling; it starts no goroutine until Run.
+func NewCeiling(c CeilingConfig) (*Ceiling, error) {
+	if err := validateFile(c.File, c.Size, c.BS); err != nil {
+		return nil, err
+	}
+	if c.Threads < 0 {
+		return nil, fmt.Errorf("randread: threads %d must not be negative", c.Threads)
+	}
+	if c.Threads == 0 {
+		c.Threads = runtime.GOMAXPROCS(0)
+	}
+	cl := &Ceiling{file: c.File, blocks: c.Size / int64(c.BS)}
+	for range c.Threads {
+		cl.readers = append(cl.readers, &ceilingReader{buf: make([]byte, c.BS)})
+	}
+	return cl, nil
+}
+
+// Threads returns the number of reading threads.
+func (c *Ceiling) Threads() int { return len(c.readers) }
+
+// Run performs n reads, spread evenly over the threads, and returns what
+// happened. A read that fails or comes back short stops the run, and Run
+// returns an error wrapping ErrShortRead along with the figures so far.
+func (c *Ceiling) Run(n int64) (Result, error) {
+	return c.run(func(i int) int64 { return share(n, len(c.readers), i) })
+}
+
+// RunFor reads on every thread for d and returns what happened; errors as
+// Run.
+func (c *Ceiling) RunFor(d time.Duration) (Result, error) {
+	defer c.stopAfter(d).Stop()
+	return c.run(func(int) int64 { return -1 })
+}
+
+func (c *Ceiling) run(quota func(thread int) int64) (Result, error) {
+	c.stop.Store(false)
+	var r Result
+	r.Elapsed, r.CPU = timed(len(c.readers), func(i int) { c.read(c.readers[i], quota(i)) })
+	errs := make([]error, 0, len(c.readers))
+	for _, rd := range c.readers {
+		r.IOs += rd.ios
+		errs = append(errs, rd.err)
+	}
+	return r, errors.Join(errs...)
+}
+
+// read is one thread: it reads until it has done quota reads (quota < 0:
+// until the run stops), a read fails, or another thread's read failed.
+func (c *Ceiling) read(rd *ceilingReader, quota int64) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	// The generator is made here, on the thread's own P, so that no two
+	// threads' generators share a cache line.
+	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	buf, bs := rd.buf, int64(len(rd.buf))
+	rd.err = nil
+	var ios, unreported uint64
+	for (quota < 0 || int64(ios) < quota) && !c.stop.Load() {
+		off := rng.Int64N(c.blocks) * bs
+		n, err := c.file.ReadAt(buf, off)
+		if err := checkRead(off, n, len(buf), err); err != nil {
+			rd.err = err
+			c.stop.Store(true)
+			break
+		}
+		ios++
+		if unreported++; unreported == progressBatch {
+			c.progress.Add(unreported)
+			unreported = 0
+		}
+	}
+	c.progress.Add(unreported)
+	rd.ios = ios
+}
+
+// Close releases nothing that the garbage collector would not: it exists so
+// that a Ceiling is a Runner. The file stays open.
+func (c *Ceiling) Close() {}

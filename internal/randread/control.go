@@ -1,0 +1,52 @@
+package randread
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// runControl is what a Workload and a Ceiling share: the stop flag of the
+// current run and the progress counter.
+type runControl struct {
+	stop     atomic.Bool   // set to end the current run, or by a failing reader
+	progress atomic.Uint64 // reads checked since New or NewCeiling
+}
+
+// Progress returns how many reads were checked since the Workload or Ceiling
+// was made. Any goroutine may call it at any time.
+func (c *runControl) Progress() uint64 { return c.progress.Load() }
+
+// stopAfter ends the current run after d; the caller stops the timer once
+// the run has returned.
+func (c *runControl) stopAfter(d time.Duration) *time.Timer {
+	return time.AfterFunc(d, func() { c.stop.Store(true) })
+}
+
+// share returns the quota of part i of parts when n reads are spread evenly.
+func share(n int64, parts, i int) int64 {
+	per, extra := n/int64(parts), n%int64(parts)
+	if int64(i) < extra {
+		return per + 1
+	}
+	return per
+}
+
+// cpuClock reads the process's CPU time; tests replace it.
+var cpuClock = processCPU
+
+// timed runs body(0) to body(n-1) on n goroutines, waits for them all, and
+// returns the wall time they took and the CPU time the whole process used
+// meanwhile. The process's CPU time is read (getrusage) once before the first
+// goroutine starts and once after the last one has ended, never in between.
+func timed(n int, body func(i int)) (wall, cpu time.Duration) {
+	var wg sync.WaitGroup
+	cpu0 := cpuClock()
+	start := time.Now()
+	for i := range n {
+		wg.Go(func() { body(i) })
+	}
+	wg.Wait()
+	wall = time.Since(start)
+	return wall, cpuClock() - cpu0
+}
