@@ -10,20 +10,63 @@ import (
 	"github.com/batchio/threadpool/internal/randread"
 )
 
-// warmup bounds the unmeasured run that precedes each mode's rounds.
+// warmup bounds the unmeasured run that precedes each subject's rounds.
 const warmup = 200 * time.Millisecond
 
-// modeResult is everything measured for one mode of one shape.
-type modeResult struct {
-	mode   randread.Mode
-	total  randread.Result // merged over the rounds
-	iops   []float64       // per round
-	allocs uint64          // heap allocations during the measured runs
+// subject is one row of a table section: a design running the reads in a
+// mode, or the ceiling.
+type subject struct {
+	ceiling bool
+	design  randread.Design // unless ceiling
+	mode    randread.Mode   // unless ceiling
+}
+
+// String names the subject as the progress line shows it: "pool/defer",
+// "goroutine/each", "ceiling".
+func (s subject) String() string {
+	if s.ceiling {
+		return ceilingName
+	}
+	return s.design.String() + "/" + s.mode.String()
+}
+
+// subjects lists what every shape measures: each design in every mode, then
+// the ceiling.
+func (o *options) subjects() []subject {
+	var out []subject
+	for _, d := range o.designs {
+		for _, m := range o.modes {
+			out = append(out, subject{design: d, mode: m})
+		}
+	}
+	if o.ceiling {
+		out = append(out, subject{ceiling: true})
+	}
+	return out
+}
+
+// newRunner makes what measures s on one shape.
+func (s subject) newRunner(o *options, data *dataFile, sh shape) (randread.Runner, error) {
+	if s.ceiling {
+		return randread.NewCeiling(randread.CeilingConfig{File: data.f, Size: o.size, BS: o.bs})
+	}
+	return randread.New(randread.Config{
+		File: data.f, Size: o.size, BS: o.bs,
+		IODepth: sh.iodepth, NumJobs: sh.numjobs, Mode: s.mode, Design: s.design,
+	})
+}
+
+// subjectResult is everything measured for one subject of one shape.
+type subjectResult struct {
+	subject subject
+	total   randread.Result // merged over the rounds
+	iops    []float64       // per round
+	allocs  uint64          // heap allocations during the measured runs
 }
 
 // medianIOPS is the median of the rounds' IOPS, the figure the table quotes:
 // it shrugs off a round slowed by other work on the machine.
-func (m *modeResult) medianIOPS() float64 {
+func (m *subjectResult) medianIOPS() float64 {
 	s := slices.Clone(m.iops)
 	slices.Sort(s)
 	n := len(s)
@@ -37,7 +80,7 @@ func (m *modeResult) medianIOPS() float64 {
 }
 
 // allocsPerIO is the heap allocations per read over the measured runs.
-func (m *modeResult) allocsPerIO() float64 {
+func (m *subjectResult) allocsPerIO() float64 {
 	if m.total.IOs == 0 {
 		return 0
 	}
@@ -46,19 +89,20 @@ func (m *modeResult) allocsPerIO() float64 {
 
 // shapeResult is one table section.
 type shapeResult struct {
-	shape shape
-	modes []*modeResult
+	shape    shape
+	subjects []*subjectResult
 }
 
 // compare runs every shape and writes the report.
 func compare(o *options, stdout, stderr io.Writer) error {
+	m := o.machine() // before the run, so that the load is other work's
 	data, err := o.open(o)
 	if err != nil {
 		return err
 	}
 	defer data.cleanup()
 	var results []*shapeResult
-	prog := newProgress(stderr, o.progress)
+	prog := newProgress(stderr, o.progress.show(stderr, o.isTerminal))
 	for _, sh := range o.shapes {
 		r, err := compareShape(o, data, sh, prog)
 		prog.clear()
@@ -68,68 +112,65 @@ func compare(o *options, stdout, stderr io.Writer) error {
 		results = append(results, r)
 	}
 	if o.json {
-		return writeJSON(stdout, o, results)
+		return writeJSON(stdout, o, m, results)
 	}
-	writeTable(stdout, o, results)
+	writeTable(stdout, o, m, results)
 	return nil
 }
 
-// compareShape runs the modes of one shape alternately: every round runs
-// each mode once, starting one mode further along than the last round.
+// compareShape runs the subjects of one shape alternately: every round runs
+// each subject once, starting one subject further along than the last round.
 func compareShape(o *options, data *dataFile, sh shape, prog *progress) (*shapeResult, error) {
 	res := &shapeResult{shape: sh}
-	loads := make([]*randread.Workload, len(o.modes))
+	subjects := o.subjects()
+	runners := make([]randread.Runner, 0, len(subjects))
 	defer func() {
-		for _, w := range loads {
-			if w != nil {
-				w.Close()
-			}
+		for _, r := range runners {
+			r.Close()
 		}
 	}()
-	for i, m := range o.modes {
-		w, err := randread.New(randread.Config{
-			File: data.f, Size: o.size, BS: o.bs,
-			IODepth: sh.iodepth, NumJobs: sh.numjobs, Mode: m,
-		})
+	for _, s := range subjects {
+		r, err := s.newRunner(o, data, sh)
 		if err != nil {
 			return nil, err
 		}
-		loads[i] = w
-		res.modes = append(res.modes, &modeResult{mode: m})
+		runners = append(runners, r)
+		res.subjects = append(res.subjects, &subjectResult{subject: s})
 	}
 	per := o.runtime / time.Duration(o.rounds)
-	for _, w := range loads {
+	for _, r := range runners {
 		// Warm up: start the workers and fill the pool's recycled lists, so
 		// that the rounds measure the steady state.
-		if _, err := w.RunFor(min(per/2, warmup)); err != nil {
+		if _, err := r.RunFor(min(per/2, warmup)); err != nil {
 			return nil, err
 		}
 	}
 	for round := range o.rounds {
-		for k := range o.modes {
-			i := (round + k) % len(o.modes)
-			mr := res.modes[i]
-			prog.start(fmt.Sprintf("iodepth=%d numjobs=%d round %d/%d mode=%-8v",
-				sh.iodepth, sh.numjobs, round+1, o.rounds, mr.mode), loads[i])
-			r, allocs, err := measure(loads[i], per)
+		for k := range subjects {
+			i := (round + k) % len(subjects)
+			sr := res.subjects[i]
+			prog.start(fmt.Sprintf("iodepth=%d numjobs=%d round %d/%d %-18v",
+				sh.iodepth, sh.numjobs, round+1, o.rounds, sr.subject), runners[i])
+			r, allocs, err := measure(runners[i], per)
 			prog.stop()
 			if err != nil {
 				return nil, err
 			}
-			mr.total.Merge(&r)
-			mr.iops = append(mr.iops, r.IOPS())
-			mr.allocs += allocs
+			sr.total.Merge(&r)
+			sr.iops = append(sr.iops, r.IOPS())
+			sr.allocs += allocs
 		}
 	}
 	return res, nil
 }
 
-// measure runs w for d and counts the heap allocations of the whole process
-// meanwhile (the progress line allocates nothing).
-func measure(w *randread.Workload, d time.Duration) (randread.Result, uint64, error) {
+// measure runs r for d and counts the heap allocations of the whole process
+// meanwhile (the progress line allocates nothing). The run itself reads the
+// process's CPU time at its start and end, inside these counts.
+func measure(r randread.Runner, d time.Duration) (randread.Result, uint64, error) {
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	r, err := w.RunFor(d)
+	res, err := r.RunFor(d)
 	runtime.ReadMemStats(&after)
-	return r, after.Mallocs - before.Mallocs, err
+	return res, after.Mallocs - before.Mallocs, err
 }

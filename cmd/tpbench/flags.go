@@ -5,11 +5,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/batchio/threadpool/internal/randread"
+	"golang.org/x/term"
 )
 
 // errHelp is returned by parseFlags for -h; the usage is already printed.
@@ -24,12 +26,64 @@ type options struct {
 	runtime  time.Duration
 	rounds   int
 	modes    []randread.Mode
+	designs  []randread.Design // the designs that run the modes
+	ceiling  bool              // whether the ceiling is measured too
 	json     bool
-	progress bool
+	progress progressFlag
+	args     []string // the command line, for the report's header
 
 	// open prepares and opens the data file and returns a function that
 	// releases it; openData unless a test replaces it.
 	open func(o *options) (*dataFile, error)
+	// isTerminal tells whether a writer is a terminal; writerIsTerminal
+	// unless a test replaces it.
+	isTerminal func(w io.Writer) bool
+	// machine describes the machine; readMachine unless a test replaces it.
+	machine func() machine
+}
+
+// progressFlag is -progress: unset, it shows the progress line when stderr is
+// a terminal; set, it forces the line on or off. It is a boolean flag, so
+// -progress alone means -progress=true.
+type progressFlag struct {
+	set bool // given on the command line
+	on  bool // its value, when set
+}
+
+// String returns "true", "false" or "auto" (unset).
+func (p *progressFlag) String() string {
+	if !p.set {
+		return "auto"
+	}
+	return strconv.FormatBool(p.on)
+}
+
+// Set parses a boolean and records that the flag was given.
+func (p *progressFlag) Set(s string) error {
+	on, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	p.set, p.on = true, on
+	return nil
+}
+
+// IsBoolFlag lets -progress stand without a value.
+func (p *progressFlag) IsBoolFlag() bool { return true }
+
+// show tells whether to draw the progress line on stderr: as forced, or,
+// unset, when isTerminal says stderr is a terminal.
+func (p *progressFlag) show(stderr io.Writer, isTerminal func(io.Writer) bool) bool {
+	if p.set {
+		return p.on
+	}
+	return isTerminal(stderr)
+}
+
+// writerIsTerminal tells whether w is a file descriptor open on a terminal.
+func writerIsTerminal(w io.Writer) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // shape is one iodepth and numjobs pair.
@@ -38,18 +92,19 @@ type shape struct{ iodepth, numjobs int }
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("tpbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	o := &options{open: openData}
-	var size, iodepth, numjobs, modes string
+	o := &options{open: openData, isTerminal: writerIsTerminal, machine: readMachine, args: args}
+	var size, iodepth, numjobs, modes, designs string
 	fs.StringVar(&o.filename, "filename", "", "data file (made, or extended, with random bytes if shorter than -size); default a temporary file, removed at exit")
 	fs.StringVar(&size, "size", "256M", "bytes of the file to read, with an optional K, M or G suffix (powers of 1024)")
 	fs.IntVar(&o.bs, "bs", 4096, "bytes per read")
 	fs.StringVar(&iodepth, "iodepth", "64,1", "reads in flight per job; a comma list pairs with -numjobs")
 	fs.StringVar(&numjobs, "numjobs", "8,1", "jobs; a comma list pairs with -iodepth")
-	fs.DurationVar(&o.runtime, "runtime", 4*time.Second, "measured time per mode and iodepth/numjobs pair, split over the rounds")
-	fs.IntVar(&o.rounds, "rounds", 4, "rounds; each runs every mode once, in rotating order")
+	fs.DurationVar(&o.runtime, "runtime", 4*time.Second, "measured time per subject and iodepth/numjobs pair, split over the rounds")
+	fs.IntVar(&o.rounds, "rounds", 4, "rounds; each runs every subject once, in rotating order")
 	fs.StringVar(&modes, "mode", "all", "each, defer, coalesce, a comma list of them, or all")
+	fs.StringVar(&designs, "design", "pool,ceiling", "what runs the reads: pool, goroutine, chanpool, ceiling, a comma list of them, or all; each of the first three runs every -mode, the ceiling runs alone")
 	fs.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
-	fs.BoolVar(&o.progress, "progress", true, "show a progress line on stderr")
+	fs.Var(&o.progress, "progress", "show a progress line on stderr (default: when stderr is a terminal)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -64,6 +119,9 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		return nil, err
 	}
 	if o.modes, err = parseModes(modes); err != nil {
+		return nil, err
+	}
+	if o.designs, o.ceiling, err = parseDesigns(designs); err != nil {
 		return nil, err
 	}
 	return o, o.validate()
@@ -144,20 +202,48 @@ func parseModes(s string) ([]randread.Mode, error) {
 	if s == "all" {
 		return randread.Modes, nil
 	}
-	var out []randread.Mode
-	seen := map[randread.Mode]bool{}
-	for f := range strings.SplitSeq(s, ",") {
-		m, err := randread.ParseMode(strings.TrimSpace(f))
-		if err != nil {
-			return nil, fmt.Errorf("-mode: %w", err)
-		}
-		if !seen[m] {
-			seen[m] = true
-			out = append(out, m)
-		}
+	return parseList("-mode", s, randread.ParseMode)
+}
+
+// ceilingName is the -design value that asks for the ceiling.
+const ceilingName = "ceiling"
+
+// parseDesigns reads "all" or a comma list of designs and "ceiling", keeping
+// each once, and returns the designs and whether the ceiling was listed.
+func parseDesigns(s string) ([]randread.Design, bool, error) {
+	if s == "all" {
+		return randread.Designs, true, nil
 	}
-	if len(out) == 0 {
-		return nil, errors.New("-mode: no mode given")
+	var ceiling bool
+	designs, err := parseList("-design", s, func(name string) (randread.Design, error) {
+		if name == ceilingName {
+			ceiling = true
+			return -1, nil
+		}
+		d, err := randread.ParseDesign(name)
+		if err != nil {
+			err = fmt.Errorf("%w, or ceiling", err)
+		}
+		return d, err
+	})
+	designs = slices.DeleteFunc(designs, func(d randread.Design) bool { return d < 0 })
+	if err == nil && len(designs) == 0 && !ceiling {
+		err = errors.New("-design: nothing to run")
+	}
+	return designs, ceiling, err
+}
+
+// parseList reads a comma list of names with parse, keeping each value once.
+func parseList[T comparable](flagName, s string, parse func(string) (T, error)) ([]T, error) {
+	var out []T
+	for f := range strings.SplitSeq(s, ",") {
+		v, err := parse(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", flagName, err)
+		}
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
 	}
 	return out, nil
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +29,10 @@ func TestParseFlagsDefaults(t *testing.T) {
 	require.Equal(t, 4, o.rounds)
 	require.Empty(t, o.filename)
 	require.False(t, o.json)
+	require.Equal(t, []randread.Design{randread.Pool}, o.designs)
+	require.True(t, o.ceiling)
+	require.False(t, o.progress.set, "the progress line is automatic by default")
+	require.Len(t, o.subjects(), 4, "the pool in every mode, then the ceiling")
 }
 
 func TestParseFlagsValues(t *testing.T) {
@@ -67,6 +73,9 @@ func TestParseFlagsRejects(t *testing.T) {
 		"unpaired lists":    {"-iodepth", "64,1", "-numjobs", "8"},
 		"unknown mode":      {"-mode", "sometimes"},
 		"empty mode":        {"-mode", ""},
+		"unknown design":    {"-design", "pool,fast"},
+		"empty design":      {"-design", ""},
+		"bad progress":      {"-progress=often"},
 		"zero rounds":       {"-rounds", "0"},
 		"runtime too short": {"-runtime", "1ms", "-rounds", "4"},
 		"unknown flag":      {"-direct"},
@@ -84,29 +93,75 @@ func TestRunBadFlagsExitsTwo(t *testing.T) {
 	require.Empty(t, stdout.String())
 }
 
-// tinyRun is a short end-to-end run on a small file in dir.
-func tinyRun(dir string, extra ...string) []string {
-	return append([]string{
+// tinyArgs is a short end-to-end run on a small file in dir, its progress
+// line left to decide for itself.
+func tinyArgs(dir string) []string {
+	return []string{
 		"-filename", filepath.Join(dir, "data"), "-size", "1M", "-iodepth", "4,1", "-numjobs", "2,1",
-		"-runtime", "60ms", "-rounds", "2", "-progress=false",
-	}, extra...)
+		"-runtime", "60ms", "-rounds", "2",
+	}
+}
+
+// tinyRun is tinyArgs without the progress line, then extra.
+func tinyRun(dir string, extra ...string) []string {
+	return append(append(tinyArgs(dir), "-progress=false"), extra...)
+}
+
+// tableRows returns the data rows of a table, split into their cells.
+func tableRows(out string) [][]string {
+	var rows [][]string
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) == 15 && f[0] != "iodepth" {
+			rows = append(rows, f)
+		}
+	}
+	return rows
 }
 
 func TestRunTable(t *testing.T) {
 	var stdout, stderr bytes.Buffer
-	require.Equal(t, 0, run(tinyRun(t.TempDir()), &stdout, &stderr), stderr.String())
+	args := tinyRun(t.TempDir())
+	require.Equal(t, 0, run(args, &stdout, &stderr), stderr.String())
+	require.Empty(t, stderr.String())
 	out := stdout.String()
-	for _, want := range []string{"iodepth", "IOPS", "vs each", "irq writes/IO", "IOs/drain", "loop wakes/IO", "allocs/IO"} {
+	require.True(t, strings.HasPrefix(out, "tpbench "+strings.Join(args, " ")+"\n"), "the header starts with the command")
+	for _, want := range []string{"machine: ", "GOMAXPROCS", runtime.Version(), "load average", "size=1M",
+		"iodepth", "design", "IOPS", "vs each", "vs ceiling", "irq writes/IO", "IOs/drain", "loop wakes/IO",
+		"CPU ns/IO", "cores", "allocs/IO"} {
 		require.Contains(t, out, want)
 	}
-	rows := 0
-	for line := range strings.Lines(out) {
-		f := strings.Fields(line)
-		if len(f) == 11 && (f[2] == "each" || f[2] == "defer" || f[2] == "coalesce") {
-			rows++
+	var subjects []string
+	for _, f := range tableRows(out) {
+		subjects = append(subjects, f[2]+"/"+f[3])
+		if f[2] == "ceiling" {
+			require.Equal(t, "-", f[3], "the ceiling has no mode")
+			require.Equal(t, []string{"-", "1.000x", "-", "-", "-", "-", "-"}, f[5:12], "nor notifications")
+		}
+		cpu, err := strconv.ParseFloat(f[12], 64)
+		require.NoError(t, err)
+		require.Positive(t, cpu, "CPU ns/IO")
+		cores, err := strconv.ParseFloat(f[13], 64)
+		require.NoError(t, err)
+		require.Positive(t, cores)
+	}
+	per := []string{"pool/each", "pool/defer", "pool/coalesce", "ceiling/-"}
+	require.Equal(t, append(per, per...), subjects, out)
+}
+
+func TestRunEveryDesign(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	args := append(tinyRun(t.TempDir()), "-iodepth", "4", "-numjobs", "2", "-design", "all", "-mode", "each,defer")
+	require.Equal(t, 0, run(args, &stdout, &stderr), stderr.String())
+	var subjects []string
+	for _, f := range tableRows(stdout.String()) {
+		subjects = append(subjects, f[2]+"/"+f[3])
+		if f[2] != "pool" {
+			require.Equal(t, "-", f[11], "only the pool counts its loop's wake-ups")
 		}
 	}
-	require.Equal(t, 6, rows, out)
+	require.Equal(t, []string{"pool/each", "pool/defer", "goroutine/each", "goroutine/defer",
+		"chanpool/each", "chanpool/defer", "ceiling/-"}, subjects)
 }
 
 func TestRunJSON(t *testing.T) {
@@ -115,13 +170,27 @@ func TestRunJSON(t *testing.T) {
 	require.Equal(t, 0, run(tinyRun(dir, "-json", "-mode", "each,defer"), &stdout, &stderr), stderr.String())
 	var rep report
 	require.NoError(t, json.Unmarshal(stdout.Bytes(), &rep))
-	require.Len(t, rep.Rows, 4)
+	require.Len(t, rep.Rows, 6)
 	for _, r := range rep.Rows {
 		require.Positive(t, r.IOs)
 		require.Positive(t, r.IOPS)
-		require.Positive(t, r.VsEach)
+		require.Positive(t, r.VsCeiling)
+		require.Positive(t, r.CPUNanosPerIO)
+		require.Positive(t, r.Cores)
+		require.InDelta(t, r.CPUSeconds*1e9/float64(r.IOs), r.CPUNanosPerIO, 1, "CPU time per read")
+		require.InDelta(t, r.CPUSeconds/r.Seconds, r.Cores, 1e-9, "CPU time over wall time")
+		if r.Design == "ceiling" {
+			require.Empty(t, r.Mode)
+			require.Zero(t, r.VsEach)
+			require.Equal(t, 1.0, r.VsCeiling)
+		} else {
+			require.Positive(t, r.VsEach)
+		}
 	}
+	require.Equal(t, []string{"pool", "pool", "ceiling"}, []string{rep.Rows[0].Design, rep.Rows[1].Design, rep.Rows[2].Design})
 	require.Equal(t, 1.0, rep.Rows[0].VsEach, "each is its own baseline")
+	require.Equal(t, runtime.GOMAXPROCS(0), rep.Machine.GOMAXPROCS)
+	require.Contains(t, rep.Command, "-json")
 	st, err := os.Stat(filepath.Join(dir, "data"))
 	require.NoError(t, err, "a -filename file is kept")
 	require.Equal(t, int64(1<<20), st.Size())
@@ -131,27 +200,30 @@ func TestRunShowsProgress(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	args := append(tinyRun(t.TempDir()), "-progress=true", "-mode", "each")
 	require.Equal(t, 0, run(args, &stdout, &stderr), stderr.String())
-	require.Contains(t, stderr.String(), "\riodepth=4 numjobs=2 round 1/2 mode=each")
+	require.Contains(t, stderr.String(), "\riodepth=4 numjobs=2 round 1/2 pool/each")
 }
 
 // TestRunFailsOnShortRead makes every read past the first 8 KiB come back
-// short: the run must fail, not report impossible IOPS.
+// short: the run must fail, not report impossible IOPS, whatever the
+// subject.
 func TestRunFailsOnShortRead(t *testing.T) {
-	o, err := parseFlags(tinyRun(t.TempDir()), &bytes.Buffer{})
-	require.NoError(t, err)
-	short := filepath.Join(t.TempDir(), "short")
-	require.NoError(t, os.WriteFile(short, make([]byte, 8<<10), 0o644))
-	o.open = func(*options) (*dataFile, error) {
-		f, err := os.Open(short)
-		if err != nil {
-			return nil, err
+	for _, design := range []string{"pool", "goroutine", "chanpool", "ceiling"} {
+		o, err := parseFlags(append(tinyRun(t.TempDir()), "-design", design), &bytes.Buffer{})
+		require.NoError(t, err)
+		short := filepath.Join(t.TempDir(), "short")
+		require.NoError(t, os.WriteFile(short, make([]byte, 8<<10), 0o644))
+		o.open = func(*options) (*dataFile, error) {
+			f, err := os.Open(short)
+			if err != nil {
+				return nil, err
+			}
+			return &dataFile{f: f, cleanup: func() { f.Close() }}, nil
 		}
-		return &dataFile{f: f, cleanup: func() { f.Close() }}, nil
+		var stdout, stderr bytes.Buffer
+		err = compare(o, &stdout, &stderr)
+		require.ErrorIs(t, err, randread.ErrShortRead, design)
+		require.Empty(t, stdout.String(), "no table for a failed run")
 	}
-	var stdout, stderr bytes.Buffer
-	err = compare(o, &stdout, &stderr)
-	require.ErrorIs(t, err, randread.ErrShortRead)
-	require.Empty(t, stdout.String(), "no table for a failed run")
 }
 
 func TestRunFailureExitsOne(t *testing.T) {

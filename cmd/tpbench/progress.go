@@ -21,7 +21,7 @@ type progress struct {
 
 	// Set by start and read by the drawing goroutine until stop returns.
 	label string
-	w     *randread.Workload
+	w     randread.Runner
 	begin time.Time
 	base  uint64
 
@@ -36,7 +36,7 @@ func newProgress(out io.Writer, enabled bool) *progress {
 }
 
 // start begins redrawing the line for a run of w.
-func (p *progress) start(label string, w *randread.Workload) {
+func (p *progress) start(label string, w randread.Runner) {
 	if !p.enabled {
 		return
 	}
