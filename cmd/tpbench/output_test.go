@@ -70,7 +70,9 @@ func TestWriterIsTerminal(t *testing.T) {
 	}
 	// A pseudo-terminal's master side is a terminal too.
 	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
-	require.NoError(t, err)
+	if err != nil {
+		t.Skipf("no pseudo-terminal to check the positive case with: %v", err)
+	}
 	defer pty.Close()
 	require.True(t, writerIsTerminal(pty), "a terminal")
 }
