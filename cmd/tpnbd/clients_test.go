@@ -12,7 +12,7 @@ import (
 
 // These tests drive real NBD clients (nbdinfo, qemu-img, qemu-io, fio)
 // against tpnbd. They need the Debian packages libnbd-bin, qemu-utils and
-// fio; see requireTool.
+// fio; see requireTool, which skips a test whose tool is missing.
 
 const imageSize = 64 << 20
 
