@@ -25,7 +25,8 @@ func TestNbdinfoListsExport(t *testing.T) {
 	require.Contains(t, out, "can_fua: true")
 	require.Contains(t, out, "can_multi_conn: true")
 	require.Contains(t, out, "is_read_only: false")
-	require.Contains(t, out, "using simple packets")
+	require.Contains(t, out, "using structured packets")
+	require.Contains(t, out, "base:allocation")
 
 	out = runTool(t, nbdinfo, "--list", "nbd+unix://?socket="+s.sock)
 	require.Contains(t, out, `export="disk"`)
