@@ -203,15 +203,15 @@ func (c *client) connectStructured() exportInfo {
 	return c.connect2()
 }
 
-// sparseLayout is the file of the sparse tests: 1 MiB with data at
+// sparseSize and sparseData lay out the file of the sparse tests: 1 MiB with data at
 // [0, 64K) and [256K, 320K), holes elsewhere (the trailing one up to the
 // end of the file).
 const sparseSize = 1 << 20
 
 var sparseData = [][2]int64{{0, 64 << 10}, {256 << 10, 64 << 10}}
 
-// makeSparse rewrites path (already exported) with sparseLayout's holes
-// and data and returns its content and whether the file system reports
+// makeSparse rewrites path (already exported) with the sparse layout's
+// holes and data and returns its content and whether the file system reports
 // the holes (SEEK_HOLE); where it does not, the server reports everything
 // as data.
 func makeSparse(t *testing.T, path string) (content []byte, holes bool) {
