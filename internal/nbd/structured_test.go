@@ -203,9 +203,9 @@ func (c *client) connectStructured() exportInfo {
 	return c.connect2()
 }
 
-// sparseSize and sparseData lay out the file of the sparse tests: 1 MiB with data at
-// [0, 64K) and [256K, 320K), holes elsewhere (the trailing one up to the
-// end of the file).
+// sparseSize and sparseData lay out the file of the sparse tests: 1 MiB
+// with data at [0, 64K) and [256K, 320K), holes elsewhere (the trailing
+// one up to the end of the file).
 const sparseSize = 1 << 20
 
 var sparseData = [][2]int64{{0, 64 << 10}, {256 << 10, 64 << 10}}
