@@ -22,25 +22,10 @@ while getopts "r:s:" opt; do
 	esac
 done
 
-for tool in nbdcopy qemu-img go; do
-	command -v "$tool" >/dev/null || { echo "sparsecopy.sh: $tool not found (cmd/tpnbd/ci-deps.sh installs the NBD tools)" >&2; exit 1; }
-done
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d /tmp/tpnbd-sparsecopy.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-(cd "$repo" && go build -o "$work/tpnbd" ./cmd/tpnbd)
+# shellcheck source=cmd/tpnbd/lib.sh
+. "$(dirname "$0")/lib.sh"
+need nbdcopy qemu-img go
+setup_work sparsecopy
 img=$work/sparse.img
 truncate -s "${size_mib}M" "$img"
 step=$(((size_mib << 20) / 64 / 131072)) # 128 KiB blocks between pieces
@@ -51,13 +36,8 @@ cat "$img" >/dev/null # into the page cache
 
 "$work/tpnbd" -q -readonly -unix "$work/on.sock" "$img" & pids+=($!)
 "$work/tpnbd" -q -readonly -structured=false -unix "$work/off.sock" "$img" & pids+=($!)
-for s in on off; do
-	for _ in $(seq 100); do
-		[ -S "$work/$s.sock" ] && break
-		sleep 0.1
-	done
-	[ -S "$work/$s.sock" ] || { echo "sparsecopy.sh: tpnbd did not start" >&2; exit 1; }
-done
+wait_socket "$work/on.sock" tpnbd
+wait_socket "$work/off.sock" "tpnbd -structured=false"
 
 # copy TOOL SOCK: one copy into a new file; prints its wall time in seconds.
 copy() {
@@ -94,12 +74,7 @@ echo "$header"
 echo
 echo "| copy of a sparse image | structured replies + block status | simple replies | speed-up |"
 echo "|---|---|---|---|"
-awk '
-function median(key,   n, i, j, t, a) {
-	n = split(vals[key], a, " ")
-	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
+awk "$awk_median"'
 { vals[$1 SUBSEP $2] = vals[$1 SUBSEP $2] " " $3 }
 END {
 	split("nbdcopy qemu-img", tools, " ")
