@@ -1,18 +1,23 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // These tests drive real NBD clients (nbdinfo, qemu-img, qemu-io, fio)
 // against tpnbd. They need the Debian packages libnbd-bin, qemu-utils and
-// fio; see requireTool.
+// fio; see requireTool, which skips a test whose tool is missing.
 
 const imageSize = 64 << 20
 
@@ -25,10 +30,16 @@ func TestNbdinfoListsExport(t *testing.T) {
 	require.Contains(t, out, "can_fua: true")
 	require.Contains(t, out, "can_multi_conn: true")
 	require.Contains(t, out, "is_read_only: false")
-	require.Contains(t, out, "using simple packets")
+	require.Contains(t, out, "using structured packets")
+	require.Contains(t, out, "base:allocation")
 
 	out = runTool(t, nbdinfo, "--list", "nbd+unix://?socket="+s.sock)
 	require.Contains(t, out, `export="disk"`)
+
+	s = startTpnbd(t, 1<<20, false, "-structured=false")
+	out = runTool(t, nbdinfo, s.uri)
+	require.Contains(t, out, "using simple packets")
+	require.NotContains(t, out, "base:allocation")
 }
 
 func TestTCPAndUnixTogether(t *testing.T) {
@@ -105,6 +116,14 @@ func TestFioVerifiesFlushEach(t *testing.T) {
 	fioVerify(t, fio, s.uri, 64, 4)
 }
 
+// TestFioVerifiesSimpleReplies runs the same check with simple replies
+// (fio's libnbd negotiates structured replies where it can).
+func TestFioVerifiesSimpleReplies(t *testing.T) {
+	fio := requireTool(t, "fio", "fio")
+	s := startTpnbd(t, imageSize, false, "-structured=false")
+	fioVerify(t, fio, s.uri, 64, 4)
+}
+
 // fioVerify writes random blocks with checksums through the server and
 // reads them all back through it, failing on any mismatch.
 func fioVerify(t *testing.T, fio, uri string, depth, jobs int) {
@@ -123,4 +142,125 @@ func fioVerify(t *testing.T, fio, uri string, depth, jobs int) {
 	require.Contains(t, out, "err= 0")
 	require.NotContains(t, out, "verify: bad")
 	require.Contains(t, out, "read: IOPS=")
+}
+
+// sparseExtents are the data ranges (offset, length) of the sparse test
+// image, imageSize bytes: 3.4 MiB of data at scattered offsets, the last
+// at the very end, holes elsewhere.
+var sparseExtents = [][2]int64{
+	{1 << 20, 256 << 10},
+	{9<<20 + 64<<10, 64 << 10},
+	{20 << 20, 1 << 20},
+	{33 << 20, 64 << 10},
+	{50 << 20, 2 << 20},
+	{imageSize - 64<<10, 64 << 10},
+}
+
+// makeSparse rewrites the served file as sparseExtents of random data and
+// holes, and returns the data size and whether the file system reports
+// the holes (SEEK_DATA); where it does not, tpnbd reports all as data.
+func makeSparse(t *testing.T, path string) (dataSize int64, holes bool) {
+	t.Helper()
+	require.NoError(t, os.Truncate(path, 0))
+	require.NoError(t, os.Truncate(path, imageSize))
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, e := range sparseExtents {
+		_, err := io.CopyN(io.NewOffsetWriter(f, e[0]), rand.Reader, e[1])
+		require.NoError(t, err)
+		dataSize += e[1]
+	}
+	d, err := f.Seek(0, unix.SEEK_DATA)
+	return dataSize, err == nil && d == sparseExtents[0][0]
+}
+
+// wantMap returns the image's extents as "offset length data|hole", one
+// per run, as a client should see them.
+func wantMap(holes bool) []string {
+	if !holes {
+		return []string{fmt.Sprintf("0 %d data", imageSize)}
+	}
+	var m []string
+	var pos int64
+	for _, e := range sparseExtents {
+		if e[0] > pos {
+			m = append(m, fmt.Sprintf("%d %d hole", pos, e[0]-pos))
+		}
+		m = append(m, fmt.Sprintf("%d %d data", e[0], e[1]))
+		pos = e[0] + e[1]
+	}
+	return m
+}
+
+// TestMapShowsHoles checks that nbdinfo --map and qemu-img map see the
+// holes of a sparse image through block status.
+func TestMapShowsHoles(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo", "libnbd-bin")
+	qemuImg := requireTool(t, "qemu-img", "qemu-utils")
+	s := startTpnbd(t, imageSize, false)
+	_, holes := makeSparse(t, s.file)
+	want := wantMap(holes)
+
+	// nbdinfo prints "offset length type description" per extent.
+	var got []string
+	for line := range strings.Lines(runTool(t, nbdinfo, "--map", s.uri)) {
+		f := strings.Fields(line)
+		require.Len(t, f, 4, "nbdinfo --map line %q", line)
+		kind := "data"
+		switch f[2] {
+		case "3":
+			require.Equal(t, "hole,zero", f[3])
+			kind = "hole"
+		case "0":
+			require.Equal(t, "data", f[3])
+		default:
+			t.Fatalf("nbdinfo --map line %q", line)
+		}
+		got = append(got, f[0]+" "+f[1]+" "+kind)
+	}
+	require.Equal(t, want, got, "nbdinfo --map")
+
+	var extents []struct {
+		Start, Length int64
+		Data, Zero    bool
+	}
+	require.NoError(t, json.Unmarshal([]byte(runTool(t, qemuImg, "map", "--output=json", "-f", "raw", s.uri)), &extents))
+	got = got[:0]
+	for _, e := range extents {
+		require.Equal(t, !e.Data, e.Zero, "qemu-img map extent %+v", e)
+		kind := "data"
+		if !e.Data {
+			kind = "hole"
+		}
+		got = append(got, fmt.Sprintf("%d %d %s", e.Start, e.Length, kind))
+	}
+	require.Equal(t, want, got, "qemu-img map")
+}
+
+// TestSparseCopyStaysSparse copies a sparse image out of tpnbd with
+// qemu-img convert and nbdcopy: the copies are identical and stay sparse.
+func TestSparseCopyStaysSparse(t *testing.T) {
+	qemuImg := requireTool(t, "qemu-img", "qemu-utils")
+	nbdcopy := requireTool(t, "nbdcopy", "libnbd-bin")
+	s := startTpnbd(t, imageSize, false)
+	dataSize, _ := makeSparse(t, s.file)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		copy func(out string)
+	}{
+		{"qemu-img convert", func(out string) { runTool(t, qemuImg, "convert", "-f", "raw", "-O", "raw", s.uri, out) }},
+		{"nbdcopy", func(out string) { runTool(t, nbdcopy, s.uri, out) }},
+	} {
+		out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".img")
+		tc.copy(out)
+		require.Contains(t, runTool(t, qemuImg, "compare", "-f", "raw", "-F", "raw", s.file, out), "identical", tc.name)
+		var st unix.Stat_t
+		require.NoError(t, unix.Stat(out, &st))
+		require.Equal(t, int64(imageSize), st.Size, tc.name)
+		allocated := st.Blocks * 512
+		require.GreaterOrEqual(t, allocated, dataSize, tc.name)
+		require.Less(t, allocated, dataSize+1<<20, "%s: %d bytes allocated for %d of data", tc.name, allocated, dataSize)
+	}
 }

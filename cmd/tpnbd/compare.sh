@@ -26,25 +26,10 @@ while getopts "qr:t:s:p:" opt; do
 	esac
 done
 
-for tool in fio qemu-nbd nbdkit go; do
-	command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found (cmd/tpnbd/ci-deps.sh installs the NBD tools)" >&2; exit 1; }
-done
-
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d /tmp/tpnbd-compare.XXXXXX)
-pids=()
-cleanup() {
-	for pid in "${pids[@]}"; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-(cd "$repo" && go build -o "$work/tpnbd" ./cmd/tpnbd)
+# shellcheck source=cmd/tpnbd/lib.sh
+. "$(dirname "$0")/lib.sh"
+need fio qemu-nbd nbdkit go
+setup_work compare
 img=$work/disk.img
 head -c $((size_mib << 20)) /dev/urandom >"$img"
 cat "$img" >/dev/null # into the page cache
@@ -58,11 +43,7 @@ qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$
 nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pid[nbdkit]=$!
 pids=("${pid[@]}")
 for s in "${servers[@]}"; do
-	for _ in $(seq 100); do
-		[ -S "$work/${sock[$s]}.sock" ] && break
-		sleep 0.1
-	done
-	[ -S "$work/${sock[$s]}.sock" ] || { echo "compare.sh: $s did not start" >&2; exit 1; }
+	wait_socket "$work/${sock[$s]}.sock" "$s"
 done
 
 jobs=()
@@ -115,12 +96,7 @@ done
 # Median per (job, server), then one row per job: IOPS, then the servers'
 # CPU time per request.
 table() {
-	awk -v servers="${servers[*]}" -v col="$1" -v unit="$2" '
-	function median(key,   n, i, j, t, a) {
-		n = split(vals[key], a, " ")
-		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
-		return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-	}
+	awk -v servers="${servers[*]}" -v col="$1" -v unit="$2" "$awk_median"'
 	{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $col; if (!($1 in seen)) { seen[$1] = 1; order[++njobs] = $1 } }
 	END {
 		ns = split(servers, s, " ")

@@ -35,6 +35,7 @@ type config struct {
 	file, name     string
 	tcp, unix      string
 	readOnly       bool
+	structured     bool
 	flush          string
 	workers        int
 	minWorkers     int
@@ -72,6 +73,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.tcp, "tcp", "", "TCP address to listen on (default 127.0.0.1:10809 when -unix is not given)")
 	fs.StringVar(&cfg.unix, "unix", "", "Unix socket path to listen on")
 	fs.BoolVar(&cfg.readOnly, "readonly", false, "export read-only")
+	fs.BoolVar(&cfg.structured, "structured", true, "offer structured replies, metadata contexts and block status (false: simple replies only, for comparison)")
 	fs.StringVar(&cfg.flush, "flush", "defer", "reply sends: defer (one per connection per batch of completions) or each (one per reply)")
 	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
 	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
@@ -125,7 +127,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.A
 	}
 	defer pool.Close()
 
-	srv := &nbd.Server{Export: exp, Exec: poolExec{pool}}
+	srv := &nbd.Server{Export: exp, Exec: poolExec{pool}, SimpleRepliesOnly: !cfg.structured}
 	if cfg.flush == "each" {
 		srv.Exec = eachExec{poolExec{pool}}
 	}

@@ -14,25 +14,36 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// skipClientsEnv, set to 1, turns a missing client tool into a skip
-// instead of a failure.
-const skipClientsEnv = "TPNBD_SKIP_CLIENTS"
+// requireClientsEnv, set to 1 (.ci/run sets it), turns a missing client
+// tool into a test failure instead of a skip, so that CI cannot skip the
+// tests that drive real clients without saying so.
+const requireClientsEnv = "TPNBD_REQUIRE_CLIENTS"
 
-// requireTool returns the path of a client tool, failing the test (or
-// skipping it when TPNBD_SKIP_CLIENTS=1) when it is not installed.
+// requireTool returns the path of a client tool. When it is not installed
+// the test is skipped with one line naming the package to install, or
+// fails under TPNBD_REQUIRE_CLIENTS=1.
 func requireTool(t *testing.T, name, debianPackage string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
 		return path
 	}
-	msg := name + " not found: install the Debian package " + debianPackage +
-		" (cmd/tpnbd/ci-deps.sh does), or set " + skipClientsEnv + "=1 to skip the tests that drive real clients"
-	if os.Getenv(skipClientsEnv) == "1" {
-		t.Skip(msg)
+	msg, fail := toolMissing(name, debianPackage)
+	if fail {
+		t.Fatal(msg)
 	}
-	t.Fatal(msg)
+	t.Skip(msg)
 	return ""
+}
+
+// toolMissing returns the one-line message for a missing tool and whether
+// it must fail the test rather than skip it.
+func toolMissing(name, debianPackage string) (msg string, fail bool) {
+	msg = name + " not found: install the Debian package " + debianPackage + " (cmd/tpnbd/ci-deps.sh installs all of them)"
+	if os.Getenv(requireClientsEnv) == "1" {
+		return msg + "; failing because " + requireClientsEnv + "=1", true
+	}
+	return msg, false
 }
 
 // tpnbd is a server started in-process by startTpnbd.
@@ -106,4 +117,19 @@ func runTool(t *testing.T, name string, args ...string) string {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s %s:\n%s", name, strings.Join(args, " "), out)
 	return string(out)
+}
+
+func TestMissingToolSkipsUnlessRequired(t *testing.T) {
+	t.Setenv(requireClientsEnv, "")
+	msg, fail := toolMissing("nbdfoo", "foo-utils")
+	require.False(t, fail)
+	require.Contains(t, msg, "nbdfoo not found")
+	require.Contains(t, msg, "foo-utils")
+	require.Contains(t, msg, "cmd/tpnbd/ci-deps.sh")
+	require.NotContains(t, msg, "\n")
+
+	t.Setenv(requireClientsEnv, "1")
+	msg, fail = toolMissing("nbdfoo", "foo-utils")
+	require.True(t, fail)
+	require.Contains(t, msg, requireClientsEnv)
 }

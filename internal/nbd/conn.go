@@ -22,8 +22,9 @@ type conn struct {
 	br  *bufio.Reader          // serve goroutine only
 	hdr [requestHeaderLen]byte // serve goroutine only
 
-	budget budget // see budget
-	out    outbox // see outbox
+	budget budget     // see budget
+	out    outbox     // see outbox
+	ext    extensions // see extensions
 
 	transmitting bool        // guarded by srv.mu; negotiation is over
 	stopping     atomic.Bool // set once the connection must stop reading requests
@@ -122,6 +123,8 @@ func (c *conn) submit(r *request) bool {
 		need = int64(r.length) // read even when refused, to stay in step
 	case r.typ == cmdRead && r.errno == 0:
 		need = int64(r.length)
+	case r.typ == cmdBlockStatus && r.errno == 0:
+		need = descriptorBufLen
 	}
 	if !c.budget.acquire(need) {
 		r.recycle()

@@ -1,6 +1,9 @@
 // Package nbd implements the server side of the Network Block Device
 // protocol: the fixed-newstyle handshake and the transmission phase with
-// simple replies, for one file exported under one name.
+// simple or structured replies, for one file exported under one name.
+// Structured reads send holes as hole chunks and can fail part-way with an
+// error chunk; NBD_CMD_BLOCK_STATUS reports the file's data and holes in
+// the base:allocation metadata context.
 //
 // The package does no blocking file I/O on its own goroutines. Each request
 // read from a connection is handed to an [Executor] as a work function (the

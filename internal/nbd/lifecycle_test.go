@@ -156,6 +156,14 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20})
 	c := dial(t, ts)
 	c.connect("")
+	requireNoAllocsPerRead(t, c, replyHeaderLen+4096)
+}
+
+// requireNoAllocsPerRead sends rounds of 4 KiB reads on a connection in
+// transmission, each answered with replyLen bytes, and checks that they
+// allocate nothing once buffers and requests are recycled.
+func requireNoAllocsPerRead(t *testing.T, c *client, replyLen int) {
+	t.Helper()
 	const depth = 16
 	req := make([]byte, requestHeaderLen*depth)
 	for i := range depth {
@@ -166,7 +174,7 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 		binary.BigEndian.PutUint64(h[16:], uint64(i)*4096)
 		binary.BigEndian.PutUint32(h[24:], 4096)
 	}
-	reply := make([]byte, depth*(replyHeaderLen+4096))
+	reply := make([]byte, depth*replyLen)
 	round := func() {
 		_, err := c.nc.Write(req)
 		if err == nil {

@@ -86,7 +86,9 @@ func (n *negotiation) option() (done, ok bool) {
 	case optInfo, optGo:
 		return n.infoOrGo(opt, data)
 	case optStructuredReply:
-		return false, n.refuse(opt, repErrUnsup, "structured replies are not supported")
+		return false, n.structuredReply(data)
+	case optListMetaContext, optSetMetaContext:
+		return false, n.metaContext(opt, data)
 	case optStartTLS:
 		return false, n.refuse(opt, repErrUnsup, "TLS is not supported")
 	default:

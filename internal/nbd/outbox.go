@@ -57,9 +57,13 @@ func (o *outbox) init(c *conn) {
 	o.quit = make(chan struct{})
 }
 
-// appendReply appends r's simple reply (and read data) to the output.
-// Completion goroutine only.
+// appendReply appends r's reply (and read data) to the output: simple, or
+// structured where negotiated. Completion goroutine only.
 func (o *outbox) appendReply(r *request) {
+	if r.usesChunks() {
+		o.appendChunks(r)
+		return
+	}
 	var h [replyHeaderLen]byte
 	binary.BigEndian.PutUint32(h[0:], magicSimpleReply)
 	binary.BigEndian.PutUint32(h[4:], r.errno)

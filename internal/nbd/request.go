@@ -18,8 +18,11 @@ type request struct {
 	offset uint64
 	length uint32
 	errno  uint32  // nonzero: reply with this error without doing any I/O
+	msg    string  // why the request was refused, for an error chunk; may be empty
 	buf    *[]byte // payload buffer from getBuf, or nil
 	grant  int64   // payload bytes taken from the connection's budget
+	spans  []span  // a structured read's data and hole runs (see readSpans)
+	n      uint32  // bytes a structured read read before failing, or of block status descriptors
 
 	workFn func() error    // r.work, bound once so Submit does not allocate
 	doneFn func(err error) // r.done, bound once
@@ -51,7 +54,10 @@ func (r *request) recycle() {
 	}
 	r.c = nil
 	r.errno = 0
+	r.msg = ""
 	r.grant = 0
+	r.spans = r.spans[:0]
+	r.n = 0
 	requestPool.Put(r)
 }
 
@@ -98,6 +104,9 @@ func allowedFlags(typ uint16) uint16 {
 func (r *request) check(e *Export) {
 	switch r.typ {
 	case cmdRead, cmdWrite, cmdFlush, cmdTrim, cmdWriteZeroes:
+	case cmdBlockStatus:
+		r.errno = r.checkBlockStatus(e)
+		return
 	default:
 		r.errno = errInval
 		return
@@ -128,7 +137,11 @@ func (r *request) work() error {
 	var err error
 	switch r.typ {
 	case cmdRead:
-		err = e.readAt(r.payload(), int64(r.offset))
+		if r.c.ext.structured {
+			err = r.readSpans()
+		} else {
+			err = e.readAt(r.payload(), int64(r.offset))
+		}
 	case cmdWrite:
 		err = e.writeAt(r.payload(), int64(r.offset))
 	case cmdFlush:
@@ -137,8 +150,10 @@ func (r *request) work() error {
 		err = e.trim(int64(r.offset), int64(r.length))
 	case cmdWriteZeroes:
 		err = e.zero(int64(r.offset), int64(r.length), r.flags&cmdFlagNoHole != 0)
+	case cmdBlockStatus:
+		r.blockStatus()
 	}
-	if err == nil && r.flags&cmdFlagFUA != 0 && r.typ != cmdRead && r.typ != cmdFlush {
+	if err == nil && r.flags&cmdFlagFUA != 0 && (r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes) {
 		err = e.Sync()
 	}
 	if err != nil {

@@ -39,6 +39,10 @@ type Server struct {
 	// MaxBytes bounds the payload bytes one connection may hold the same
 	// way (a single request up to MaxPayload always fits).
 	MaxBytes int64
+	// SimpleRepliesOnly makes the server refuse NBD_OPT_STRUCTURED_REPLY
+	// and the metadata context options with NBD_REP_ERR_UNSUP, so that
+	// clients use simple replies and no block status (for comparison).
+	SimpleRepliesOnly bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
 	Logf func(format string, args ...any)

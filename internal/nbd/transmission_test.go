@@ -100,6 +100,17 @@ func TestOneFlushPerBatch(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20})
 	c := dial(t, ts)
 	c.connect("")
+	requireOneFlushPerBatch(t, ts, c, func() {
+		_, errno, _ := c.reply()
+		require.Zero(t, errno)
+	})
+}
+
+// requireOneFlushPerBatch sends 4 KiB reads on c while the executor holds
+// their completions back, then checks that they are delivered as one batch
+// with one flush; readReply reads and checks one reply.
+func requireOneFlushPerBatch(t *testing.T, ts *testServer, c *client, readReply func()) {
+	t.Helper()
 	flushesBefore, _ := ts.exec.stats()
 	resume := ts.exec.pauseDelivery()
 	const n = 32
@@ -109,8 +120,7 @@ func TestOneFlushPerBatch(t *testing.T) {
 	ts.exec.waitCompleted(n)
 	resume()
 	for range n {
-		_, errno, _ := c.reply()
-		require.Zero(t, errno)
+		readReply()
 	}
 	flushes, maxBatch := ts.exec.stats()
 	require.Equal(t, 1, flushes-flushesBefore, "one flush for the batch")

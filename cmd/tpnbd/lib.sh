@@ -1,0 +1,54 @@
+# Shell functions shared by compare.sh and sparsecopy.sh, which source it
+# (bash).
+
+# need TOOL...: exits unless every tool is on PATH.
+need() {
+	local tool
+	for tool in "$@"; do
+		command -v "$tool" >/dev/null || { echo "$(basename "$0"): $tool not found (cmd/tpnbd/ci-deps.sh installs the NBD tools)" >&2; exit 1; }
+	done
+}
+
+# setup_work NAME: makes a temporary directory $work, builds tpnbd into it,
+# and on exit kills the processes listed in $pids and removes $work.
+pids=()
+setup_work() {
+	local repo
+	repo=$(cd "$(dirname "$0")/../.." && pwd)
+	work=$(mktemp -d "/tmp/tpnbd-$1.XXXXXX")
+	trap cleanup EXIT INT TERM
+	(cd "$repo" && go build -o "$work/tpnbd" ./cmd/tpnbd)
+}
+
+cleanup() {
+	local pid
+	for pid in "${pids[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" 2>/dev/null || true
+	done
+	rm -rf "$work"
+}
+
+# wait_socket PATH NAME: waits up to 10 s for server NAME to create its
+# Unix socket PATH, and exits if it does not.
+wait_socket() {
+	local _
+	for _ in $(seq 100); do
+		[ -S "$1" ] && return
+		sleep 0.1
+	done
+	echo "$(basename "$0"): $2 did not start" >&2
+	exit 1
+}
+
+# awk_median defines the awk function median(key): the median of the
+# space-separated numbers in vals[key].
+# shellcheck disable=SC2034 # used by the scripts that source this file
+awk_median='
+function median(key,   n, i, j, t, a) {
+	n = split(vals[key], a, " ")
+	for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] + 0 > a[j] + 0; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
+	return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+}'
