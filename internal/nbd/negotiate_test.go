@@ -137,7 +137,7 @@ func TestRefusedOptions(t *testing.T) {
 	ts := startServer(t, serverConfig{})
 	c := dial(t, ts)
 	c.greet(clientFlagFixedNewstyle)
-	for _, opt := range []uint32{optStructuredReply, optStartTLS, 4, 9, 10, 11, 12, 999} {
+	for _, opt := range []uint32{optStructuredReply, 4, 9, 10, 11, 12, 999} {
 		c.option(opt, []byte("some data"))
 		typ, _ := c.optReply(opt)
 		require.Equal(t, uint32(repErrUnsup), typ, "option %d", opt)
