@@ -227,6 +227,17 @@ func TestStartTLSBadInput(t *testing.T) {
 		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
 		c.connect2()
 	})
+	t.Run("after other options", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		c.option(optInfo, goData(""))
+		_, typ, _ := c.infoReplies(optInfo)
+		require.Equal(t, uint32(repAck), typ)
+		require.Equal(t, uint32(repErrUnsup), c.ask(optStructuredReply, nil))
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+		c.connect2()
+		errno, _ := c.read(0, 512)
+		require.Zero(t, errno)
+	})
 	t.Run("twice", func(t *testing.T) {
 		c := dialFixed(t, ts)
 		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
