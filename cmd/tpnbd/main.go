@@ -43,6 +43,7 @@ type config struct {
 	shutdownWait   time.Duration
 	cpuProfile     string
 	verbose, quiet bool
+	tls            tlsFlags
 }
 
 func main() {
@@ -82,6 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems")
 	fs.BoolVar(&cfg.quiet, "q", false, "do not print the listening addresses")
+	cfg.tls.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -93,6 +95,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.flush != "defer" && cfg.flush != "each" {
 		fmt.Fprintln(stderr, "tpnbd: -flush must be defer or each")
 		return cfg, errors.New("bad -flush")
+	}
+	if err := cfg.tls.check(); err != nil {
+		fmt.Fprintln(stderr, "tpnbd:", err)
+		return cfg, err
 	}
 	if cfg.tcp == "" && cfg.unix == "" {
 		cfg.tcp = "127.0.0.1:10809"
@@ -128,6 +134,9 @@ func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.A
 	defer pool.Close()
 
 	srv := &nbd.Server{Export: exp, Exec: poolExec{pool}, SimpleRepliesOnly: !cfg.structured}
+	if srv.TLS, srv.TLSConfig, err = cfg.tls.load(); err != nil {
+		return err
+	}
 	if cfg.flush == "each" {
 		srv.Exec = eachExec{poolExec{pool}}
 	}
@@ -145,7 +154,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.A
 		addrs[i] = l.Addr()
 		go func() { served <- srv.Serve(l) }()
 		if !cfg.quiet {
-			logger.Printf("serving %s (%d bytes, flush=%s) on %s %s", cfg.file, exp.Size(), cfg.flush, l.Addr().Network(), l.Addr())
+			logger.Printf("serving %s (%d bytes, flush=%s, tls=%s) on %s %s", cfg.file, exp.Size(), cfg.flush, srv.TLS, l.Addr().Network(), l.Addr())
 		}
 	}
 	if ready != nil {

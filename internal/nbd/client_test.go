@@ -37,6 +37,7 @@ type serverConfig struct {
 	readOnly bool
 	name     string
 	tune     func(*Server)
+	listen   func(net.Listener) net.Listener // wraps the listener, if set
 }
 
 func startServer(t *testing.T, cfg serverConfig) *testServer {
@@ -59,6 +60,9 @@ func startServer(t *testing.T, cfg serverConfig) *testServer {
 	}
 	l, err := net.Listen("unix", ts.addr)
 	require.NoError(t, err)
+	if cfg.listen != nil {
+		l = cfg.listen(l)
+	}
 	served := make(chan error, 1)
 	go func() { served <- ts.srv.Serve(l) }()
 	// Cleanups run last-in first-out: the server stops before the

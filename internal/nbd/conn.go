@@ -15,7 +15,8 @@ import (
 // the completion goroutine could not send at once.
 type conn struct {
 	srv  *Server  // read-only
-	nc   net.Conn // read-only; closed by serve when it returns
+	nc   net.Conn // read-only; the socket, closed by serve when it returns
+	rw   net.Conn // what the protocol runs over: nc, or TLS over it; set by serve before transmission
 	exp  *Export  // read-only
 	exec Executor // read-only
 
@@ -33,8 +34,9 @@ type conn struct {
 // serve runs the connection from handshake to close, on its own goroutine.
 func (c *conn) serve() {
 	defer c.srv.forget(c)
-	defer c.nc.Close()
-	c.br = bufio.NewReaderSize(c.nc, 64<<10)
+	defer c.close()
+	c.rw = c.nc
+	c.br = bufio.NewReaderSize(c.rw, 64<<10)
 	if err := c.nc.SetDeadline(time.Now().Add(c.srv.handshakeTimeout())); err != nil {
 		return
 	}

@@ -16,4 +16,9 @@
 // Sends from the completion goroutine never block: a flush first tries one
 // non-blocking write, and whatever the socket does not take is handed to a
 // per-connection writer goroutine, which writes it with a deadline.
+//
+// A connection upgraded to TLS with NBD_OPT_STARTTLS (see [TLSMode]) keeps
+// that batching, but the completion goroutine does not encrypt: each flush
+// hands its batch to the writer goroutine, which encrypts it and sends all
+// its TLS records in one write.
 package nbd

@@ -13,6 +13,7 @@ type negotiation struct {
 	bw       *bufio.Writer
 	fixed    bool // the client speaks fixed newstyle
 	noZeroes bool // omit the 124 zero bytes after NBD_OPT_EXPORT_NAME
+	tlsOn    bool // NBD_OPT_STARTTLS succeeded; see startTLS
 	scratch  []byte
 }
 
@@ -75,6 +76,9 @@ func (n *negotiation) option() (done, ok bool) {
 		// Without fixed newstyle there is no way to refuse an option.
 		return false, false
 	}
+	if n.c.srv.TLS == TLSRequire && !n.tlsOn && opt != optStartTLS && opt != optAbort {
+		return n.tlsRequired(opt)
+	}
 	switch opt {
 	case optExportName:
 		return n.exportName(data)
@@ -90,7 +94,7 @@ func (n *negotiation) option() (done, ok bool) {
 	case optListMetaContext, optSetMetaContext:
 		return false, n.metaContext(opt, data)
 	case optStartTLS:
-		return false, n.refuse(opt, repErrUnsup, "TLS is not supported")
+		return false, n.startTLS(data)
 	default:
 		return false, n.refuse(opt, repErrUnsup, "unknown option")
 	}

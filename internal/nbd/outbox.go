@@ -47,7 +47,7 @@ type outbox struct {
 
 func (o *outbox) init(c *conn) {
 	o.c = c
-	if sc, ok := c.nc.(syscall.Conn); ok {
+	if sc, ok := c.rw.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			o.raw = rc
 		}
@@ -207,7 +207,7 @@ func (o *outbox) writeLoop() {
 // writeBlocking writes b, waiting for the client at most the server's
 // write timeout. Writer goroutine only.
 func (o *outbox) writeBlocking(b []byte) error {
-	nc := o.c.nc
+	nc := o.c.rw
 	if err := nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout())); err != nil {
 		return err
 	}
@@ -218,6 +218,13 @@ func (o *outbox) writeBlocking(b []byte) error {
 		err = derr
 	}
 	return err
+}
+
+// hasFailed reports whether a send failed. Any goroutine.
+func (o *outbox) hasFailed() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.failed
 }
 
 // fail drops every queued reply and stops the connection's reader: once a

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -43,6 +44,13 @@ type Server struct {
 	// and the metadata context options with NBD_REP_ERR_UNSUP, so that
 	// clients use simple replies and no block status (for comparison).
 	SimpleRepliesOnly bool
+	// TLS says whether NBD_OPT_STARTTLS is offered, and whether it is
+	// required before anything else (see TLSMode). Unless it is TLSOff,
+	// TLSConfig must hold the server's certificate.
+	TLS TLSMode
+	// TLSConfig configures the server side of each TLS session: its
+	// certificates and, to verify clients, ClientAuth and ClientCAs.
+	TLSConfig *tls.Config
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
 	Logf func(format string, args ...any)
@@ -56,9 +64,14 @@ type Server struct {
 
 // Serve accepts connections on l and serves each on its own goroutines
 // until l fails or Shutdown closes it, and then returns ErrServerClosed if
-// Shutdown was called or else the accept error. Any goroutine may call it,
-// for several listeners at once. Serve closes l on return.
+// Shutdown was called or else the accept error. With TLS settings it
+// cannot serve (see TLSMode) it returns their error at once. Any goroutine
+// may call it, for several listeners at once. Serve closes l on return.
 func (s *Server) Serve(l net.Listener) error {
+	if err := s.checkTLS(); err != nil {
+		l.Close()
+		return err
+	}
 	if !s.addListener(l) {
 		l.Close()
 		return ErrServerClosed

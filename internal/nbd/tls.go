@@ -1,0 +1,192 @@
+package nbd
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// TLSMode says whether a Server offers TLS through NBD_OPT_STARTTLS and
+// whether it insists on it. The modes mean what nbdkit's --tls=off, on and
+// require mean.
+type TLSMode int
+
+const (
+	// TLSOff offers no TLS: NBD_OPT_STARTTLS gets NBD_REP_ERR_POLICY and
+	// the client goes on in plain text.
+	TLSOff TLSMode = iota
+	// TLSOn lets each client choose: NBD_OPT_STARTTLS upgrades the
+	// connection, and a client that never sends it is served in plain text.
+	TLSOn
+	// TLSRequire serves nothing in plain text: until the client has
+	// upgraded, every option but NBD_OPT_STARTTLS and NBD_OPT_ABORT gets
+	// NBD_REP_ERR_TLS_REQD, NBD_OPT_EXPORT_NAME closes the connection, and
+	// nothing about the export is sent.
+	TLSRequire
+)
+
+// String returns the mode's name as ParseTLSMode accepts it.
+func (m TLSMode) String() string {
+	switch m {
+	case TLSOff:
+		return "off"
+	case TLSOn:
+		return "on"
+	case TLSRequire:
+		return "require"
+	}
+	return fmt.Sprintf("TLSMode(%d)", int(m))
+}
+
+// ParseTLSMode returns the mode named "off", "on" or "require", or an
+// error for any other string.
+func ParseTLSMode(s string) (TLSMode, error) {
+	for _, m := range []TLSMode{TLSOff, TLSOn, TLSRequire} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return TLSOff, fmt.Errorf("nbd: TLS mode %q: want off, on or require", s)
+}
+
+// checkTLS reports a TLS setting the server cannot serve with.
+func (s *Server) checkTLS() error {
+	switch s.TLS {
+	case TLSOff:
+		return nil
+	case TLSOn, TLSRequire:
+	default:
+		return fmt.Errorf("nbd: unknown %v", s.TLS)
+	}
+	c := s.TLSConfig
+	if c == nil || (len(c.Certificates) == 0 && c.GetCertificate == nil && c.GetConfigForClient == nil) {
+		return fmt.Errorf("nbd: TLS %v needs a TLSConfig with a certificate", s.TLS)
+	}
+	return nil
+}
+
+// tlsRequired answers an option sent before the upgrade that TLSRequire
+// demands. NBD_OPT_EXPORT_NAME cannot be refused, so it closes the
+// connection; the other options get NBD_REP_ERR_TLS_REQD, with no detail
+// of the export.
+func (n *negotiation) tlsRequired(opt uint32) (done, ok bool) {
+	if opt == optExportName {
+		n.c.srv.logf("nbd: %s: NBD_OPT_EXPORT_NAME without TLS, disconnecting", n.c.nc.RemoteAddr())
+		return false, false
+	}
+	return false, n.refuse(opt, repErrTLSReqd, "TLS is required: send NBD_OPT_STARTTLS first")
+}
+
+// startTLS answers NBD_OPT_STARTTLS. On success the connection carries
+// TLS from then on and the negotiation starts over on it: everything
+// agreed in plain text is forgotten, as the protocol asks. It reports
+// false when the connection must close: the client sent more after the
+// option (plain text that would otherwise be taken as sent under TLS), or
+// the handshake failed. The handshake is bounded by the deadline of the
+// whole negotiation, set on the connection before it began.
+func (n *negotiation) startTLS(data []byte) bool {
+	c := n.c
+	switch {
+	case len(data) != 0:
+		return n.refuse(optStartTLS, repErrInvalid, "NBD_OPT_STARTTLS takes no data")
+	case c.srv.TLS == TLSOff:
+		return n.refuse(optStartTLS, repErrPolicy, "TLS is not enabled on this server")
+	case n.tlsOn:
+		return n.refuse(optStartTLS, repErrInvalid, "TLS is already on")
+	}
+	if c.br.Buffered() != 0 {
+		c.srv.logf("nbd: %s: data sent after NBD_OPT_STARTTLS before its reply, disconnecting", c.nc.RemoteAddr())
+		return false
+	}
+	if !n.reply(optStartTLS, repAck, nil) || n.bw.Flush() != nil {
+		return false
+	}
+	cork := &corkConn{Conn: c.nc}
+	tc := tls.Server(cork, c.srv.TLSConfig)
+	if err := tc.Handshake(); err != nil {
+		if !errors.Is(err, net.ErrClosed) { // not closed by Shutdown
+			c.srv.logf("nbd: %s: TLS handshake: %v", c.nc.RemoteAddr(), err)
+		}
+		return false
+	}
+	c.rw = &tlsConn{Conn: tc, cork: cork}
+	c.br.Reset(c.rw)
+	n.bw.Reset(c.rw)
+	*n = negotiation{c: c, bw: n.bw, fixed: n.fixed, noZeroes: n.noZeroes, scratch: n.scratch, tlsOn: true}
+	// Structured replies and the metadata context are negotiated state too,
+	// kept on the connection for the transmission phase.
+	c.ext = extensions{}
+	return true
+}
+
+// tlsConn is a connection after NBD_OPT_STARTTLS. Each Write sends the
+// records it makes in one write to the socket (see corkConn), so one
+// batch of replies is still one send.
+type tlsConn struct {
+	*tls.Conn
+	cork *corkConn
+}
+
+// Write encrypts b and sends the records in one write.
+func (t *tlsConn) Write(b []byte) (int, error) {
+	return t.cork.writeThrough(t.Conn, b)
+}
+
+// close ends the connection: the TLS session first, with close_notify,
+// when one runs and sending has not failed (a close_notify that cannot be
+// sent gives up after a few seconds, or at once when Shutdown has closed
+// the socket), then the socket. Serve goroutine only.
+func (c *conn) close() {
+	if tc, ok := c.rw.(*tlsConn); ok && !c.out.hasFailed() {
+		_ = tc.Conn.Close()
+	}
+	_ = c.nc.Close()
+}
+
+// corkConn is the socket under a server's tls.Conn. TLS writes each record
+// (at most 16 KiB of data) with its own Write; while corked, corkConn
+// gathers them instead, and writeThrough sends them together.
+type corkConn struct {
+	net.Conn
+
+	mu     sync.Mutex
+	corked bool   // guarded by mu
+	buf    []byte // guarded by mu; records gathered while corked
+}
+
+// Write sends b, or keeps it for writeThrough while corked.
+func (c *corkConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked {
+		c.buf = append(c.buf, b...)
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
+// writeThrough writes b to w, the tls.Conn over c, and sends the records
+// it made in one write. Records other goroutines make meanwhile (a TLS
+// 1.3 key update answered by the reader) join them in order.
+func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+	n, err := w.Write(b)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	if len(c.buf) > 0 {
+		_, werr := c.Conn.Write(c.buf)
+		err = errors.Join(err, werr)
+	}
+	if cap(c.buf) > maxKeptOutput {
+		c.buf = nil
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return n, err
+}

@@ -1,0 +1,432 @@
+package nbd
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/batchio/threadpool/internal/nbd/testcerts"
+	"github.com/stretchr/testify/require"
+)
+
+// tlsCerts holds what the TLS tests need: a CA, the server's certificate
+// and a client's, both signed by it, and a client certificate signed by an
+// unrelated CA.
+type tlsCerts struct {
+	ca                       *testcerts.CA
+	server, client, stranger *testcerts.Leaf
+}
+
+func newTLSCerts(t *testing.T) *tlsCerts {
+	ca := testcerts.NewCA(t, "tpnbd test CA")
+	return &tlsCerts{
+		ca:       ca,
+		server:   ca.Server(t, "localhost", "127.0.0.1"),
+		client:   ca.Client(t, "client"),
+		stranger: testcerts.NewCA(t, "unrelated CA").Client(t, "stranger"),
+	}
+}
+
+// tlsServer returns a serverConfig tune that turns TLS to mode; with
+// verify, clients must present a certificate signed by the CA.
+func (tc *tlsCerts) tlsServer(mode TLSMode, verify bool) func(*Server) {
+	return func(s *Server) {
+		s.TLS = mode
+		s.TLSConfig = &tls.Config{Certificates: []tls.Certificate{tc.server.TLS}}
+		if verify {
+			s.TLSConfig.ClientAuth = tls.RequireAndVerifyClientCert
+			s.TLSConfig.ClientCAs = tc.ca.Pool()
+		}
+	}
+}
+
+// clientConfig returns a client configuration that trusts the CA and
+// presents cert, if not nil, whichever CAs the server asks for.
+func (tc *tlsCerts) clientConfig(cert *testcerts.Leaf) *tls.Config {
+	cfg := &tls.Config{RootCAs: tc.ca.Pool(), ServerName: "localhost"}
+	if cert != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &cert.TLS, nil
+		}
+	}
+	return cfg
+}
+
+// dialFixed connects and greets the server as a fixed-newstyle client.
+func dialFixed(t *testing.T, ts *testServer) *client {
+	t.Helper()
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	return c
+}
+
+// ask sends one option and returns the type of the server's one reply.
+func (c *client) ask(opt uint32, data []byte) uint32 {
+	c.t.Helper()
+	c.option(opt, data)
+	typ, _ := c.optReply(opt)
+	return typ
+}
+
+// requestTLS sends NBD_OPT_STARTTLS and expects NBD_REP_ACK, with nothing
+// after it; the TLS handshake is the client's to start.
+func (c *client) requestTLS() {
+	c.t.Helper()
+	require.Equal(c.t, uint32(repAck), c.ask(optStartTLS, nil))
+	require.Zero(c.t, c.br.Buffered(), "nothing may follow the reply in plain text")
+}
+
+// startTLS asks for TLS and runs the handshake; from then on the client
+// speaks over TLS. It returns the handshake's error.
+func (c *client) startTLS(cfg *tls.Config) error {
+	c.t.Helper()
+	c.requestTLS()
+	tc := tls.Client(c.nc, cfg)
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	c.nc = tc
+	c.br = bufio.NewReader(tc)
+	return nil
+}
+
+func TestParseTLSMode(t *testing.T) {
+	for _, m := range []TLSMode{TLSOff, TLSOn, TLSRequire} {
+		got, err := ParseTLSMode(m.String())
+		require.NoError(t, err)
+		require.Equal(t, m, got)
+	}
+	for _, s := range []string{"", "yes", "Require", "true"} {
+		_, err := ParseTLSMode(s)
+		require.Error(t, err, "%q", s)
+	}
+	require.Equal(t, "TLSMode(7)", TLSMode(7).String())
+}
+
+func TestServeRefusesUnusableTLS(t *testing.T) {
+	certs := newTLSCerts(t)
+	for _, s := range []*Server{
+		{TLS: TLSOn},
+		{TLS: TLSRequire, TLSConfig: &tls.Config{}},
+		{TLS: TLSMode(3), TLSConfig: &tls.Config{Certificates: []tls.Certificate{certs.server.TLS}}},
+	} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		require.ErrorContains(t, s.Serve(l), "TLS")
+		_, err = net.Dial("tcp", l.Addr().String())
+		require.Error(t, err, "the listener is closed")
+	}
+}
+
+func TestStartTLSThenTransmission(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 4 << 20, name: "disk", tune: certs.tlsServer(TLSOn, false)})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	// The export is listed over TLS.
+	c.option(optList, nil)
+	for _, want := range []uint32{repServer, repAck} {
+		typ, _ := c.optReply(optList)
+		require.Equal(t, want, typ)
+	}
+	info := c.connect2()
+	require.Equal(t, uint64(4<<20), info.size)
+	for i, n := range []int{1, 4096, 65536 + 3, 1 << 20} {
+		want := pattern(byte(i+1), n)
+		require.Zero(t, c.write(uint64(i)<<20, want, cmdFlagFUA))
+		errno, got := c.read(uint64(i)<<20, uint32(n))
+		require.Zero(t, errno)
+		require.True(t, bytes.Equal(want, got), "size %d", n)
+	}
+	// With TLS optional, a client may stay in plain text.
+	plain := dial(t, ts)
+	plain.connect("disk")
+	errno, got := plain.read(0, 1)
+	require.Zero(t, errno)
+	require.Equal(t, pattern(1, 1), got)
+}
+
+func TestTLSOffRefusesStartTLS(t *testing.T) {
+	c := dialFixed(t, startServer(t, serverConfig{}))
+	require.Equal(t, uint32(repErrPolicy), c.ask(optStartTLS, nil))
+	// Still negotiating, in plain text.
+	c.connect2()
+}
+
+func TestTLSRequire(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 12345, name: "secret-disk", tune: certs.tlsServer(TLSRequire, false)})
+	ts.srv.Export.Description = "secret description"
+	c := dialFixed(t, ts)
+	for _, tc := range []struct {
+		opt  uint32
+		data []byte
+	}{
+		{optList, nil},
+		{optInfo, goData("secret-disk", infoName, infoDescription)},
+		{optGo, goData("")},
+		{optStructuredReply, nil},
+		{999, []byte("x")},
+	} {
+		c.option(tc.opt, tc.data)
+		typ, msg := c.optReply(tc.opt)
+		require.Equal(t, uint32(repErrTLSReqd), typ, "option %d", tc.opt)
+		require.NotContains(t, string(msg), "secret")
+	}
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	info := c.connect2()
+	require.Equal(t, uint64(12345), info.size)
+	errno, data := c.read(12345-100, 100)
+	require.Zero(t, errno)
+	require.Equal(t, pattern(0, 12345)[12345-100:], data)
+
+	t.Run("abort", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		require.Equal(t, uint32(repAck), c.ask(optAbort, nil))
+		c.expectEOF()
+	})
+	t.Run("export name closes", func(t *testing.T) {
+		for _, flags := range []uint32{clientFlagFixedNewstyle, 0} {
+			c := dial(t, ts)
+			c.greet(flags)
+			c.option(optExportName, []byte("secret-disk"))
+			c.expectEOF()
+		}
+		ts.waitLog("NBD_OPT_EXPORT_NAME without TLS")
+	})
+	t.Run("export name after TLS", func(t *testing.T) {
+		c := dial(t, ts)
+		c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+		c.option(optExportName, []byte("secret-disk"))
+		require.Equal(t, uint64(12345), c.u64())
+		require.Equal(t, uint16(writableFlags), c.u16())
+		errno, _ := c.read(0, 4096)
+		require.Zero(t, errno)
+	})
+}
+
+func TestStartTLSBadInput(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.HandshakeTimeout = 2 * time.Second
+	}})
+	t.Run("with data", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		require.Equal(t, uint32(repErrInvalid), c.ask(optStartTLS, []byte{0}))
+		// Still negotiating, in plain text; the upgrade can follow.
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+		c.connect2()
+	})
+	t.Run("after other options", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		c.option(optInfo, goData(""))
+		_, typ, _ := c.infoReplies(optInfo)
+		require.Equal(t, uint32(repAck), typ)
+		require.Equal(t, uint32(repAck), c.ask(optStructuredReply, nil))
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+		c.connect2()
+		// Structured replies were forgotten: a simple reply (c.read
+		// checks its magic).
+		errno, _ := c.read(0, 512)
+		require.Zero(t, errno)
+	})
+	t.Run("twice", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+		require.Equal(t, uint32(repErrInvalid), c.ask(optStartTLS, nil))
+		c.connect2()
+		errno, _ := c.read(0, 512)
+		require.Zero(t, errno)
+	})
+	t.Run("more data before the reply", func(t *testing.T) {
+		// An option sent in plain text behind STARTTLS must not be taken
+		// as sent under TLS: the connection closes without a reply.
+		c := dialFixed(t, ts)
+		var b []byte
+		for _, opt := range []uint32{optStartTLS, optStructuredReply} {
+			b = binary.BigEndian.AppendUint64(b, magicOption)
+			b = binary.BigEndian.AppendUint32(b, opt)
+			b = binary.BigEndian.AppendUint32(b, 0)
+		}
+		c.send(b)
+		c.expectEOF()
+		ts.waitLog("data sent after NBD_OPT_STARTTLS")
+	})
+	t.Run("garbage handshake", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		c.requestTLS()
+		c.send(bytes.Repeat([]byte("not a TLS client hello\n"), 40))
+		drainToEOF(t, c)
+		ts.waitLog("TLS handshake: tls:")
+	})
+	t.Run("stalled handshake", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		c.requestTLS()
+		// Say nothing more: the negotiation deadline ends the handshake.
+		c.expectEOF()
+		ts.waitLog("i/o timeout")
+		require.True(t, hasLog(ts, "TLS handshake", "i/o timeout"))
+	})
+	t.Run("client hangs up mid-handshake", func(t *testing.T) {
+		c := dialFixed(t, ts)
+		c.requestTLS()
+		c.send([]byte{0x16, 0x03, 0x01, 0x02})
+		require.NoError(t, c.nc.Close())
+		ts.waitLog("TLS handshake: unexpected EOF")
+	})
+}
+
+// drainToEOF reads until the server closes the connection; a TLS alert
+// the server sends first is read over.
+func drainToEOF(t *testing.T, c *client) {
+	t.Helper()
+	_, err := c.br.WriteTo(discard{})
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) { // a TLS record cut short
+		require.True(t, isReset(err), "want EOF, got %v", err)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+// hasLog reports whether one log line contains all of parts.
+func hasLog(ts *testServer, parts ...string) bool {
+	ts.logMu.Lock()
+	defer ts.logMu.Unlock()
+	for _, l := range ts.logs {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(l, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+func TestTLSClientVerification(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: certs.tlsServer(TLSRequire, true)})
+
+	good := dialFixed(t, ts)
+	require.NoError(t, good.startTLS(certs.clientConfig(certs.client)))
+	good.connect2()
+	errno, _ := good.read(0, 4096)
+	require.Zero(t, errno)
+
+	for _, tc := range []struct {
+		name string
+		cert *testcerts.Leaf
+		log  string
+	}{
+		{"certificate from another CA", certs.stranger, "certificate signed by unknown authority"},
+		{"no certificate", nil, "client didn't provide a certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dialFixed(t, ts)
+			// With TLS 1.3 the client's handshake may end before the
+			// server has checked its certificate; the refusal then
+			// comes as an alert on the next read (or the next write
+			// finds the connection closed).
+			err := c.startTLS(certs.clientConfig(tc.cert))
+			if err == nil {
+				_, err = c.nc.Write(binary.BigEndian.AppendUint64(nil, magicOption))
+			}
+			if err == nil {
+				_, err = c.br.ReadByte()
+			}
+			require.Error(t, err)
+			ts.waitLog(tc.log)
+		})
+	}
+}
+
+// countingListener counts the writes made on the connections it accepts.
+type countingListener struct {
+	net.Listener
+	writes *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return countingConn{nc, l.writes}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+// TestTLSOneWritePerBatch checks that a batch of replies over TLS, which
+// takes several TLS records, still leaves in one write to the socket.
+func TestTLSOneWritePerBatch(t *testing.T) {
+	certs := newTLSCerts(t)
+	var writes atomic.Int64
+	ts := startServer(t, serverConfig{
+		size:   1 << 20,
+		tune:   certs.tlsServer(TLSOn, false),
+		listen: func(l net.Listener) net.Listener { return countingListener{l, &writes} },
+	})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	resume := ts.exec.pauseDelivery()
+	const n = 32 // 128 KiB of data: 9 TLS records
+	for i := range n {
+		c.request(cmdRead, 0, uint64(i)*4096, 4096, nil)
+	}
+	ts.exec.waitCompleted(n)
+	before := writes.Load()
+	resume()
+	file := pattern(0, 1<<20)
+	for range n {
+		cookie, errno, data := c.reply()
+		require.Zero(t, errno)
+		off := (cookie - 1) * 4096
+		require.Equal(t, file[off:off+4096], data)
+	}
+	require.Equal(t, int64(1), writes.Load()-before, "one write for the batch")
+}
+
+func TestTLSStuckClientDropped(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.WriteTimeout = 200 * time.Millisecond
+	}})
+	stuck := dialFixed(t, ts)
+	require.NoError(t, stuck.startTLS(certs.clientConfig(nil)))
+	stuck.connect2()
+	for range 64 {
+		stuck.request(cmdRead, 0, 0, 1<<20, nil)
+	}
+	// Another client is served meanwhile.
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	for i := range 20 {
+		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
+	}
+	ts.waitLog("sending replies")
+	drainToEOF(t, stuck)
+}
