@@ -195,6 +195,13 @@ func (c *client) structuredReply() {
 func (c *client) connectStructured() exportInfo {
 	c.t.Helper()
 	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+	return c.connectStructured2()
+}
+
+// connectStructured2 negotiates structured replies and base:allocation on
+// a connection already greeted, and enters transmission.
+func (c *client) connectStructured2() exportInfo {
+	c.t.Helper()
 	c.structuredReply()
 	c.option(optSetMetaContext, metaData("", baseAllocation))
 	ctxs, typ := c.metaReplies(optSetMetaContext)

@@ -174,6 +174,8 @@ func TestTLSRequire(t *testing.T) {
 		{optInfo, goData("secret-disk", infoName, infoDescription)},
 		{optGo, goData("")},
 		{optStructuredReply, nil},
+		{optListMetaContext, metaData("secret-disk", baseAllocation)},
+		{optSetMetaContext, metaData("secret-disk", baseAllocation)},
 		{999, []byte("x")},
 	} {
 		c.option(tc.opt, tc.data)
@@ -284,6 +286,87 @@ func TestStartTLSBadInput(t *testing.T) {
 		require.NoError(t, c.nc.Close())
 		ts.waitLog("TLS handshake: unexpected EOF")
 	})
+}
+
+// TestStartTLSForgetsStructuredReplies checks that structured replies and
+// the metadata context negotiated in plain text end with STARTTLS, as the
+// protocol asks: over TLS the client negotiates them again or goes without.
+func TestStartTLSForgetsStructuredReplies(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: certs.tlsServer(TLSOn, false)})
+	// upgrade negotiates structured replies and base:allocation in plain
+	// text, then starts TLS.
+	upgrade := func(t *testing.T) *client {
+		c := dialFixed(t, ts)
+		c.structuredReply()
+		c.option(optSetMetaContext, metaData("", baseAllocation))
+		ctxs, typ := c.metaReplies(optSetMetaContext)
+		require.Equal(t, uint32(repAck), typ)
+		require.Equal(t, map[string]uint32{baseAllocation: baseAllocationID}, ctxs)
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+		return c
+	}
+	t.Run("neither", func(t *testing.T) {
+		c := upgrade(t)
+		c.option(optSetMetaContext, metaData("", baseAllocation))
+		_, typ := c.metaReplies(optSetMetaContext)
+		require.Equal(t, uint32(repErrInvalid), typ, "SET_META_CONTEXT without structured replies")
+		c.connect2()
+		errno, data := c.read(0, 4096) // c.read checks the simple reply's magic
+		require.Zero(t, errno)
+		require.Equal(t, pattern(0, 4096), data)
+		errno, _ = c.do(cmdBlockStatus, 0, 0, 4096, nil)
+		require.Equal(t, uint32(errInval), errno, "an unknown command without structured replies")
+	})
+	t.Run("structured replies again, no context", func(t *testing.T) {
+		c := upgrade(t)
+		c.structuredReply() // acknowledged: not "already negotiated"
+		c.connect2()
+		res := c.readChunks(0, 0, 4096)
+		require.Nil(t, res.err)
+		require.Equal(t, pattern(0, 4096), res.data)
+		_, _, cerr := c.blockStatus(0, 0, 4096)
+		require.NotNil(t, cerr, "base:allocation was forgotten")
+		require.Equal(t, uint32(errInval), cerr.errno)
+		require.Contains(t, cerr.msg, "metadata context")
+	})
+}
+
+// TestStructuredOverTLS checks structured reads (holes, data and error
+// chunks) and block status over TLS, under TLSRequire.
+func TestStructuredOverTLS(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: sparseSize, tune: certs.tlsServer(TLSRequire, false)})
+	content, holes := makeSparse(t, ts.file)
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connectStructured2()
+
+	const k = 1 << 10
+	res := c.readChunks(0, 0, sparseSize)
+	require.Nil(t, res.err)
+	require.True(t, bytes.Equal(content, res.data), "content of the sparse file")
+	id, exts, cerr := c.blockStatus(0, 0, sparseSize)
+	require.Nil(t, cerr)
+	require.Equal(t, uint32(baseAllocationID), id)
+	want := []extent{{sparseSize, 0}} // everything is data without SEEK_HOLE
+	if holes {
+		hole := uint32(stateHole | stateZero)
+		want = []extent{{64 * k, 0}, {192 * k, hole}, {64 * k, 0}, {704 * k, hole}}
+		require.Equal(t, [][2]uint64{{64 * k, 192 * k}, {320 * k, 704 * k}}, res.holes)
+		require.Less(t, res.wire, sparseSize/2, "holes are not sent as zeroes")
+	}
+	require.Equal(t, want, exts)
+
+	// A refused read gets an error chunk; a write, a simple reply; the
+	// written hole becomes data.
+	res = c.readChunks(0, sparseSize-100, 4096)
+	require.NotNil(t, res.err)
+	require.Equal(t, uint32(errInval), res.err.errno)
+	require.Zero(t, c.write(128*k, pattern(9, 4096), cmdFlagFUA))
+	_, exts, cerr = c.blockStatus(cmdFlagReqOne, 128*k, 4096)
+	require.Nil(t, cerr)
+	require.Equal(t, []extent{{4096, 0}}, exts)
 }
 
 // drainToEOF reads until the server closes the connection; a TLS alert
