@@ -201,10 +201,32 @@ func TestMapShowsHoles(t *testing.T) {
 	s := startTpnbd(t, imageSize, false)
 	_, holes := makeSparse(t, s.file)
 	want := wantMap(holes)
+	require.Equal(t, want, nbdinfoMap(t, nbdinfo, s.uri), "nbdinfo --map")
 
+	var extents []struct {
+		Start, Length int64
+		Data, Zero    bool
+	}
+	require.NoError(t, json.Unmarshal([]byte(runTool(t, qemuImg, "map", "--output=json", "-f", "raw", s.uri)), &extents))
+	var got []string
+	for _, e := range extents {
+		require.Equal(t, !e.Data, e.Zero, "qemu-img map extent %+v", e)
+		kind := "data"
+		if !e.Data {
+			kind = "hole"
+		}
+		got = append(got, fmt.Sprintf("%d %d %s", e.Start, e.Length, kind))
+	}
+	require.Equal(t, want, got, "qemu-img map")
+}
+
+// nbdinfoMap runs nbdinfo --map on uri and returns its extents as
+// wantMap does.
+func nbdinfoMap(t *testing.T, nbdinfo, uri string) []string {
+	t.Helper()
 	// nbdinfo prints "offset length type description" per extent.
 	var got []string
-	for line := range strings.Lines(runTool(t, nbdinfo, "--map", s.uri)) {
+	for line := range strings.Lines(runTool(t, nbdinfo, "--map", uri)) {
 		f := strings.Fields(line)
 		require.Len(t, f, 4, "nbdinfo --map line %q", line)
 		kind := "data"
@@ -219,23 +241,7 @@ func TestMapShowsHoles(t *testing.T) {
 		}
 		got = append(got, f[0]+" "+f[1]+" "+kind)
 	}
-	require.Equal(t, want, got, "nbdinfo --map")
-
-	var extents []struct {
-		Start, Length int64
-		Data, Zero    bool
-	}
-	require.NoError(t, json.Unmarshal([]byte(runTool(t, qemuImg, "map", "--output=json", "-f", "raw", s.uri)), &extents))
-	got = got[:0]
-	for _, e := range extents {
-		require.Equal(t, !e.Data, e.Zero, "qemu-img map extent %+v", e)
-		kind := "data"
-		if !e.Data {
-			kind = "hole"
-		}
-		got = append(got, fmt.Sprintf("%d %d %s", e.Start, e.Length, kind))
-	}
-	require.Equal(t, want, got, "qemu-img map")
+	return got
 }
 
 // TestSparseCopyStaysSparse copies a sparse image out of tpnbd with
@@ -255,12 +261,20 @@ func TestSparseCopyStaysSparse(t *testing.T) {
 	} {
 		out := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".img")
 		tc.copy(out)
-		require.Contains(t, runTool(t, qemuImg, "compare", "-f", "raw", "-F", "raw", s.file, out), "identical", tc.name)
-		var st unix.Stat_t
-		require.NoError(t, unix.Stat(out, &st))
-		require.Equal(t, int64(imageSize), st.Size, tc.name)
-		allocated := st.Blocks * 512
-		require.GreaterOrEqual(t, allocated, dataSize, tc.name)
-		require.Less(t, allocated, dataSize+1<<20, "%s: %d bytes allocated for %d of data", tc.name, allocated, dataSize)
+		requireSparseCopy(t, qemuImg, s.file, out, dataSize)
 	}
+}
+
+// requireSparseCopy checks that copy holds the same bytes as the sparse
+// image orig, which has dataSize bytes of data, and stays sparse: its
+// allocated size is within 1 MiB of the data.
+func requireSparseCopy(t *testing.T, qemuImg, orig, copy string, dataSize int64) {
+	t.Helper()
+	require.Contains(t, runTool(t, qemuImg, "compare", "-f", "raw", "-F", "raw", orig, copy), "identical", copy)
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(copy, &st))
+	require.Equal(t, int64(imageSize), st.Size, copy)
+	allocated := st.Blocks * 512
+	require.GreaterOrEqual(t, allocated, dataSize, copy)
+	require.Less(t, allocated, dataSize+1<<20, "%s: %d bytes allocated for %d of data", copy, allocated, dataSize)
 }

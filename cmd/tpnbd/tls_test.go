@@ -160,6 +160,22 @@ func TestTLSOptional(t *testing.T) {
 	require.Contains(t, runTool(t, qemuImg, "compare", "--object", object, "--image-opts", "driver=file,filename="+s.file, opts), "identical")
 }
 
+// TestTLSSparse checks block status and structured reads over TLS with
+// real clients: nbdinfo --map sees the holes of a sparse image, and nbdcopy
+// copies it into a file that stays sparse.
+func TestTLSSparse(t *testing.T) {
+	nbdinfo := requireTool(t, "nbdinfo", "libnbd-bin")
+	nbdcopy := requireTool(t, "nbdcopy", "libnbd-bin")
+	qemuImg := requireTool(t, "qemu-img", "qemu-utils")
+	certs := writeTLSFiles(t)
+	s := startTpnbd(t, imageSize, false, append([]string{"-tls=require"}, certs.serverFlags...)...)
+	dataSize, holes := makeSparse(t, s.file)
+	require.Equal(t, wantMap(holes), nbdinfoMap(t, nbdinfo, s.tlsURI(certs.client)), "nbdinfo --map over TLS")
+	out := filepath.Join(t.TempDir(), "copy.img")
+	runTool(t, nbdcopy, s.tlsURI(certs.client), out)
+	requireSparseCopy(t, qemuImg, s.file, out, dataSize)
+}
+
 // requireSameFile checks that two files hold the same bytes.
 func requireSameFile(t *testing.T, a, b string) {
 	t.Helper()
