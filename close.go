@@ -24,6 +24,7 @@ import "context"
 func (p *Pool) Close() error {
 	p.beginClose(true)
 	p.wg.Wait()
+	p.stopReaper()
 	switch {
 	case p.external:
 		p.drain()
@@ -84,7 +85,6 @@ func (p *Pool) beginClose(cancel bool) {
 		for e := p.head; e != nil; e = p.head {
 			p.unqueue(e)
 			e.err = ErrCanceled
-			e.state.Store(stateDone)
 			if last != nil {
 				last.next = e
 			} else {

@@ -13,7 +13,7 @@ func (p *Pool) wakeLoop() {
 		p.notifier.Notify()
 		return
 	}
-	if p.notified.Swap(true) {
+	if p.notified.Load() || p.notified.Swap(true) {
 		return
 	}
 	p.chanWakes.Add(1)

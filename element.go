@@ -2,17 +2,6 @@ package threadpool
 
 import "sync/atomic"
 
-// Request states. A request leaves stateQueued under Pool.mu only: to
-// stateActive when a worker dequeues it, or to stateDone when it is canceled.
-// Only the worker moves stateActive to stateDone, after it has stored the
-// result.
-const (
-	stateFree uint32 = iota
-	stateQueued
-	stateActive
-	stateDone
-)
-
 // maxFree bounds the recycled elements waiting for alloc: a burst beyond it
 // leaves the extra elements to the garbage collector. The free list that
 // alloc takes them to holds at most one such chain, so a pool keeps about
@@ -43,8 +32,11 @@ type element struct {
 	// elements on its way there (owned by the recycler until pushed).
 	prev, next *element
 
-	// state is one of the state constants; see above for who moves it.
-	state atomic.Uint32
+	// queued is set while the element waits on the pending queue: the only
+	// state Cancel needs. A request joins and leaves the queue under Pool.mu
+	// only (a worker dequeuing it, a canceler, Close), and a handed-off
+	// request never joins it. Guarded by Pool.mu.
+	queued bool
 
 	// err is the result. It is written once, by the worker or the canceler,
 	// before the element is published (doneNext push or coCh send).
@@ -71,7 +63,7 @@ type Handle struct {
 
 // enqueue appends e to the pending queue. mu held.
 func (p *Pool) enqueue(e *element) {
-	e.state.Store(stateQueued)
+	e.queued = true
 	e.prev, e.next = p.tail, nil
 	if p.tail != nil {
 		p.tail.next = e
@@ -95,6 +87,7 @@ func (p *Pool) unqueue(e *element) {
 		p.tail = e.prev
 	}
 	e.prev, e.next = nil, nil
+	e.queued = false
 	p.queued--
 }
 
@@ -124,7 +117,6 @@ func (p *Pool) recycle(head, tail *element, n int) {
 		e.gen.Add(1)
 		e.fn, e.cb, e.err, e.co = nil, nil, nil, false
 		e.doneNext = nil
-		e.state.Store(stateFree)
 	}
 	if p.nrecycled.Load() >= maxFree {
 		return

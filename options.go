@@ -81,13 +81,17 @@ func WithMaxWorkers(n int) Option { return func(c *config) { c.maxWorkers = n } 
 
 // WithIdleTimeout sets how long a worker waits for work before it exits, when
 // more than the minimum are alive (default 10s). A worker exits once it has
-// been idle for at least d and at most about 2d: the check costs no clock
-// read on the request path. d must be positive.
+// been idle for at least d and at most about 2d (at least a millisecond): the
+// pool's reaper checks every d, waiting in a blocking poll(2) rather than on
+// a Go timer, so that the request path reads no clock and the pool holds no
+// timer. d must be positive.
 func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
 
 // WithMaxQueued bounds the requests waiting for a worker: when n are waiting,
-// Submit and SubmitCo return ErrQueueFull. 0, the default, means unbounded.
-// Requests that are running do not count.
+// Submit and SubmitCo return ErrQueueFull (and Batch.Flush, for a batch that
+// would take the count above n). 0, the default, means unbounded. Requests
+// that are running do not count, nor queued ones that a woken, an idle or a
+// yet-to-start worker (fewer than max are alive) will take.
 func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 
 // WithExternalLoop makes the pool start no completion goroutine. The caller's

@@ -17,6 +17,7 @@ package threadpool
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,7 @@ type Pool struct {
 	idleTimeout  time.Duration
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
+	maxTransit   int           // most workers in transit at once (see dispatch)
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -60,6 +62,10 @@ type Pool struct {
 	workers    int       // live worker goroutines
 	idle       []*worker // idle workers, most recently idle last
 	running    int       // requests taken by workers and not yet counted done
+	// transit counts workers woken or started for queued work that have not
+	// yet looked at the queue: each will take a request if one is left.
+	transit   int
+	submitted uint64 // requests accepted
 
 	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
 	closing atomic.Bool
@@ -70,6 +76,11 @@ type Pool struct {
 	quietOnce sync.Once
 
 	wg sync.WaitGroup // worker goroutines
+
+	// The reaper (reaper.go); set in New.
+	reaperStop *Notifier     // written by Close to stop it
+	reaperDone chan struct{} // closed when it has exited
+	reaperOnce sync.Once     // the first Close stops it
 
 	// cancelMu orders cancellations before the end of the loop: Cancel holds
 	// it for reading while it publishes a canceled request, beginClose holds
@@ -95,7 +106,6 @@ type Pool struct {
 	loopDone chan struct{} // closed when the completion goroutine has exited
 
 	// Statistics; any goroutine.
-	submitted  atomic.Uint64
 	completed  atomic.Uint64
 	canceled   atomic.Uint64
 	panicked   atomic.Uint64
@@ -106,8 +116,8 @@ type Pool struct {
 }
 
 // New makes a pool. With the default options it starts its completion
-// goroutine and no worker (workers start on demand, up to 64, and exit after
-// 10s idle). Invalid options return an error wrapping ErrInvalidLimits.
+// goroutine, its reaper (which retires idle workers; it holds one descriptor)
+// and no worker (workers start on demand, up to 64, and exit after 10s idle). Invalid options return an error wrapping ErrInvalidLimits.
 // The caller must Close (or Shutdown) the pool to release its goroutines and
 // file descriptors.
 func New(opts ...Option) (*Pool, error) {
@@ -127,6 +137,7 @@ func New(opts ...Option) (*Pool, error) {
 		idleTimeout:  c.idleTimeout,
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
+		maxTransit:   max(2, runtime.GOMAXPROCS(0)),
 		quiet:        make(chan struct{}),
 		loopDone:     make(chan struct{}),
 	}
@@ -140,9 +151,15 @@ func New(opts ...Option) (*Pool, error) {
 	} else {
 		p.wakeCh = make(chan struct{}, 1)
 	}
+	if err := p.startReaper(); err != nil {
+		if p.notifier != nil {
+			p.notifier.Close()
+		}
+		return nil, err
+	}
 	p.mu.Lock()
 	for p.workers < p.minWorkers {
-		p.spawn()
+		p.spawn(false)
 	}
 	p.mu.Unlock()
 	if c.external {
@@ -215,7 +232,7 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 		p.mu.Unlock()
 		return nil, 0, ErrClosed
 	}
-	if p.maxQueued > 0 && p.queued >= p.maxQueued {
+	if p.maxQueued > 0 && p.waiting(1) > p.maxQueued {
 		p.mu.Unlock()
 		return nil, 0, ErrQueueFull
 	}
@@ -228,10 +245,10 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 		e.refs.Store(2)
 	}
 	gen := e.gen.Load()
-	p.enqueue(e)
 	p.pending.Add(1)
+	p.submitted++
+	p.enqueue(e)
 	p.dispatch()
-	p.submitted.Add(1)
 	p.mu.Unlock()
 	return e, gen, nil
 }
@@ -252,13 +269,12 @@ func (p *Pool) cancel(e *element, gen uint64) bool {
 	p.cancelMu.RLock()
 	defer p.cancelMu.RUnlock()
 	p.mu.Lock()
-	if e.gen.Load() != gen || e.state.Load() != stateQueued {
+	if e.gen.Load() != gen || !e.queued {
 		p.mu.Unlock()
 		return false
 	}
 	p.unqueue(e)
 	e.err = ErrCanceled
-	e.state.Store(stateDone)
 	p.mu.Unlock()
 	p.canceled.Add(1)
 	p.publish(e)
@@ -319,10 +335,10 @@ func (p *Pool) SetLimits(min, max int) error {
 	}
 	p.minWorkers, p.maxWorkers = min, max
 	for p.workers < p.minWorkers {
-		p.spawn()
+		p.spawn(false)
 	}
-	for need := p.queued - len(p.idle); need > 0 && p.workers < p.maxWorkers; need-- {
-		p.spawn()
+	for p.queued > p.transit && p.workers < p.maxWorkers {
+		p.spawn(true)
 	}
 	if p.workers > p.maxWorkers {
 		p.wakeAllIdle()
@@ -361,9 +377,9 @@ func (p *Pool) Stats() Stats {
 		Queued:      p.queued,
 		MinWorkers:  p.minWorkers,
 		MaxWorkers:  p.maxWorkers,
+		Submitted:   p.submitted,
 	}
 	p.mu.Unlock()
-	s.Submitted = p.submitted.Load()
 	s.Completed = p.completed.Load()
 	s.Canceled = p.canceled.Load()
 	s.Panicked = p.panicked.Load()

@@ -565,3 +565,31 @@ func TestZeroAllocsPerRequest(t *testing.T) {
 type countFlusher struct{ n int }
 
 func (f *countFlusher) Flush() { f.n++ }
+
+// TestMaxQueuedCountsOnlyWaitingRequests: requests that idle workers are
+// about to take do not count against WithMaxQueued.
+func TestMaxQueuedCountsOnlyWaitingRequests(t *testing.T) {
+	p := newPool(t, WithMinWorkers(4), WithMaxWorkers(4), WithMaxQueued(1))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 4 }, "min workers go idle")
+	g := newGate(5)
+	for i := 0; i < 4; i++ {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err, "request %d has an idle worker", i)
+	}
+	_, err := p.Submit(g.fn(4, nil), nil)
+	require.NoError(t, err, "one request may wait")
+	_, err = p.Submit(g.fn(5, nil), nil)
+	require.ErrorIs(t, err, ErrQueueFull)
+	g.release()
+}
+
+// TestGoexitWorkerReplacedUpToMin: a worker lost to runtime.Goexit is
+// replaced even when nothing is queued, so that min workers stay alive.
+func TestGoexitWorkerReplacedUpToMin(t *testing.T) {
+	p := newPool(t, WithMinWorkers(2), WithMaxWorkers(2))
+	got := make(chan error, 1)
+	_, err := p.Submit(func() error { runtime.Goexit(); return nil }, func(err error) { got <- err })
+	require.NoError(t, err)
+	require.ErrorIs(t, <-got, ErrGoexit)
+	eventually(t, func() bool { s := p.Stats(); return s.Workers == 2 && s.IdleWorkers == 2 }, "min workers after a Goexit")
+}

@@ -1,120 +1,109 @@
 package threadpool
 
-import (
-	"runtime/debug"
-	"time"
-)
+import "runtime/debug"
 
 // worker is one worker goroutine's wake-up state.
 //
-// An idle worker waits on a plain receive from wake, with no timer in the
-// wait: a select over a timer channel costs a timer re-arm and a timer-heap
-// update on every idle period, which dominated a lone request's round trip.
-// The idle timeout is kept by a func timer instead, re-armed lazily: when it
-// fires it only drops a token into wake, and the worker, finding itself
-// woken without being signaled, either exits (idle since the previous token)
-// or re-arms the timer. A worker that stays busy lets it fire at most once
-// per idle timeout.
+// An idle worker waits on a plain receive from wake, with no timer anywhere:
+// the idle timeout is kept by the pool's reaper (reaper.go), which tells a
+// worker idle for a whole timeout to exit through the same channel.
 type worker struct {
-	// wake has room for a waker's signal, a timer token and a token left
-	// over from an earlier wake-up, so that a waker holding Pool.mu never
-	// blocks. The worker takes one token per wake-up.
-	wake     chan struct{}
-	timer    *time.Timer // the idle check; armed by the worker goroutine
-	signaled bool        // taken off the idle list by a waker; guarded by Pool.mu
-	busy     bool        // has run a request since it last held Pool.mu; guarded by Pool.mu
+	// wake carries the one signal an idle worker gets: whoever takes it off
+	// the idle list (a submitter, Close, SetLimits or the reaper) sends it,
+	// under Pool.mu, and never more than once per idle stretch.
+	wake chan struct{}
 
-	// The idle check, without reading a clock: at a timer token the worker
-	// notes how many requests it has taken; at the next token, an idle
-	// timeout later, the same count means it stayed idle all along.
+	// Guarded by Pool.mu.
+	transit bool // counted in Pool.transit
+	busy    bool // has run a request since it last held Pool.mu
+	reaped  bool // told to exit by the reaper, which uncounted it already
+
+	// The idle check, without reading a clock: at each pass the reaper
+	// notes how many requests an idle worker has taken; at the next pass, an
+	// idle timeout later, the same count means it stayed idle all along.
 	// Guarded by Pool.mu.
 	taken       uint64 // requests taken
-	takenAtTick uint64 // taken at the last token that found the worker idle
-	ticked      bool   // takenAtTick is valid
+	takenAtPass uint64 // taken at the reaper's last pass that found it idle
 }
 
-// spawn starts a worker goroutine. mu held.
-//
-// The worker's armed timer counts in wg like the worker itself, so that
-// Close waits for a timer callback that has already started.
-func (p *Pool) spawn() {
-	w := &worker{wake: make(chan struct{}, 3)}
+// spawn starts a worker goroutine, counted in transit when it is started for
+// queued work. mu held.
+func (p *Pool) spawn(transit bool) {
+	w := &worker{wake: make(chan struct{}, 1), transit: transit, takenAtPass: ^uint64(0)}
+	if transit {
+		p.transit++
+	}
 	p.workers++
-	p.wg.Add(2)
-	w.timer = time.AfterFunc(p.idleTimeout, func() { p.tick(w) })
+	p.wg.Add(1)
 	go p.work(w)
 }
 
-// tick is the idle timer's callback: it tells the worker to check how long
-// it has been idle. Timer goroutine.
-func (p *Pool) tick(w *worker) {
-	select {
-	case w.wake <- struct{}{}:
-	default: // the worker has a token to wake on already
-	}
-	p.wg.Done()
-}
-
-// armTimer makes the worker's idle check fire after d. Worker goroutine, which
-// holds a count in wg, so adding to it here is safe.
-func (p *Pool) armTimer(w *worker, d time.Duration) {
-	if !w.timer.Reset(d) {
-		p.wg.Add(1)
-	}
-}
-
-// stopTimer disarms the worker's idle check for good. Worker goroutine, as it
-// exits.
-func (p *Pool) stopTimer(w *worker) {
-	if w.timer.Stop() {
-		p.wg.Done()
-	}
-}
-
-// dispatch gives a newly queued request a worker: the most recently idle one,
-// or a new one while fewer than max exist. mu held.
+// dispatch makes sure that queued work has workers on their way to it: when
+// more requests are queued than workers are in transit, it wakes the most
+// recently idle worker, or starts one while fewer than max exist. At most
+// maxTransit workers are in transit at once; each one that finds work wakes
+// the next while requests remain queued, so a burst of submissions wakes
+// workers as fast as they start running, not one wake-up per request. mu
+// held.
 func (p *Pool) dispatch() {
-	if n := len(p.idle); n > 0 {
-		p.wakeIdle(n - 1)
-		return
-	}
-	if p.workers < p.maxWorkers {
-		p.spawn()
+	for p.queued > p.transit && p.transit < p.maxTransit {
+		if n := len(p.idle); n > 0 {
+			w := p.idle[n-1]
+			p.idle[n-1] = nil
+			p.idle = p.idle[:n-1]
+			w.transit = true
+			p.transit++
+			w.wake <- struct{}{}
+		} else if p.workers < p.maxWorkers {
+			p.spawn(true)
+		} else {
+			return
+		}
 	}
 }
 
-// wakeIdle signals the idle worker at index i and takes it off the idle list.
+// waiting returns how many queued requests would have no worker to take
+// them if n more were queued: the queued ones beyond the workers in transit,
+// the idle workers and the workers that may still start. WithMaxQueued bounds
+// it. mu held.
+func (p *Pool) waiting(n int) int {
+	return p.queued + n - p.transit - len(p.idle) - (p.maxWorkers - p.workers)
+}
+
+// arrive ends w's transit, if it was in transit, and reports whether it was.
 // mu held.
-func (p *Pool) wakeIdle(i int) {
-	w := p.idle[i]
-	last := len(p.idle) - 1
-	p.idle[i] = p.idle[last]
-	p.idle[last] = nil
-	p.idle = p.idle[:last]
-	w.signaled = true
-	w.wake <- struct{}{}
+func (p *Pool) arrive(w *worker) bool {
+	if !w.transit {
+		return false
+	}
+	w.transit = false
+	p.transit--
+	return true
 }
 
 // wakeAllIdle signals every idle worker so that it re-checks the limits and
 // the closing flag. mu held.
 func (p *Pool) wakeAllIdle() {
-	for len(p.idle) > 0 {
-		p.wakeIdle(len(p.idle) - 1)
+	for i, w := range p.idle {
+		p.idle[i] = nil
+		w.wake <- struct{}{}
 	}
+	p.idle = p.idle[:0]
 }
 
 // work is a worker goroutine.
 func (p *Pool) work(w *worker) {
 	exited := false
 	defer func() {
-		p.stopTimer(w)
 		if !exited { // the Func called runtime.Goexit: replace this worker
 			p.mu.Lock()
 			p.doneRunning(w)
+			p.arrive(w)
 			p.workers--
-			if p.queued > len(p.idle) && p.workers < p.maxWorkers {
-				p.spawn()
+			if p.workers < p.minWorkers && !p.closing.Load() {
+				p.spawn(false)
 			}
+			p.dispatch()
 			p.mu.Unlock()
 		}
 		p.wg.Done()
@@ -138,57 +127,38 @@ func (p *Pool) next(w *worker) *element {
 	defer p.mu.Unlock()
 	p.doneRunning(w)
 	for {
+		chain := p.arrive(w)
 		if p.workers > p.maxWorkers || (p.head == nil && p.closing.Load()) {
 			p.workers--
+			p.dispatch() // pass on the transit to another worker
 			return nil
 		}
 		if e := p.head; e != nil {
 			p.unqueue(e)
-			e.state.Store(stateActive)
 			w.busy = true
 			w.taken++
 			p.running++
+			if chain {
+				p.dispatch()
+			}
 			return e
 		}
 		p.idle = append(p.idle, w)
 		if !p.waitIdle(w) {
-			p.workers--
 			return nil
 		}
 	}
 }
 
-// waitIdle waits, with mu held on entry and on return, until a waker signals
-// the idle worker w, and returns true. It returns false once w has stayed
-// idle for a whole idle timeout (between one and two timeouts after it went
-// idle) while more than min workers are alive; w is then off the idle list.
-// At min it starts over and returns true, so that the caller re-checks the
-// queue and the limits.
+// waitIdle waits, with mu held on entry and on return, until w is taken off
+// the idle list and signaled. It returns true when w must re-check the queue
+// and the limits, false when the reaper told it to exit (it is uncounted
+// already).
 func (p *Pool) waitIdle(w *worker) bool {
-	for {
-		p.mu.Unlock()
-		<-w.wake
-		p.mu.Lock()
-		if w.signaled { // the waker took w off the idle list
-			w.signaled = false
-			return true
-		}
-		// A timer token, possibly late: w is still on the idle list.
-		if !w.ticked || w.taken != w.takenAtTick {
-			// Busy since the last token, or the first token of this idle
-			// stretch: w may have been idle for less than the timeout.
-			w.ticked, w.takenAtTick = true, w.taken
-			p.armTimer(w, p.idleTimeout)
-			continue
-		}
-		w.ticked = false
-		p.removeIdle(w)
-		if p.workers > p.minWorkers {
-			return false
-		}
-		p.armTimer(w, p.idleTimeout)
-		return true
-	}
+	p.mu.Unlock()
+	<-w.wake
+	p.mu.Lock()
+	return !w.reaped
 }
 
 // doneRunning stops counting w's last request as running: the worker counts
@@ -198,19 +168,6 @@ func (p *Pool) doneRunning(w *worker) {
 	if w.busy {
 		w.busy = false
 		p.running--
-	}
-}
-
-// removeIdle takes w off the idle list. mu held.
-func (p *Pool) removeIdle(w *worker) {
-	for i, x := range p.idle {
-		if x == w {
-			last := len(p.idle) - 1
-			p.idle[i] = p.idle[last]
-			p.idle[last] = nil
-			p.idle = p.idle[:last]
-			return
-		}
 	}
 }
 
@@ -231,7 +188,6 @@ func (p *Pool) run(e *element) {
 		}
 		p.completed.Add(1)
 		e.err = err
-		e.state.Store(stateDone)
 		p.publish(e)
 	}()
 	err = e.fn()
