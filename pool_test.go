@@ -593,3 +593,138 @@ func TestGoexitWorkerReplacedUpToMin(t *testing.T) {
 	require.ErrorIs(t, <-got, ErrGoexit)
 	eventually(t, func() bool { s := p.Stats(); return s.Workers == 2 && s.IdleWorkers == 2 }, "min workers after a Goexit")
 }
+
+func TestBatchSubmitsEveryRequestOnce(t *testing.T) {
+	p := newPool(t)
+	b := p.NewBatch()
+	var mu sync.Mutex
+	seen := make(map[int]int)
+	done := make(chan struct{}, 100)
+	for round := 0; round < 3; round++ {
+		for i := 0; i < 100; i++ {
+			id := round*100 + i
+			require.NoError(t, b.Add(func() error { return nil }, func(err error) {
+				require.NoError(t, err)
+				mu.Lock()
+				seen[id]++
+				mu.Unlock()
+				done <- struct{}{}
+			}))
+		}
+		require.Equal(t, 100, b.Len(), "Add only records")
+		require.Equal(t, uint64(round*100), p.Stats().Submitted, "nothing is submitted before Flush")
+		require.NoError(t, b.Flush())
+		require.Zero(t, b.Len())
+		for i := 0; i < 100; i++ {
+			<-done
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, seen, 300)
+	for id, n := range seen {
+		require.Equal(t, 1, n, "request %d", id)
+	}
+	require.NoError(t, b.Flush(), "an empty batch flushes nothing")
+}
+
+func TestBatchBadInput(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1), WithMaxQueued(2))
+	b := p.NewBatch()
+	require.ErrorIs(t, b.Add(nil, nil), ErrNilFunc)
+	require.Zero(t, b.Len())
+
+	// One worker busy; two may wait: three more do not fit, and none is taken.
+	g := newGate(1)
+	_, err := p.Submit(g.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-g.started
+	cb := func(error) { t.Error("callback of a refused batch") }
+	for i := 0; i < 3; i++ {
+		require.NoError(t, b.Add(func() error { return nil }, cb))
+	}
+	require.ErrorIs(t, b.Flush(), ErrQueueFull)
+	require.Zero(t, b.Len(), "a refused batch is emptied")
+	require.Zero(t, p.Stats().Queued)
+
+	ran := make(chan struct{}, 2)
+	for i := 0; i < 2; i++ {
+		require.NoError(t, b.Add(func() error { return nil }, func(error) { ran <- struct{}{} }))
+	}
+	require.NoError(t, b.Flush(), "two fit")
+	g.release()
+	<-ran
+	<-ran
+
+	require.NoError(t, p.Close())
+	require.NoError(t, b.Add(func() error { return nil }, cb))
+	require.ErrorIs(t, b.Flush(), ErrClosed)
+	require.Zero(t, b.Len())
+}
+
+func TestBatchFlushAllocatesNothing(t *testing.T) {
+	p := newPool(t)
+	b := p.NewBatch()
+	done := make(chan struct{}, 8)
+	fn := func() error { return nil }
+	cb := func(error) { done <- struct{}{} }
+	round := func() {
+		for i := 0; i < 8; i++ {
+			if err := b.Add(fn, cb); err != nil {
+				panic(err)
+			}
+		}
+		if err := b.Flush(); err != nil {
+			panic(err)
+		}
+		for i := 0; i < 8; i++ {
+			<-done
+		}
+	}
+	for i := 0; i < 100; i++ {
+		round()
+	}
+	require.Zero(t, testing.AllocsPerRun(200, round))
+}
+
+// TestBurstWakesEveryWorkerItNeeds submits more blocking requests at once
+// than workers may be woken at a time: each woken worker must wake the next
+// while requests wait, until every request runs at once.
+func TestBurstWakesEveryWorkerItNeeds(t *testing.T) {
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			const n = 40
+			p := newPool(t, WithMaxWorkers(n))
+			// Warm up n idle workers, so that the burst wakes idle ones.
+			g0 := newGate(n)
+			for i := 0; i < n; i++ {
+				_, err := p.Submit(g0.fn(i, nil), nil)
+				require.NoError(t, err)
+			}
+			for i := 0; i < n; i++ {
+				<-g0.started
+			}
+			g0.release()
+			eventually(t, func() bool { return p.Stats().IdleWorkers == n }, "workers go idle")
+
+			g := newGate(n)
+			b := p.NewBatch()
+			for i := 0; i < n; i++ {
+				if batch {
+					require.NoError(t, b.Add(g.fn(i, nil), nil))
+				} else {
+					_, err := p.Submit(g.fn(i, nil), nil)
+					require.NoError(t, err)
+				}
+			}
+			require.NoError(t, b.Flush())
+			for i := 0; i < n; i++ {
+				<-g.started // all n run at once: none waits behind a blocked one
+			}
+			s := p.Stats()
+			require.Equal(t, n, s.Running)
+			require.Equal(t, n, s.Workers)
+			g.release()
+		})
+	}
+}

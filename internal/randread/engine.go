@@ -49,9 +49,8 @@ func ParseDesign(s string) (Design, error) {
 // engine executes reads and runs request.complete for each of them on one
 // completion goroutine.
 type engine interface {
-	// submit starts r.readFn elsewhere; r.doneFn follows on the loop. Job
-	// goroutines.
-	submit(r *request) error
+	// newIssuer returns what one job goroutine submits its reads through.
+	newIssuer() issuer
 	// deferCall defers f.Flush to the end of the loop's current batch.
 	// Completion loop only.
 	deferCall(f threadpool.Flusher)
@@ -60,6 +59,14 @@ type engine interface {
 	// close stops the engine once nothing is in flight, and waits for its
 	// goroutines.
 	close()
+}
+
+// issuer submits one job's reads: submit starts r.readFn elsewhere (at the
+// latest at the next flush) and r.doneFn follows on the loop; flush hands
+// over what submit recorded. One job goroutine.
+type issuer interface {
+	submit(r *request) error
+	flush() error
 }
 
 // loopStats counts what the completion loop did.
@@ -80,10 +87,14 @@ func newPoolEngine() (*poolEngine, error) {
 	return &poolEngine{p: p}, nil
 }
 
-func (e *poolEngine) submit(r *request) error {
-	_, err := e.p.Submit(r.readFn, r.doneFn)
-	return err
-}
+// newIssuer gives the job a Batch: it resubmits a whole used list under one
+// lock, with as many wake-ups as workers can start at once.
+func (e *poolEngine) newIssuer() issuer { return batchIssuer{e.p.NewBatch()} }
+
+type batchIssuer struct{ b *threadpool.Batch }
+
+func (i batchIssuer) submit(r *request) error { return i.b.Add(r.readFn, r.doneFn) }
+func (i batchIssuer) flush() error            { return i.b.Flush() }
 
 func (e *poolEngine) deferCall(f threadpool.Flusher) { e.p.DeferCall(f) }
 

@@ -65,6 +65,10 @@ func newGoroutineEngine(depth int) *goroutineEngine {
 	return &goroutineEngine{chanLoop: newChanLoop(depth)}
 }
 
+func (e *goroutineEngine) newIssuer() issuer { return e }
+
+func (e *goroutineEngine) flush() error { return nil }
+
 func (e *goroutineEngine) submit(r *request) error {
 	e.wg.Add(1)
 	go e.exec(r)
@@ -97,6 +101,10 @@ func newChanPoolEngine(depth, workers int) *chanPoolEngine {
 	}
 	return e
 }
+
+func (e *chanPoolEngine) newIssuer() issuer { return e }
+
+func (e *chanPoolEngine) flush() error { return nil }
 
 func (e *chanPoolEngine) submit(r *request) error {
 	e.reqs <- r

@@ -14,6 +14,7 @@ type job struct {
 	w    *Workload
 	irq  *threadpool.Notifier // the job's eventfd; written by the loop
 	used usedList             // filled by the loop, taken by the job
+	iss  issuer               // the job's way to submit; job goroutine only
 	reqs []*request           // the job's requests, iodepth of them
 
 	// Job goroutine only (read by Run once the job goroutine is done).
@@ -23,6 +24,7 @@ type job struct {
 	err      error
 	inflight int
 	issued   int64
+	staged   int // issued since the last flush
 }
 
 // run keeps the job's depth until quota reads were issued (quota < 0: until
@@ -32,6 +34,7 @@ func (j *job) run(quota int64) {
 	for _, r := range j.reqs {
 		j.issue(r, quota)
 	}
+	j.flush()
 	for j.inflight > 0 {
 		if err := j.irq.Wait(context.Background()); err != nil {
 			j.fail(err)
@@ -53,6 +56,7 @@ func (j *job) run(quota int64) {
 			j.issue(r, quota)
 			r = next
 		}
+		j.flush()
 		j.w.progress.Add(uint64(n))
 	}
 }
@@ -66,12 +70,25 @@ func (j *job) issue(r *request, quota int64) {
 	r.off = j.rng.Int64N(j.w.blocks) * int64(len(r.buf))
 	r.n, r.err = 0, nil
 	r.start = j.w.now()
-	if err := j.w.eng.submit(r); err != nil {
+	if err := j.iss.submit(r); err != nil {
 		j.fail(err)
 		return
 	}
 	j.issued++
 	j.inflight++
+	j.staged++
+}
+
+// flush hands the reads issued since the last flush to the engine; if it
+// refuses them, they are not in flight. Job goroutine.
+func (j *job) flush() {
+	n := j.staged
+	j.staged = 0
+	if err := j.iss.flush(); err != nil {
+		j.inflight -= n
+		j.issued -= int64(n)
+		j.fail(err)
+	}
 }
 
 // fail records the job's first error and stops the whole workload.

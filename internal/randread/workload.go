@@ -137,7 +137,7 @@ func New(c Config) (*Workload, error) {
 			w.Close()
 			return nil, err
 		}
-		j := &job{w: w, irq: irq, rng: rand.New(rand.NewPCG(rand.Uint64(), uint64(i)))}
+		j := &job{w: w, irq: irq, iss: w.eng.newIssuer(), rng: rand.New(rand.NewPCG(rand.Uint64(), uint64(i)))}
 		for range c.IODepth {
 			j.reqs = append(j.reqs, newRequest(j, c.BS))
 		}

@@ -1,0 +1,75 @@
+package threadpool
+
+// A Batch collects requests and submits them together, like QEMU's
+// blk_io_plug/unplug: Flush queues every recorded request under one lock
+// and wakes only as many workers as can start at once, instead of one lock
+// and one wake-up per request. A goroutine that submits a burst (a reader
+// that parsed several requests from one socket read, a job resubmitting
+// its completions) records them with Add and calls Flush before it blocks.
+//
+// A Batch belongs to one goroutine at a time: it has no lock. It is reused
+// after Flush, without allocating in the steady state. Make one with
+// Pool.NewBatch.
+type Batch struct {
+	p    *Pool
+	reqs []batchReq // recorded, not yet submitted; oldest first
+}
+
+type batchReq struct {
+	fn Func
+	cb Callback
+}
+
+// NewBatch returns an empty Batch that submits to p. Any goroutine.
+func (p *Pool) NewBatch() *Batch { return &Batch{p: p} }
+
+// Add records a request for the next Flush. It returns ErrNilFunc for a nil
+// fn, and records nothing then. Nothing is submitted, and no error of the
+// pool is reported, before Flush.
+func (b *Batch) Add(fn Func, cb Callback) error {
+	if fn == nil {
+		return ErrNilFunc
+	}
+	b.reqs = append(b.reqs, batchReq{fn, cb})
+	return nil
+}
+
+// Len returns how many requests are recorded and not yet flushed.
+func (b *Batch) Len() int { return len(b.reqs) }
+
+// Flush submits every recorded request, in order, and empties the Batch.
+// Either all of them are accepted (each callback then runs exactly once, as
+// for Submit) or none is: Flush returns ErrClosed once Shutdown or Close
+// began, and ErrQueueFull when the requests that would wait for a worker
+// exceed the WithMaxQueued bound; then no callback of the batch runs. The
+// Batch is empty afterwards either way. Flush of an empty Batch returns nil.
+func (b *Batch) Flush() error {
+	if len(b.reqs) == 0 {
+		return nil
+	}
+	err := b.p.acceptBatch(b.reqs)
+	clear(b.reqs)
+	b.reqs = b.reqs[:0]
+	return err
+}
+
+// acceptBatch queues reqs under one lock and dispatches workers for them.
+func (p *Pool) acceptBatch(reqs []batchReq) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing.Load() {
+		return ErrClosed
+	}
+	if p.maxQueued > 0 && p.waiting(len(reqs)) > p.maxQueued {
+		return ErrQueueFull
+	}
+	for _, r := range reqs {
+		e := p.alloc()
+		e.fn, e.cb = r.fn, r.cb
+		p.enqueue(e)
+	}
+	p.pending.Add(int64(len(reqs)))
+	p.submitted += uint64(len(reqs))
+	p.dispatch()
+	return nil
+}
