@@ -247,8 +247,10 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 	gen := e.gen.Load()
 	p.pending.Add(1)
 	p.submitted++
-	p.enqueue(e)
-	p.dispatch()
+	if !p.handOff(e) {
+		p.enqueue(e)
+		p.dispatch()
+	}
 	p.mu.Unlock()
 	return e, gen, nil
 }

@@ -18,6 +18,11 @@ type worker struct {
 	busy    bool // has run a request since it last held Pool.mu
 	reaped  bool // told to exit by the reaper, which uncounted it already
 
+	// handoff is a request handed to the idle worker directly (handOff);
+	// written by the submitter under Pool.mu before it signals wake, read
+	// and cleared by the worker after it receives the signal.
+	handoff *element
+
 	// The idle check, without reading a clock: at each pass the reaper
 	// notes how many requests an idle worker has taken; at the next pass, an
 	// idle timeout later, the same count means it stayed idle all along.
@@ -120,45 +125,71 @@ func (p *Pool) work(w *worker) {
 
 // next returns the next request to run, waiting while there is none, or nil
 // when the worker must exit: it is above max, the pool is closing with nothing
-// queued, or it stayed idle for the idle timeout while more than min workers
-// were alive.
+// queued, or the reaper retired it.
 func (p *Pool) next(w *worker) *element {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.doneRunning(w)
 	for {
 		chain := p.arrive(w)
 		if p.workers > p.maxWorkers || (p.head == nil && p.closing.Load()) {
 			p.workers--
 			p.dispatch() // pass on the transit to another worker
+			p.mu.Unlock()
 			return nil
 		}
 		if e := p.head; e != nil {
 			p.unqueue(e)
-			w.busy = true
-			w.taken++
-			p.running++
+			p.take(w)
 			if chain {
 				p.dispatch()
 			}
+			p.mu.Unlock()
 			return e
 		}
 		p.idle = append(p.idle, w)
-		if !p.waitIdle(w) {
+		p.mu.Unlock()
+		<-w.wake
+		if e := w.handoff; e != nil {
+			// Handed a request directly: the submitter did the bookkeeping
+			// and wrote handoff before its send, so no lock is needed.
+			w.handoff = nil
+			return e
+		}
+		p.mu.Lock()
+		if w.reaped {
+			p.mu.Unlock()
 			return nil
 		}
 	}
 }
 
-// waitIdle waits, with mu held on entry and on return, until w is taken off
-// the idle list and signaled. It returns true when w must re-check the queue
-// and the limits, false when the reaper told it to exit (it is uncounted
-// already).
-func (p *Pool) waitIdle(w *worker) bool {
-	p.mu.Unlock()
-	<-w.wake
-	p.mu.Lock()
-	return !w.reaped
+// take records that w runs a request, which has left the queue or never
+// joined it.
+// mu held.
+func (p *Pool) take(w *worker) {
+	w.busy = true
+	w.taken++
+	p.running++
+}
+
+// handOff gives e straight to an idle worker, without queueing it, when
+// nothing else is in flight: no request queued or running and no worker in
+// transit, as with one request at a time. The woken worker then runs e
+// without taking mu first. It reports whether it did. mu held.
+func (p *Pool) handOff(e *element) bool {
+	n := len(p.idle)
+	if n == 0 || p.head != nil || p.running > 0 || p.transit > 0 {
+		return false
+	}
+	w := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	w.transit = true // until it next takes mu, so that it chains like a woken worker
+	p.transit++
+	p.take(w)
+	w.handoff = e
+	w.wake <- struct{}{}
+	return true
 }
 
 // doneRunning stops counting w's last request as running: the worker counts
