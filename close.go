@@ -3,25 +3,37 @@ package threadpool
 import "context"
 
 // Close stops the pool at once: queued requests are canceled (their callbacks
-// get ErrCanceled), running ones are waited for, every remaining callback is
-// delivered, every goroutine of the pool has exited and every file descriptor
-// is closed when it returns. Submit, SubmitCo and SetLimits return ErrClosed
-// from the moment Close begins; a Submit racing with Close either gets
-// ErrClosed and no callback, or is accepted and gets exactly one callback.
+// get ErrCanceled), running ones are waited for, and every remaining callback
+// is delivered. Submit, SubmitCo and SetLimits return ErrClosed from the
+// moment Close begins; a Submit racing with Close either gets ErrClosed and
+// no callback, or is accepted and gets exactly one callback. Close may be
+// called more than once, from several goroutines at once. What holds when it
+// returns depends on the caller:
 //
-// Close may be called more than once; every call returns once the pool is
-// closed. With the pool's own completion goroutine, calls may come from
-// several goroutines at once; WithExternalLoop, every call must come from the
-// loop goroutine (see below), because Close delivers on its caller.
-//
-// With its own completion goroutine, the remaining callbacks run there. Called
-// from a Callback, Close cannot wait for the goroutine it runs on: it cancels,
-// waits for the running Funcs, delivers the remaining callbacks nested, and
-// returns; the completion goroutine exits as soon as that Callback returns.
-// WithExternalLoop, the remaining callbacks run on the caller of Close, which
-// must be the loop goroutine (a Callback included) or run when the loop no
-// longer calls RunCompletions.
+//   - Any other goroutine (not a Func or Callback of this pool): every
+//     callback has run, every goroutine of the pool has exited and every file
+//     descriptor is closed. It waits for Funcs that are still running, those
+//     that called Close themselves included. WithExternalLoop, Close delivers
+//     the remaining callbacks on its caller, which must then be the loop
+//     goroutine, or run when the loop no longer calls RunCompletions.
+//   - A Callback: Close cannot wait for the loop it runs on. It waits for the
+//     running Funcs, delivers the remaining callbacks nested (on the loop, as
+//     always), and returns; the completion goroutine exits once that Callback
+//     returns.
+//   - A Func, on the worker that runs it: Close cannot wait for that worker.
+//     It cancels what is queued, waits until every other Func has returned
+//     and its worker has exited (bar Funcs that are themselves in Close or
+//     Shutdown), and returns. It delivers nothing and waits for no callback:
+//     they run on the loop as usual, the calling Func's own once it returns.
+//     The calling worker and the completion goroutine exit, and the pool's own
+//     descriptor closes, after that; a Close from any other goroutine waits
+//     for it. WithExternalLoop, the loop delivers the rest through
+//     RunCompletions or its own Close, which releases the descriptor.
 func (p *Pool) Close() error {
+	if w := p.callerWorker(); w != nil {
+		p.beginClose(true)
+		return p.waitOthers(context.Background(), w)
+	}
 	p.beginClose(true)
 	p.wg.Wait()
 	switch {
@@ -48,8 +60,21 @@ func (p *Pool) Close() error {
 //
 // Like Close, Shutdown may be called more than once and concurrently with
 // Submit. From a Callback, or WithExternalLoop, it runs the completion loop on
-// its caller until the work is done (the same rules as Close apply).
+// its caller until the work is done (the same rules as Close apply). From a
+// Func it waits, on the calling worker, until the queue is empty and every
+// other Func has returned (bar Funcs that are themselves in Close or
+// Shutdown), and returns nil, like a Close from a Func, or ctx's error once
+// ctx ends, with what is still queued canceled; while no other worker is free
+// to take a queued request, the calling worker runs it itself.
 func (p *Pool) Shutdown(ctx context.Context) error {
+	if w := p.callerWorker(); w != nil {
+		p.beginClose(false)
+		if err := p.waitOthers(ctx, w); err != nil {
+			p.beginClose(true)
+			return err
+		}
+		return nil
+	}
 	p.beginClose(false)
 	var err error
 	if p.external || p.onLoop() {

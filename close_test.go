@@ -3,11 +3,13 @@ package threadpool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestCloseCancelsQueuedWaitsRunningDeliversAll(t *testing.T) {
@@ -200,4 +202,209 @@ func TestCloseIsIdempotentAndConcurrent(t *testing.T) {
 	require.NoError(t, p.Close())
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.Zero(t, p.Stats().Workers)
+}
+
+// loopKinds are the three completion loops: the default one woken through a
+// channel, the default one woken through an eventfd, and the caller's own.
+var loopKinds = []struct {
+	name     string
+	external bool
+	opts     []Option
+}{
+	{name: "chan"},
+	{name: "eventfd", opts: []Option{withLoopWake(wakeEventfd)}},
+	{name: "external", external: true, opts: []Option{WithExternalLoop()}},
+}
+
+// results records the callbacks of named requests. Any goroutine.
+type results struct {
+	mu   sync.Mutex
+	errs map[string][]error
+}
+
+func newResults() *results { return &results{errs: map[string][]error{}} }
+
+// cb returns a Callback that records request name.
+func (r *results) cb(name string) Callback {
+	return func(err error) {
+		r.mu.Lock()
+		r.errs[name] = append(r.errs[name], err)
+		r.mu.Unlock()
+	}
+}
+
+// once checks that request name had exactly one callback and returns its
+// error.
+func (r *results) once(t *testing.T, name string) error {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.Len(t, r.errs[name], 1, "callbacks of %s", name)
+	return r.errs[name][0]
+}
+
+// waitClosing returns once Close or Shutdown has begun on p.
+func waitClosing(t *testing.T, p *Pool) {
+	t.Helper()
+	eventually(t, func() bool { return p.closing.Load() }, "closing")
+}
+
+// Close called by a Func cancels what is queued, waits for the other running
+// Func, and returns; the Func's own callback follows once it returns, and a
+// Close from another goroutine returns too, in every loop mode.
+func TestCloseFromFunc(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(2))...)
+			require.NoError(t, err)
+			res := newResults()
+			errA := errors.New("a")
+			aGo, bGate := make(chan struct{}), make(chan struct{})
+			started := make(chan struct{}, 2)
+			var bDone, sawBDone atomic.Bool
+			closedInside := make(chan error, 1)
+			_, err = p.Submit(func() error {
+				started <- struct{}{}
+				<-aGo
+				err := p.Close()
+				sawBDone.Store(bDone.Load())
+				closedInside <- err
+				return errA
+			}, res.cb("a"))
+			require.NoError(t, err)
+			_, err = p.Submit(func() error {
+				started <- struct{}{}
+				<-bGate
+				bDone.Store(true)
+				return nil
+			}, res.cb("b"))
+			require.NoError(t, err)
+			<-started
+			<-started
+			_, err = p.Submit(func() error { t.Error("canceled request ran"); return nil }, res.cb("c"))
+			require.NoError(t, err)
+
+			close(aGo)
+			waitClosing(t, p) // a's Close has begun
+			outer := make(chan error, 1)
+			go func() { outer <- p.Close() }()
+			close(bGate)
+			require.NoError(t, <-closedInside)
+			require.True(t, sawBDone.Load(), "Close from a Func waits for the other running Func")
+			require.NoError(t, <-outer)
+
+			require.ErrorIs(t, res.once(t, "a"), errA)
+			require.NoError(t, res.once(t, "b"))
+			require.ErrorIs(t, res.once(t, "c"), ErrCanceled)
+			require.Equal(t, Stats{
+				Submitted: 3, Completed: 2, Canceled: 1, Delivered: 3, MaxWorkers: 2,
+			}, zeroLoopStats(p.Stats()))
+		})
+	}
+}
+
+// zeroLoopStats clears the loop's counters of s, which depend on timing.
+func zeroLoopStats(s Stats) Stats {
+	s.Drains, s.MaxDrain, s.LoopWakes = 0, 0, 0
+	return s
+}
+
+// A pool closed only from a Func releases its goroutines by itself once that
+// Func has returned and its callback has run.
+func TestCloseFromFuncReleasesPool(t *testing.T) {
+	for _, mode := range loopKinds[:2] {
+		t.Run(mode.name, func(t *testing.T) {
+			leaks := goleak.IgnoreCurrent()
+			p, err := New(append(mode.opts, WithMinWorkers(2))...)
+			require.NoError(t, err)
+			got := make(chan error, 1)
+			_, err = p.Submit(func() error { return p.Close() }, func(err error) { got <- err })
+			require.NoError(t, err)
+			require.NoError(t, <-got)
+			goleak.VerifyNone(t, leaks)
+			require.NoError(t, p.Close())
+			require.Zero(t, p.Stats().Workers)
+		})
+	}
+}
+
+// Two Funcs that call Close at once do not wait for each other.
+func TestCloseFromTwoFuncs(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2))
+	var both sync.WaitGroup
+	both.Add(2)
+	res := newResults()
+	for _, name := range []string{"a", "b"} {
+		_, err := p.Submit(func() error {
+			both.Done()
+			both.Wait()
+			return p.Close()
+		}, res.cb(name))
+		require.NoError(t, err)
+	}
+	both.Wait() // both running: the Close below cancels neither
+	require.NoError(t, p.Close())
+	require.NoError(t, res.once(t, "a"))
+	require.NoError(t, res.once(t, "b"))
+}
+
+// Shutdown called by a Func lets queued work run and waits for the other
+// Funcs, not for its own; with no other worker, the calling worker runs the
+// queued work itself.
+func TestShutdownFromFunc(t *testing.T) {
+	for _, max := range []int{1, 2} {
+		t.Run(fmt.Sprint("max", max), func(t *testing.T) {
+			p := newPool(t, WithMaxWorkers(max))
+			res := newResults()
+			var cRan, sawCRan atomic.Bool
+			shut := make(chan error, 1)
+			_, err := p.Submit(func() error {
+				_, err := p.Submit(func() error { cRan.Store(true); return nil }, res.cb("c"))
+				if err != nil {
+					return err
+				}
+				err = p.Shutdown(context.Background())
+				sawCRan.Store(cRan.Load())
+				shut <- err
+				return nil
+			}, res.cb("a"))
+			require.NoError(t, err)
+			require.NoError(t, <-shut)
+			require.True(t, sawCRan.Load(), "Shutdown from a Func runs the queued work first")
+			require.NoError(t, p.Close())
+			require.NoError(t, res.once(t, "a"))
+			require.NoError(t, res.once(t, "c"))
+			require.Zero(t, p.Stats().Running)
+		})
+	}
+}
+
+// Shutdown called by a Func whose context ends returns the context's error,
+// with the queued work canceled, while another Func still runs.
+func TestShutdownFromFuncContextEnds(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2))
+	res := newResults()
+	bStarted, bGate := make(chan struct{}), make(chan struct{})
+	_, err := p.Submit(func() error { close(bStarted); <-bGate; return nil }, res.cb("b"))
+	require.NoError(t, err)
+	<-bStarted
+	ctx, cancel := context.WithCancel(context.Background())
+	shut := make(chan error, 1)
+	_, err = p.Submit(func() error {
+		_, err := p.Submit(func() error { t.Error("canceled request ran"); return nil }, res.cb("c"))
+		if err != nil {
+			return err
+		}
+		shut <- p.Shutdown(ctx)
+		return nil
+	}, res.cb("a"))
+	require.NoError(t, err)
+	waitClosing(t, p)
+	cancel()
+	require.ErrorIs(t, <-shut, context.Canceled)
+	close(bGate)
+	require.NoError(t, p.Close())
+	require.NoError(t, res.once(t, "a"))
+	require.NoError(t, res.once(t, "b"))
+	require.ErrorIs(t, res.once(t, "c"), ErrCanceled)
 }

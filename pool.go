@@ -60,6 +60,14 @@ type Pool struct {
 	workers    int       // live worker goroutines
 	idle       []*worker // idle workers, most recently idle last
 	running    int       // requests taken by workers and not yet counted done
+	// funcClosers counts the workers whose Func is in Close or Shutdown, and
+	// waiters, when not nil, is closed to wake them (caller.go).
+	funcClosers int
+	waiters     chan struct{}
+
+	// workerIDs maps the goroutine id of each live worker to its *worker,
+	// so that Close, Shutdown and SubmitCo can tell that a Func calls them.
+	workerIDs sync.Map
 
 	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
 	closing atomic.Bool

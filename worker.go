@@ -31,6 +31,8 @@ type worker struct {
 	taken       uint64 // requests taken
 	takenAtTick uint64 // taken at the last token that found the worker idle
 	ticked      bool   // takenAtTick is valid
+
+	self workerSelf // the worker's identity for its Funcs' calls (caller.go)
 }
 
 // spawn starts a worker goroutine. mu held.
@@ -105,6 +107,7 @@ func (p *Pool) wakeAllIdle() {
 
 // work is a worker goroutine.
 func (p *Pool) work(w *worker) {
+	p.enterWorker(w)
 	exited := false
 	defer func() {
 		p.stopTimer(w)
@@ -117,6 +120,7 @@ func (p *Pool) work(w *worker) {
 			}
 			p.mu.Unlock()
 		}
+		p.leaveWorker(w)
 		p.wg.Done()
 	}()
 	for {

@@ -1,0 +1,132 @@
+package threadpool
+
+import "context"
+
+// This file lets the pool tell who calls it: one of its own workers (that is,
+// a Func), the completion loop (a Callback), or any other goroutine. Close,
+// Shutdown and SubmitCo must not wait for the very worker they run on.
+
+// workerSelf is a worker's identity, for the pool methods a Func may call on
+// the worker that runs it. Worker goroutine only.
+type workerSelf struct {
+	goid    uint64 // the worker goroutine's id
+	closing int    // Close and Shutdown calls of this worker in progress (they nest)
+}
+
+// enterWorker registers the calling goroutine as worker w. Worker goroutine,
+// once, before it takes a request.
+func (p *Pool) enterWorker(w *worker) {
+	w.self.goid = curGoroutineID()
+	p.workerIDs.Store(w.self.goid, w)
+}
+
+// leaveWorker unregisters worker w as it exits, after it stopped counting in
+// Pool.workers. While the pool closes it wakes the Funcs waiting in Close or
+// Shutdown for the other workers, and the last worker to leave stops the
+// pool's own completion loop once the loop has delivered everything: a Close
+// or Shutdown that returned without waiting for every worker (called from a
+// Func, or whose context ended) leaves no goroutine behind. Worker goroutine.
+func (p *Pool) leaveWorker(w *worker) {
+	p.workerIDs.Delete(w.self.goid)
+	if !p.closing.Load() {
+		return
+	}
+	p.mu.Lock()
+	p.signalWaiters()
+	last := p.workers == 0 && p.head == nil
+	p.mu.Unlock()
+	if last && !p.external {
+		// No request is queued or running and none can be accepted: every
+		// completion is published once a Cancel that took a request from the
+		// queue has published it, and Cancel holds cancelMu meanwhile.
+		p.cancelMu.Lock()
+		p.stopLoop.Store(true)
+		p.cancelMu.Unlock()
+		p.wakeLoop()
+	}
+}
+
+// callerWorker returns the worker the calling goroutine is, or nil when it is
+// not one of this pool's workers. It looks the caller's goroutine id up, which
+// costs a couple of microseconds: never on the request path.
+func (p *Pool) callerWorker() *worker {
+	if v, ok := p.workerIDs.Load(curGoroutineID()); ok {
+		return v.(*worker)
+	}
+	return nil
+}
+
+// signalWaiters wakes the Funcs waiting in waitOthers. mu held.
+func (p *Pool) signalWaiters() {
+	if p.waiters != nil {
+		close(p.waiters)
+		p.waiters = nil
+	}
+}
+
+// waitOthers is Close and Shutdown called from a Func: it waits, on worker w,
+// until nothing is queued and no other worker remains, bar the workers whose
+// Funcs wait here too. While no other worker can take a queued request, it
+// runs the request itself, as the worker it is. It returns ctx's error when
+// ctx ends first (checked before each request it runs, which it cannot
+// interrupt). The pool must be closing.
+func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
+	p.mu.Lock()
+	if w.self.closing == 0 {
+		p.funcClosers++
+		p.signalWaiters() // the others may be waiting for this worker
+	}
+	w.self.closing++
+	p.mu.Unlock()
+	defer func() { // also when a Func run here calls runtime.Goexit
+		p.mu.Lock()
+		if w.self.closing--; w.self.closing == 0 {
+			p.funcClosers--
+		}
+		p.mu.Unlock()
+	}()
+	for {
+		p.mu.Lock()
+		alone := p.workers <= p.funcClosers
+		if alone && p.head == nil {
+			p.mu.Unlock()
+			return nil
+		}
+		if alone && ctx.Err() == nil {
+			e := p.head
+			p.takeHere(e)
+			p.mu.Unlock()
+			p.runHere(e)
+			continue
+		}
+		if p.waiters == nil {
+			p.waiters = make(chan struct{})
+		}
+		wake := p.waiters
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// takeHere takes the queued request e off the queue for the calling worker,
+// which runs it with runHere instead of waiting for another worker. mu held.
+func (p *Pool) takeHere(e *element) {
+	p.unqueue(e)
+	e.state.Store(stateActive)
+	p.running++
+}
+
+// runHere runs e, taken with takeHere, on the calling worker and publishes
+// its result, like any worker would.
+func (p *Pool) runHere(e *element) {
+	defer func() { // also when e's Func calls runtime.Goexit
+		p.mu.Lock()
+		p.running--
+		p.mu.Unlock()
+	}()
+	p.run(e)
+}
