@@ -130,3 +130,23 @@ func (p *Pool) runHere(e *element) {
 	}()
 	p.run(e)
 }
+
+// runCoHere runs a SubmitCo request that no worker was free to take when it
+// was queued, on the calling goroutine, if that is one of this pool's workers
+// (a Func calling SubmitCo) and the request is still queued: no other worker
+// may ever come for it. It reports whether it ran it; e's result is then
+// waiting in e.coCh.
+func (p *Pool) runCoHere(e *element, gen uint64) bool {
+	if p.callerWorker() == nil {
+		return false
+	}
+	p.mu.Lock()
+	if e.gen.Load() != gen || e.state.Load() != stateQueued {
+		p.mu.Unlock()
+		return false
+	}
+	p.takeHere(e)
+	p.mu.Unlock()
+	p.runHere(e)
+	return true
+}

@@ -168,7 +168,7 @@ func New(opts ...Option) (*Pool, error) {
 // WithMaxQueued bound is reached and ErrClosed once Shutdown or Close began;
 // then cb is never called. Any goroutine, a Callback included.
 func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
-	e, gen, err := p.accept(fn, cb, false)
+	e, gen, _, err := p.accept(fn, cb, false)
 	if err != nil {
 		return Handle{}, err
 	}
@@ -184,8 +184,11 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 //
 // The result goes from the worker straight to the caller, not through the
 // completion loop, so SubmitCo may be called from any goroutine: from a
-// Callback (it then holds up the loop while fn runs, but cannot deadlock) and
-// from the goroutine that calls RunCompletions.
+// Callback (it then holds up the loop while fn runs, but cannot deadlock),
+// from the goroutine that calls RunCompletions, and from a Func. A Func that
+// calls SubmitCo when no worker is idle and no new one may start (all busy at
+// the maximum) runs fn itself, on its own worker, and SubmitCo returns fn's
+// error once fn has returned, whatever ctx does meanwhile.
 func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if fn == nil {
 		return ErrNilFunc
@@ -193,8 +196,15 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e, gen, err := p.accept(fn, nil, true)
+	e, gen, stalled, err := p.accept(fn, nil, true)
 	if err != nil {
+		return err
+	}
+	if stalled && p.runCoHere(e, gen) {
+		// A Func called SubmitCo and no other worker was free: its worker
+		// ran fn itself.
+		err = <-e.coCh
+		p.release(e)
 		return err
 	}
 	select {
@@ -213,19 +223,20 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 
 // accept queues a request, starts a worker for it if needed, and returns the
 // element with its generation: once mu is released the element may already
-// be done and recycled.
-func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
+// be done and recycled. stalled reports a SubmitCo request that found no idle
+// worker and no room for a new one.
+func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stalled bool, _ error) {
 	if fn == nil {
-		return nil, 0, ErrNilFunc
+		return nil, 0, false, ErrNilFunc
 	}
 	p.mu.Lock()
 	if p.closing.Load() {
 		p.mu.Unlock()
-		return nil, 0, ErrClosed
+		return nil, 0, false, ErrClosed
 	}
 	if p.maxQueued > 0 && p.queued >= p.maxQueued {
 		p.mu.Unlock()
-		return nil, 0, ErrQueueFull
+		return nil, 0, false, ErrQueueFull
 	}
 	e := p.alloc()
 	e.fn, e.cb, e.co = fn, cb, co
@@ -238,10 +249,11 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 	gen := e.gen.Load()
 	p.enqueue(e)
 	p.pending.Add(1)
+	stalled = co && len(p.idle) == 0 && p.workers >= p.maxWorkers
 	p.dispatch()
 	p.submitted.Add(1)
 	p.mu.Unlock()
-	return e, gen, nil
+	return e, gen, stalled, nil
 }
 
 // Cancel cancels the request h if it has not started: it is removed from the

@@ -478,6 +478,44 @@ func TestSubmitCoFromCallbackDoesNotDeadlock(t *testing.T) {
 	}
 }
 
+// SubmitCo called by a Func while no other worker can take the request runs
+// it on the calling worker; with a free worker, it waits for that one.
+func TestSubmitCoFromFunc(t *testing.T) {
+	for _, max := range []int{1, 2, 3} {
+		t.Run(fmt.Sprint("max", max), func(t *testing.T) {
+			p := newPool(t, WithMaxWorkers(max))
+			busy := newGate(1)
+			if max > 1 {
+				_, err := p.Submit(busy.fn(0, nil), nil) // one worker stays busy
+				require.NoError(t, err)
+				<-busy.started
+			}
+			errInner := errors.New("inner")
+			got := make(chan error, 1)
+			var outer, inner atomic.Uint64
+			_, err := p.Submit(func() error {
+				outer.Store(curGoroutineID())
+				return p.SubmitCo(context.Background(), func() error {
+					inner.Store(curGoroutineID())
+					return errInner
+				})
+			}, func(err error) { got <- err })
+			require.NoError(t, err)
+			require.ErrorIs(t, <-got, errInner)
+			if max < 3 {
+				require.Equal(t, outer.Load(), inner.Load(), "no other worker: the calling worker ran fn")
+			} else {
+				require.NotEqual(t, outer.Load(), inner.Load(), "a third worker ran fn")
+			}
+			busy.release()
+			require.NoError(t, p.Shutdown(context.Background()))
+			s := p.Stats()
+			require.Equal(t, s.Submitted, s.Completed)
+			require.Zero(t, s.Running)
+		})
+	}
+}
+
 func TestCallbackMaySubmitAndCancel(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
 	chain := make(chan int, 10)
