@@ -46,14 +46,23 @@ func (p *Pool) leaveWorker(w *worker) {
 	}
 }
 
-// callerWorker returns the worker the calling goroutine is, or nil when it is
-// not one of this pool's workers. It looks the caller's goroutine id up, which
-// costs a couple of microseconds: never on the request path.
-func (p *Pool) callerWorker() *worker {
-	if v, ok := p.workerIDs.Load(curGoroutineID()); ok {
-		return v.(*worker)
+// caller tells who calls the pool: w is the worker when the caller is one of
+// this pool's workers (a Func), and onLoop is true when it is the pool's own
+// completion goroutine (a Callback). It looks the caller's goroutine id up,
+// which costs a couple of microseconds: never on the request path.
+func (p *Pool) caller() (w *worker, onLoop bool) {
+	id := curGoroutineID()
+	if v, ok := p.workerIDs.Load(id); ok {
+		return v.(*worker), false
 	}
-	return nil
+	return nil, !p.external && p.loopGoid.Load() == id
+}
+
+// callerWorker returns the worker the calling goroutine is, or nil when it is
+// not one of this pool's workers.
+func (p *Pool) callerWorker() *worker {
+	w, _ := p.caller()
+	return w
 }
 
 // signalWaiters wakes the Funcs waiting in waitOthers. mu held.

@@ -30,17 +30,23 @@ import "context"
 //     for it. WithExternalLoop, the loop delivers the rest through
 //     RunCompletions or its own Close, which releases the descriptor.
 func (p *Pool) Close() error {
-	if w := p.callerWorker(); w != nil {
-		p.beginClose(true)
+	w, onLoop := p.caller()
+	return p.close(w, onLoop)
+}
+
+// close is Close called on worker w (from a Func), on the completion
+// goroutine (from a Callback) or, with neither, from any other goroutine.
+func (p *Pool) close(w *worker, onLoop bool) error {
+	p.beginClose(true)
+	if w != nil {
 		return p.waitOthers(context.Background(), w)
 	}
-	p.beginClose(true)
 	p.wg.Wait()
 	switch {
 	case p.external:
 		p.drain()
 		return p.notifier.Close()
-	case p.onLoop():
+	case onLoop:
 		p.drain()
 		p.stopLoop.Store(true)
 		return nil
@@ -52,34 +58,42 @@ func (p *Pool) Close() error {
 	}
 }
 
-// Shutdown stops the pool gracefully: Submit returns ErrClosed from the moment
-// it begins, but queued requests still run. It returns nil once every callback
-// has run and every goroutine and descriptor of the pool is released. If ctx
-// ends first, Shutdown falls back to Close (canceling what is still queued and
-// delivering every callback) and returns ctx's error.
+// Shutdown stops the pool gracefully: Submit, SubmitCo and SetLimits return
+// ErrClosed from the moment it begins, but queued requests still run. It
+// returns nil once every callback has run and every goroutine and descriptor
+// of the pool is released, as after Close.
+//
+// Shutdown is bounded by ctx, like net/http's Server.Shutdown: if ctx ends
+// first, Shutdown cancels what is still queued (those callbacks get
+// ErrCanceled) and returns ctx's error at once, without waiting for the Funcs
+// that are running. They finish in the background and their callbacks are
+// still delivered, once each: on the pool's own completion goroutine, which
+// then exits by itself, or, WithExternalLoop, through RunCompletions or a
+// later Close. A later Close waits for them and releases everything.
 //
 // Like Close, Shutdown may be called more than once and concurrently with
 // Submit. From a Callback, or WithExternalLoop, it runs the completion loop on
-// its caller until the work is done (the same rules as Close apply). From a
-// Func it waits, on the calling worker, until the queue is empty and every
-// other Func has returned (bar Funcs that are themselves in Close or
-// Shutdown), and returns nil, like a Close from a Func, or ctx's error once
-// ctx ends, with what is still queued canceled; while no other worker is free
-// to take a queued request, the calling worker runs it itself.
+// its caller until the work is done, or ctx ends (the rules of Close about the
+// caller apply). From a Func it waits, on the calling worker, until the queue
+// is empty and every other Func has returned (bar Funcs that are themselves
+// in Close or Shutdown), and returns nil; it delivers nothing and waits for no
+// callback, like a Close from a Func. While no other worker is free to take a
+// queued request, the calling worker runs it itself, checking ctx between
+// requests only.
 func (p *Pool) Shutdown(ctx context.Context) error {
-	if w := p.callerWorker(); w != nil {
-		p.beginClose(false)
-		if err := p.waitOthers(ctx, w); err != nil {
-			p.beginClose(true)
-			return err
-		}
-		return nil
-	}
+	w, onLoop := p.caller()
 	p.beginClose(false)
 	var err error
-	if p.external || p.onLoop() {
-		err = p.runUntilQuiet(ctx)
-	} else {
+	switch {
+	case w != nil:
+		err = p.waitOthers(ctx, w)
+	case p.external || onLoop:
+		if err = p.runUntilQuiet(ctx); err != nil {
+			p.beginClose(true)
+			p.drain() // deliver the canceled requests on the loop, as Close does
+			return err
+		}
+	default:
 		select {
 		case <-p.quiet:
 		case <-ctx.Done():
@@ -90,8 +104,11 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
-	p.Close()
-	return err
+	if err != nil {
+		p.beginClose(true)
+		return err
+	}
+	return p.close(w, onLoop)
 }
 
 // beginClose refuses new requests, wakes idle workers so that they exit once
@@ -143,10 +160,4 @@ func (p *Pool) runUntilQuiet(ctx context.Context) error {
 		p.drain()
 	}
 	return nil
-}
-
-// onLoop reports whether the caller is the pool's own completion goroutine,
-// that is, a Callback.
-func (p *Pool) onLoop() bool {
-	return !p.external && p.loopGoid.Load() == curGoroutineID()
 }

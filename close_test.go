@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -68,33 +69,36 @@ func TestShutdownRunsQueuedWork(t *testing.T) {
 	require.NoError(t, p.Close())
 }
 
-func TestShutdownContextEndsFallsBackToClose(t *testing.T) {
+// Shutdown whose context ends cancels the queued work and returns at once,
+// while a Func is still running: that one finishes in the background, its
+// callback is delivered once, and a later Close waits for it.
+func TestShutdownContextEndsReturnsAtOnce(t *testing.T) {
 	p, err := New(WithMaxWorkers(1))
 	require.NoError(t, err)
 	g := newGate(1)
 	results := make(chan error, 3)
 	cb := func(err error) { results <- err }
-	_, err = p.Submit(g.fn(0, nil), cb)
+	_, err = p.Submit(g.fn(0, errors.New("ran")), cb)
 	require.NoError(t, err)
 	<-g.started
 	for i := 0; i < 2; i++ {
 		_, err = p.Submit(func() error { return nil }, cb)
 		require.NoError(t, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	go func() {
-		// Close (inside Shutdown) cancels the queued ones, then waits for
-		// the running one.
-		require.ErrorIs(t, <-results, ErrCanceled)
-		require.ErrorIs(t, <-results, ErrCanceled)
-		g.release()
-	}()
-	require.ErrorIs(t, p.Shutdown(ctx), context.Canceled)
-	require.NoError(t, <-results)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.Shutdown(ctx), context.DeadlineExceeded, "bounded by ctx with a Func still running")
+	require.ErrorIs(t, <-results, ErrCanceled)
+	require.ErrorIs(t, <-results, ErrCanceled)
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	g.release()
+	require.NoError(t, <-closed)
+	require.EqualError(t, <-results, "ran", "delivered before Close returned")
 	s := p.Stats()
 	require.Equal(t, uint64(3), s.Delivered)
 	require.Equal(t, uint64(2), s.Canceled)
+	require.Zero(t, s.Workers)
 }
 
 func TestSubmitRacingClose(t *testing.T) {
@@ -309,22 +313,37 @@ func zeroLoopStats(s Stats) Stats {
 	return s
 }
 
-// A pool closed only from a Func releases its goroutines by itself once that
-// Func has returned and its callback has run.
-func TestCloseFromFuncReleasesPool(t *testing.T) {
+// A pool whose Close or Shutdown returned before its last Func (a Close from
+// a Func, a Shutdown whose context ended) releases its goroutines by itself
+// once that Func has returned and its callback has run.
+func TestPoolReleasesItselfAfterEarlyReturn(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
 	for _, mode := range loopKinds[:2] {
-		t.Run(mode.name, func(t *testing.T) {
-			leaks := goleak.IgnoreCurrent()
-			p, err := New(append(mode.opts, WithMinWorkers(2))...)
-			require.NoError(t, err)
-			got := make(chan error, 1)
-			_, err = p.Submit(func() error { return p.Close() }, func(err error) { got <- err })
-			require.NoError(t, err)
-			require.NoError(t, <-got)
-			goleak.VerifyNone(t, leaks)
-			require.NoError(t, p.Close())
-			require.Zero(t, p.Stats().Workers)
-		})
+		for _, how := range []string{"Close from a Func", "Shutdown whose context ended"} {
+			t.Run(mode.name+"/"+how, func(t *testing.T) {
+				leaks := goleak.IgnoreCurrent()
+				p, err := New(append(mode.opts, WithMinWorkers(2))...)
+				require.NoError(t, err)
+				got := make(chan error, 1)
+				started, hold := make(chan struct{}), make(chan struct{})
+				fn := func() error { close(started); <-hold; return nil }
+				if how == "Close from a Func" {
+					fn = func() error { close(started); return p.Close() }
+				}
+				_, err = p.Submit(fn, func(err error) { got <- err })
+				require.NoError(t, err)
+				<-started
+				if how != "Close from a Func" {
+					require.ErrorIs(t, p.Shutdown(canceled), context.Canceled)
+					close(hold)
+				}
+				require.NoError(t, <-got)
+				goleak.VerifyNone(t, leaks)
+				require.NoError(t, p.Close())
+				require.Zero(t, p.Stats().Workers)
+			})
+		}
 	}
 }
 

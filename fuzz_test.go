@@ -36,7 +36,8 @@ type fuzzRun struct {
 	m         fuzzModel
 	external  bool
 	maxQueued bool
-	closed    bool
+	closed    bool       // Close or Shutdown began: requests are refused
+	released  bool       // Close or Shutdown returned nil: nothing is left to deliver
 	co        []*fuzzReq // background SubmitCo requests
 	coWG      sync.WaitGroup
 	data      []byte
@@ -223,7 +224,7 @@ func (r *fuzzRun) setLimits(min, max int) {
 func (r *fuzzRun) runCompletions() {
 	before := r.p.Stats().Delivered
 	n := r.p.RunCompletions()
-	if !r.external || r.closed {
+	if !r.external || r.released {
 		require.Zero(r.t, n)
 		return
 	}
@@ -249,9 +250,12 @@ func (r *fuzzRun) close(how int) {
 	r.m.openGates()
 	err := <-done
 	if how == 2 && err != nil {
+		// The context ended first: Shutdown returned without waiting for
+		// the running Funcs, whose callbacks are still to come.
 		require.ErrorIs(r.t, err, context.DeadlineExceeded)
 	} else {
 		require.NoError(r.t, err)
+		r.released = true
 	}
 	r.closed = true
 }
@@ -261,7 +265,7 @@ func (r *fuzzRun) finish() {
 	t := r.t
 	r.m.openGates()
 	require.NoError(t, r.p.Close())
-	r.closed = true
+	r.closed, r.released = true, true
 	for _, q := range r.co {
 		q.ctxEnded.Store(true)
 		q.cancelCtx()
