@@ -18,8 +18,11 @@ import "context"
 //     goroutine, or run when the loop no longer calls RunCompletions.
 //   - A Callback: Close cannot wait for the loop it runs on. It waits for the
 //     running Funcs, delivers the remaining callbacks nested (on the loop, as
-//     always), and returns; the completion goroutine exits once that Callback
-//     returns.
+//     always), runs every Flush deferred so far in the batch (DeferCall),
+//     the calling Callback's own included, instead of leaving them to the end
+//     of the batch, and returns; the completion goroutine exits once that
+//     Callback returns. What the Callback defers after Close is flushed at
+//     the end of the batch, as usual.
 //   - A Func, on the worker that runs it: Close cannot wait for that worker.
 //     It cancels what is queued, waits until every other Func has returned
 //     and its worker has exited (bar Funcs that are themselves in Close or
@@ -45,9 +48,11 @@ func (p *Pool) close(w *worker, onLoop bool) error {
 	switch {
 	case p.external:
 		p.drain()
+		p.flushNested()
 		return p.notifier.Close()
 	case onLoop:
 		p.drain()
+		p.flushNested()
 		p.stopLoop.Store(true)
 		return nil
 	default:
@@ -91,6 +96,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 		if err = p.runUntilQuiet(ctx); err != nil {
 			p.beginClose(true)
 			p.drain() // deliver the canceled requests on the loop, as Close does
+			p.flushNested()
 			return err
 		}
 	default:

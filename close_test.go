@@ -427,3 +427,41 @@ func TestShutdownFromFuncContextEnds(t *testing.T) {
 	require.NoError(t, res.once(t, "b"))
 	require.ErrorIs(t, res.once(t, "c"), ErrCanceled)
 }
+
+// A Callback that calls Close finds every Flush the batch deferred already
+// run when Close returns, its own and those of the callbacks Close delivered
+// nested, so that it may Close and then wait for its replies to be sent.
+func TestCloseFromCallbackFlushesDeferred(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(2))...)
+			require.NoError(t, err)
+			g := newGate(1)
+			conn, own := &countFlusher{}, &countFlusher{}
+			_, err = p.Submit(g.fn(0, nil), func(error) { p.DeferCall(conn) })
+			require.NoError(t, err)
+			<-g.started
+			type flushed struct {
+				closeErr  error
+				conn, own int
+			}
+			atClose := make(chan flushed, 1)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				p.DeferCall(own)
+				g.release()
+				err := p.Close() // delivers the first request nested
+				atClose <- flushed{err, conn.n, own.n}
+			})
+			require.NoError(t, err)
+			if mode.external {
+				waitReadable(t, p.Fd())
+				require.Equal(t, 1, p.RunCompletions(), "the other one was delivered nested, by Close")
+			}
+			require.Equal(t, flushed{nil, 1, 1}, <-atClose, "flushed before Close returned")
+			require.NoError(t, p.Close())
+			require.Equal(t, 1, conn.n)
+			require.Equal(t, 1, own.n)
+			require.Equal(t, uint64(2), p.Stats().Delivered)
+		})
+	}
+}

@@ -123,6 +123,15 @@ func (p *Pool) drain() int {
 	return n
 }
 
+// flushNested runs the Flushes deferred so far when Close or Shutdown runs
+// nested in a batch (called from a Callback), so that what the batch deferred
+// is flushed before Close returns, not after. Loop goroutine only.
+func (p *Pool) flushNested() {
+	if p.drainDepth > 0 {
+		p.deferrer.flush()
+	}
+}
+
 // countDrain adds a drain of n callbacks to the statistics. Loop goroutine
 // only.
 func (p *Pool) countDrain(n int) {
