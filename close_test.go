@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -462,6 +463,44 @@ func TestCloseFromCallbackFlushesDeferred(t *testing.T) {
 			require.Equal(t, 1, conn.n)
 			require.Equal(t, 1, own.n)
 			require.Equal(t, uint64(2), p.Stats().Delivered)
+		})
+	}
+}
+
+// takeWakeups takes whatever wake-up of the pool's own loop is pending, as
+// the loop's wait does. Loop goroutine only.
+func (p *Pool) takeWakeups() {
+	if p.notifier != nil {
+		p.notifier.Clear()
+		return
+	}
+	select {
+	case <-p.wakeCh:
+	default:
+	}
+	p.notified.Store(false)
+}
+
+// A loop restarted after a Callback called runtime.Goexit must drain and
+// check for Close's stop before it waits: the wake-up that announced the stop
+// may have been taken by the loop it replaces, which then ran the Callback.
+// The Callback stages that: it waits for the stop, takes the wake-ups, and
+// leaves by runtime.Goexit.
+func TestRestartedLoopFindsStop(t *testing.T) {
+	for _, mode := range loopKinds[:2] {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(mode.opts...)
+			require.NoError(t, err)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				for !p.stopLoop.Load() {
+					runtime.Gosched() // Close waits for this loop
+				}
+				p.takeWakeups()
+				runtime.Goexit()
+			})
+			require.NoError(t, err)
+			require.NoError(t, p.Close())
+			require.Equal(t, uint64(1), p.Stats().Delivered)
 		})
 	}
 }

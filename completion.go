@@ -54,14 +54,17 @@ func (p *Pool) loop() {
 	}()
 	p.loopGoid.Store(curGoroutineID())
 	for {
-		if err := p.waitWake(context.Background()); err != nil {
-			break // the notifier was closed under us; Close finishes the job
-		}
+		// Drain and check for the stop before waiting: a loop restarted
+		// after a Callback called runtime.Goexit may have completions, or
+		// Close's stop, waiting whose wake-up the old loop took.
 		p.drain()
 		if p.stopLoop.Load() {
-			// Close has seen every worker exit: this drain takes the rest.
+			// Every worker has exited: this drain takes the rest.
 			p.drain()
 			break
+		}
+		if err := p.waitWake(context.Background()); err != nil {
+			break // the notifier was closed under us; Close finishes the job
 		}
 	}
 	normal = true

@@ -560,8 +560,10 @@ func TestDeferCallFlushesOncePerDrain(t *testing.T) {
 	require.Less(t, f.n, n)
 }
 
+// DeferCall outside a batch, on the loop goroutine (with an external loop,
+// whoever calls RunCompletions), flushes at once.
 func TestDeferCallOutsideDrainFlushesAtOnce(t *testing.T) {
-	p := newPool(t)
+	p := newPool(t, WithExternalLoop())
 	f := &countFlusher{}
 	p.DeferCall(f)
 	require.Equal(t, 1, f.n)
