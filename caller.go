@@ -1,6 +1,9 @@
 package threadpool
 
-import "context"
+import (
+	"context"
+	"fmt"
+)
 
 // This file lets the pool tell who calls it: one of its own workers (that is,
 // a Func), the completion loop (a Callback), or any other goroutine. Close,
@@ -158,4 +161,52 @@ func (p *Pool) runCoHere(e *element, gen uint64) bool {
 	p.mu.Unlock()
 	p.runHere(e)
 	return true
+}
+
+// Messages of the panics that race builds raise for calls on the wrong
+// goroutine.
+const (
+	msgDeferCall = "threadpool: DeferCall must be called on the pool's completion loop: " +
+		"from a Callback (or, WithExternalLoop, the goroutine that calls RunCompletions), " +
+		"not from a Func or another goroutine"
+	msgDeliver = "threadpool: RunCompletions, Close and Shutdown of a pool WithExternalLoop " +
+		"must be called from one goroutine at a time, the loop's, and never from a Func"
+)
+
+// checkDeferCall panics, in race builds, when DeferCall is called off the
+// completion loop: while another goroutine delivers completions, from a Func,
+// or, for a pool with its own completion goroutine, from any other goroutine.
+func (p *Pool) checkDeferCall() {
+	me := curGoroutineID()
+	owner := p.drainOwner.Load()
+	switch {
+	case owner == me:
+		return
+	case owner != 0:
+		panic(fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)", msgDeferCall, me, owner))
+	case !p.external && p.loopGoid.Load() != me, p.isWorker(me):
+		panic(fmt.Sprintf("%s (called on goroutine %d)", msgDeferCall, me))
+	}
+}
+
+// claimDrain records, in race builds, that the calling goroutine delivers
+// completions, and panics when another goroutine does so at the same time or
+// the caller is a Func. The outermost drain releases the claim as it ends.
+// Loop goroutine only.
+func (p *Pool) claimDrain() {
+	me := curGoroutineID()
+	if p.isWorker(me) {
+		panic(fmt.Sprintf("%s (called from a Func, on goroutine %d)", msgDeliver, me))
+	}
+	if !p.drainOwner.CompareAndSwap(0, me) {
+		if owner := p.drainOwner.Load(); owner != me {
+			panic(fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)", msgDeliver, me, owner))
+		}
+	}
+}
+
+// isWorker reports whether the goroutine id is one of this pool's workers.
+func (p *Pool) isWorker(id uint64) bool {
+	_, ok := p.workerIDs.Load(id)
+	return ok
 }

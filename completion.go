@@ -77,13 +77,26 @@ func (p *Pool) loop() {
 // RunCompletions delivers every finished request on the calling goroutine,
 // in one batch, and returns how many callbacks it ran. It is for pools made
 // WithExternalLoop: call it when Fd is readable (it takes the readiness
-// itself). It must be called from one goroutine at a time, the loop's; a
-// Callback may call it to deliver the rest of the batch nested, like a nested
-// event-loop iteration. On a pool that runs its own completion goroutine it
-// does nothing and returns 0. After Close it returns 0.
+// itself). After Close it returns 0. By caller:
+//
+//   - The loop goroutine (the one goroutine at a time that polls Fd): as
+//     above. The loop may move to another goroutine between calls.
+//   - A Callback: it delivers the rest of the batch nested, like a nested
+//     event-loop iteration; Flushes deferred by those callbacks still run at
+//     the end of the outer batch.
+//   - A Func, or any goroutine while another one delivers: not allowed, as it
+//     would run callbacks on a worker or two batches at once. Race builds
+//     (-race) panic with a message naming this rule; other builds do not
+//     check.
+//
+// On a pool that runs its own completion goroutine it does nothing and
+// returns 0, from any goroutine.
 func (p *Pool) RunCompletions() int {
 	if !p.external {
 		return 0
+	}
+	if raceBuild {
+		p.claimDrain() // before Clear takes the wake-up
 	}
 	p.notifier.Clear()
 	return p.drain()
@@ -91,17 +104,34 @@ func (p *Pool) RunCompletions() int {
 
 // DeferCall defers f.Flush to the end of the current batch of completions:
 // however many callbacks of the batch defer the same f, it is flushed once,
-// after the last callback, in order of first deferral. Called outside a batch
-// it flushes at once. DeferCall must be called from a Callback of this pool
-// (or from the goroutine that runs RunCompletions), because the batch belongs
-// to the completion loop. A nil f is ignored.
-func (p *Pool) DeferCall(f Flusher) { p.deferrer.Call(f) }
+// after the last callback, in order of first deferral (see Deferrer for what
+// "the same" means). A nil f is ignored. By caller:
+//
+//   - A Callback of this pool, or a Flush run at the end of its batch: as
+//     above. A Close or Shutdown called from a Callback flushes what the batch
+//     deferred so far before it returns.
+//   - The loop goroutine outside a batch (WithExternalLoop, the goroutine
+//     that calls RunCompletions, between calls): f is flushed at once.
+//   - A Func, or any other goroutine: not allowed, as the batch belongs to the
+//     completion loop and has no lock. Race builds (-race) panic with a
+//     message naming this rule for a call from a Func, a call while another
+//     goroutine delivers completions, and, with the pool's own completion
+//     goroutine, any call off it; other builds do not check.
+func (p *Pool) DeferCall(f Flusher) {
+	if raceBuild {
+		p.checkDeferCall()
+	}
+	p.deferrer.Call(f)
+}
 
 // drain delivers every finished request inside one Deferrer region and
 // returns how many it delivered. A Callback may nest another drain (through
 // RunCompletions, Shutdown or Close): the nested one goes on with the same
 // batch, so nothing is delivered twice or out of order. Loop goroutine only.
 func (p *Pool) drain() int {
+	if raceBuild {
+		p.claimDrain()
+	}
 	p.deferrer.Begin()
 	p.drainDepth++
 	n := 0
@@ -160,6 +190,9 @@ func (p *Pool) endDrain() {
 		p.wakeLoop()
 	}
 	p.drainDepth--
+	if raceBuild && p.drainDepth == 0 {
+		defer p.drainOwner.Store(0) // after the Flushes, even a panicking one
+	}
 	p.deferrer.End()
 	if p.drainDepth > 0 || p.spent == nil {
 		return

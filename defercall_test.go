@@ -288,3 +288,90 @@ func BenchmarkDeferrerDistinct(b *testing.B) {
 		})
 	}
 }
+
+// closer is a Flusher that closes its channel.
+type closer chan struct{}
+
+func (c closer) Flush() { close(c) }
+
+// holdDelivery submits a request to the external-loop pool p whose callback
+// calls first and then holds the loop, delivered by another goroutine, and
+// returns once the callback holds it. release lets the callback return and
+// returns what that RunCompletions returned.
+func holdDelivery(t *testing.T, p *Pool, first func()) (release func() int) {
+	inCallback, hold := make(chan struct{}), make(chan struct{})
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		first()
+		close(inCallback)
+		<-hold
+	})
+	require.NoError(t, err)
+	delivered := make(chan int)
+	go func() {
+		waitReadable(t, p.Fd())
+		delivered <- p.RunCompletions()
+	}()
+	<-inCallback
+	return func() int {
+		close(hold)
+		return <-delivered
+	}
+}
+
+// In race builds, DeferCall off the completion loop panics with a message
+// that names the rule: from another goroutine, from a Func, and while another
+// goroutine delivers completions.
+func TestDeferCallOffTheLoopPanicsInRaceBuilds(t *testing.T) {
+	if !raceBuild {
+		t.Skip("checked in race builds only")
+	}
+	f := &countFlusher{}
+	own := newPool(t)
+	var v any
+	require.Panics(t, func() {
+		defer func() { v = recover(); panic(v) }()
+		own.DeferCall(f)
+	}, "another goroutine, pool with its own loop")
+	// The message says "while goroutine N delivers" if the loop happens to
+	// drain at that moment.
+	require.Contains(t, v, fmt.Sprintf("%s (called on goroutine %d", msgDeferCall, curGoroutineID()))
+
+	// Inside a callback, on the loop, it is allowed.
+	flushed := make(chan struct{})
+	_, err := own.Submit(func() error { return nil }, func(error) { own.DeferCall(closer(flushed)) })
+	require.NoError(t, err)
+	<-flushed
+
+	ext := newPool(t, WithExternalLoop())
+	err = ext.SubmitCo(context.Background(), func() error { ext.DeferCall(f); return nil })
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe, "from a Func")
+	require.Contains(t, pe.Value, msgDeferCall)
+
+	// While the loop goroutine delivers, from the test goroutine.
+	release := holdDelivery(t, ext, func() { ext.DeferCall(f) })
+	require.PanicsWithValue(t, fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)",
+		msgDeferCall, curGoroutineID(), ext.drainOwner.Load()), func() { ext.DeferCall(f) })
+	require.Equal(t, 1, release())
+	require.Equal(t, 1, f.n, "the callback's DeferCall ran, the refused ones did not")
+}
+
+// In race builds, delivering completions of an external loop from a Func, or
+// from two goroutines at once, panics with a message that names the rule.
+func TestRunCompletionsOffTheLoopPanicsInRaceBuilds(t *testing.T) {
+	if !raceBuild {
+		t.Skip("checked in race builds only")
+	}
+	p := newPool(t, WithExternalLoop())
+	err := p.SubmitCo(context.Background(), func() error { p.RunCompletions(); return nil })
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe, "from a Func")
+	require.Contains(t, pe.Value, msgDeliver)
+
+	release := holdDelivery(t, p, func() {})
+	require.PanicsWithValue(t, fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)",
+		msgDeliver, curGoroutineID(), p.drainOwner.Load()), func() { p.RunCompletions() })
+	require.Panics(t, func() { p.Close() }, "Close delivers too")
+	require.Equal(t, 1, release())
+	require.NotPanics(t, func() { p.RunCompletions() }, "the loop is free again")
+}

@@ -99,8 +99,11 @@ type Pool struct {
 	drainDepth       int      // nested drains in progress
 
 	loopGoid atomic.Uint64 // the completion goroutine's id; 0 with an external loop
-	stopLoop atomic.Bool   // set by Close once no more completions can appear
-	loopDone chan struct{} // closed when the completion goroutine has exited
+	// drainOwner is the goroutine delivering completions, 0 when none; kept
+	// in race builds only, to catch deliveries and DeferCalls off the loop.
+	drainOwner atomic.Uint64
+	stopLoop   atomic.Bool   // set by Close once no more completions can appear
+	loopDone   chan struct{} // closed when the completion goroutine has exited
 
 	// Statistics; any goroutine.
 	submitted  atomic.Uint64
