@@ -157,10 +157,21 @@ func (p *Pool) beginClose(cancel bool) {
 // runUntilQuiet runs the completion loop on the caller until every accepted
 // request is over or ctx ends. Loop goroutine only.
 func (p *Pool) runUntilQuiet(ctx context.Context) error {
+	failures := 0
 	for p.pending.Load() > 0 {
 		if p.batch == nil && p.done.Load() == nil {
 			if err := p.waitWake(ctx); err != nil {
-				return err
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				// A read error: deliver what is done and poll, like the
+				// pool's own loop.
+				failures++
+				if err := p.waitFailed(ctx, failures); err != nil {
+					return err
+				}
+			} else {
+				failures = 0
 			}
 		}
 		p.drain()

@@ -3,6 +3,7 @@ package threadpool
 import (
 	"context"
 	"runtime/debug"
+	"time"
 )
 
 // wakeLoop tells the completion loop that requests are done. It coalesces:
@@ -44,6 +45,34 @@ func (p *Pool) waitWake(ctx context.Context) error {
 	}
 }
 
+// Polling after failed waits: a wait on the loop's eventfd that fails (a read
+// error) cannot be trusted to end when completions come, so the loop delivers
+// what is done and waits again after a pause, doubled after each failure in
+// a row from minPoll up to maxPoll, until a wait succeeds.
+const (
+	minPoll = time.Millisecond
+	maxPoll = 64 * time.Millisecond
+)
+
+// waitFailed counts a failed wait, the failures-th in a row, and pauses before
+// the next one, or until ctx ends; it returns ctx's error then. Loop
+// goroutine only.
+func (p *Pool) waitFailed(ctx context.Context, failures int) error {
+	p.waitErrors.Add(1)
+	d := maxPoll
+	if failures <= 6 {
+		d = minPoll << (failures - 1)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // loop is the pool's completion goroutine (not started WithExternalLoop).
 func (p *Pool) loop() {
 	normal := false
@@ -53,6 +82,7 @@ func (p *Pool) loop() {
 		}
 	}()
 	p.loopGoid.Store(curGoroutineID())
+	failures := 0
 	for {
 		// Drain and check for the stop before waiting: a loop restarted
 		// after a Callback called runtime.Goexit may have completions, or
@@ -64,8 +94,11 @@ func (p *Pool) loop() {
 			break
 		}
 		if err := p.waitWake(context.Background()); err != nil {
-			break // the notifier was closed under us; Close finishes the job
+			failures++
+			p.waitFailed(context.Background(), failures)
+			continue
 		}
+		failures = 0
 	}
 	normal = true
 	if p.notifier != nil {

@@ -114,6 +114,7 @@ type Pool struct {
 	drains     atomic.Uint64
 	maxDrainSt atomic.Uint64
 	chanWakes  atomic.Uint64
+	waitErrors atomic.Uint64
 }
 
 // New makes a pool. With the default options it starts its completion
@@ -372,6 +373,12 @@ type Stats struct {
 	Drains    uint64 // batches delivered by the completion loop
 	MaxDrain  uint64 // most callbacks delivered in one batch
 	LoopWakes uint64 // wake-ups written to the completion loop (eventfd writes or channel sends)
+	// WaitErrors counts the waits on the loop's eventfd that failed with a
+	// read error (by the pool's own loop, or by Shutdown WithExternalLoop).
+	// After one, the waiter delivers what is done and polls, 1 to 64 ms
+	// apart, until a wait succeeds: no completion is stranded, but they are
+	// late, so a count that grows means the descriptor is broken.
+	WaitErrors uint64
 }
 
 // Stats returns a snapshot of the pool's counters. Any goroutine.
@@ -394,6 +401,7 @@ func (p *Pool) Stats() Stats {
 	s.Drains = p.drains.Load()
 	s.MaxDrain = p.maxDrainSt.Load()
 	s.LoopWakes = p.chanWakes.Load()
+	s.WaitErrors = p.waitErrors.Load()
 	if p.notifier != nil {
 		s.LoopWakes = p.notifier.Stats().Writes
 	}
