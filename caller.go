@@ -24,13 +24,16 @@ func (p *Pool) enterWorker(w *worker) {
 }
 
 // leaveWorker unregisters worker w as it exits, after it stopped counting in
-// Pool.workers. While the pool closes it wakes the Funcs waiting in Close or
-// Shutdown for the other workers, and the last worker to leave stops the
-// pool's own completion loop once the loop has delivered everything: a Close
-// or Shutdown that returned without waiting for every worker (called from a
-// Func, or whose context ended) leaves no goroutine behind. Worker goroutine.
+// Pool.workers, and wakes the SubmitCo callers. While the pool closes it also
+// wakes the Funcs waiting in Close or Shutdown for the other workers, and the
+// last worker to leave stops the pool's own completion loop once the loop has
+// delivered everything: a Close or Shutdown that returned without waiting for
+// every worker (called from a Func, or whose context ended) leaves no
+// goroutine behind. Worker goroutine.
 func (p *Pool) leaveWorker(w *worker) {
 	p.workerIDs.Delete(w.self.goid)
+	left := make(chan struct{})
+	close(*p.left.Swap(&left))
 	if !p.closing.Load() {
 		return
 	}
@@ -144,10 +147,10 @@ func (p *Pool) runHere(e *element) {
 }
 
 // runCoHere runs a SubmitCo request that no worker was free to take when it
-// was queued, on the calling goroutine, if that is one of this pool's workers
-// (a Func calling SubmitCo) and the request is still queued: no other worker
-// may ever come for it. It reports whether it ran it; e's result is then
-// waiting in e.coCh.
+// was queued, or whose worker left, on the calling goroutine, if that is one
+// of this pool's workers (a Func calling SubmitCo) and the request is still
+// queued: no other worker may ever come for it. It reports whether it ran it;
+// e's result is then waiting in e.coCh.
 func (p *Pool) runCoHere(e *element, gen uint64) bool {
 	if p.callerWorker() == nil {
 		return false

@@ -68,6 +68,9 @@ type Pool struct {
 	// workerIDs maps the goroutine id of each live worker to its *worker,
 	// so that Close, Shutdown and SubmitCo can tell that a Func calls them.
 	workerIDs sync.Map
+	// left is closed, and replaced, each time a worker exits: it wakes the
+	// SubmitCo callers, which may be Funcs left without a worker (caller.go).
+	left atomic.Pointer[chan struct{}]
 
 	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
 	closing atomic.Bool
@@ -143,6 +146,8 @@ func New(opts ...Option) (*Pool, error) {
 		loopDone:     make(chan struct{}),
 	}
 	p.deferrer.onPanic = c.panicHandler
+	left := make(chan struct{})
+	p.left.Store(&left)
 	if c.external || c.loopWake == wakeEventfd {
 		n, err := NewNotifier()
 		if err != nil {
@@ -200,6 +205,7 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	left := *p.left.Load() // closed by a worker that exits from now on
 	e, gen, stalled, err := p.accept(fn, nil, true)
 	if err != nil {
 		return err
@@ -208,21 +214,38 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 		// A Func called SubmitCo and no other worker was free: its worker
 		// ran fn itself.
 		err = <-e.coCh
-		p.release(e)
-		return err
-	}
-	select {
-	case err = <-e.coCh:
-	case <-ctx.Done():
-		select {
-		case err = <-e.coCh: // finished anyway: report the real result
-		default:
-			p.cancel(e, gen)
-			err = ctx.Err()
-		}
+	} else {
+		err = p.waitCo(ctx, e, gen, left)
 	}
 	p.release(e)
 	return err
+}
+
+// waitCo waits for the result of the SubmitCo request e, or for ctx to end,
+// which cancels e if it is still queued. left is closed when a worker exits:
+// perhaps the one woken for e, which found itself above a lowered maximum.
+// A Func waiting here may then have no other worker to come, and runs e
+// itself.
+func (p *Pool) waitCo(ctx context.Context, e *element, gen uint64, left <-chan struct{}) error {
+	for {
+		select {
+		case err := <-e.coCh:
+			return err
+		case <-ctx.Done():
+			select {
+			case err := <-e.coCh: // finished anyway: report the real result
+				return err
+			default:
+				p.cancel(e, gen)
+				return ctx.Err()
+			}
+		case <-left:
+			left = nil // once: e has left the queue, or the caller is no worker
+			if p.runCoHere(e, gen) {
+				return <-e.coCh
+			}
+		}
+	}
 }
 
 // accept queues a request, starts a worker for it if needed, and returns the

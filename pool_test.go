@@ -516,6 +516,38 @@ func TestSubmitCoFromFunc(t *testing.T) {
 	}
 }
 
+// A Func waiting in SubmitCo for the idle worker woken for its request, which
+// then exits because it finds itself above a lowered maximum, runs the
+// request itself. The test lowers the maximum under the lock without waking
+// the idle worker, as if SetLimits had just done so and woken it for the
+// request before that worker looked at the limits.
+func TestSubmitCoFromFuncWhileMaxShrinks(t *testing.T) {
+	p := newPool(t, WithMinWorkers(2), WithMaxWorkers(2))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 2 }, "both workers idle")
+	errInner := errors.New("inner")
+	got := make(chan error, 1)
+	inFunc, lowered := make(chan struct{}), make(chan struct{})
+	var outer, inner atomic.Uint64
+	_, err := p.Submit(func() error {
+		outer.Store(curGoroutineID())
+		close(inFunc)
+		<-lowered
+		return p.SubmitCo(context.Background(), func() error {
+			inner.Store(curGoroutineID())
+			return errInner
+		})
+	}, func(err error) { got <- err })
+	require.NoError(t, err)
+	<-inFunc
+	p.mu.Lock()
+	p.maxWorkers = 1
+	p.mu.Unlock()
+	close(lowered)
+	require.ErrorIs(t, <-got, errInner)
+	require.Equal(t, outer.Load(), inner.Load(), "the calling worker ran fn")
+	require.Equal(t, 1, p.Stats().Workers)
+}
+
 func TestCallbackMaySubmitAndCancel(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
 	chain := make(chan int, 10)
