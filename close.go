@@ -84,7 +84,8 @@ func (p *Pool) close(w *worker, onLoop bool) error {
 // in Close or Shutdown), and returns nil; it delivers nothing and waits for no
 // callback, like a Close from a Func. While no other worker is free to take a
 // queued request, the calling worker runs it itself, checking ctx between
-// requests only.
+// requests only; a request run so that calls runtime.Goexit ends the calling
+// Func too, whose callback then gets a *PanicError of ErrGoexit.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	w, onLoop := p.caller()
 	p.beginClose(false)

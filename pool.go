@@ -196,8 +196,11 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 // Callback (it then holds up the loop while fn runs, but cannot deadlock),
 // from the goroutine that calls RunCompletions, and from a Func. A Func that
 // calls SubmitCo when no worker is idle and no new one may start (all busy at
-// the maximum) runs fn itself, on its own worker, and SubmitCo returns fn's
-// error once fn has returned, whatever ctx does meanwhile.
+// the maximum), or when the worker woken for the request exits instead (the
+// maximum was lowered), runs fn itself, on its own worker, as if it called
+// fn: SubmitCo returns fn's error once fn has returned, whatever ctx does
+// meanwhile (a panic in fn still comes back as a *PanicError, a
+// runtime.Goexit ends the calling Func too).
 func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if fn == nil {
 		return ErrNilFunc
