@@ -24,14 +24,19 @@ import (
 
 // Func is blocking work. It runs on a worker goroutine; its error is handed to
 // the request's Callback. A panic in a Func is recovered and delivered as a
-// *PanicError.
+// *PanicError. A Func may call Submit, SubmitCo, Cancel, SetLimits, Close and
+// Shutdown of its own pool (each method's documentation says what holds
+// then), but not DeferCall or RunCompletions, which belong to the completion
+// loop.
 type Func func() error
 
 // Callback receives the result of a request. It runs on the pool's
 // completion loop (the pool's goroutine, or the caller of RunCompletions with
 // WithExternalLoop), one callback at a time, after the Func has returned or
-// the request was canceled. It may Submit, Cancel, SubmitCo and DeferCall.
-// It should not block for long: every other completion waits behind it.
+// the request was canceled. It may call every method of the pool: Submit,
+// Cancel, SubmitCo, SetLimits and DeferCall, Close and Shutdown (which deliver
+// the remaining callbacks nested), and, WithExternalLoop, RunCompletions. It
+// should not block for long: every other completion waits behind it.
 type Callback func(err error)
 
 // Pool is a pool of worker goroutines whose completions come back to one
@@ -173,9 +178,15 @@ func New(opts ...Option) (*Pool, error) {
 // Submit queues fn to run on a worker and returns a Handle for Cancel. cb,
 // which may be nil, runs once on the completion loop with fn's error, or with
 // ErrCanceled if the request was canceled before it started. Submit never runs
-// cb itself. It returns ErrNilFunc for a nil fn, ErrQueueFull when the
-// WithMaxQueued bound is reached and ErrClosed once Shutdown or Close began;
-// then cb is never called. Any goroutine, a Callback included.
+// cb itself and never waits for a worker. It returns ErrNilFunc for a nil fn,
+// ErrQueueFull when the WithMaxQueued bound is reached and ErrClosed once
+// Shutdown or Close began (from any goroutine, a Func or Callback included);
+// then cb is never called.
+//
+// The same holds from any goroutine: from a Callback (cb runs later on the
+// loop, never nested in the calling Callback), from a Func (the request
+// queues behind the others; the Func does not wait for it) and from any other
+// goroutine.
 func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 	e, gen, _, err := p.accept(fn, cb, false)
 	if err != nil {
@@ -194,7 +205,8 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 // The result goes from the worker straight to the caller, not through the
 // completion loop, so SubmitCo may be called from any goroutine: from a
 // Callback (it then holds up the loop while fn runs, but cannot deadlock),
-// from the goroutine that calls RunCompletions, and from a Func. A Func that
+// from the goroutine that calls RunCompletions, from any other goroutine, and
+// from a Func. A Func that
 // calls SubmitCo when no worker is idle and no new one may start (all busy at
 // the maximum), or when the worker woken for the request exits instead (the
 // maximum was lowered), runs fn itself, on its own worker, as if it called
@@ -288,9 +300,12 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 
 // Cancel cancels the request h if it has not started: it is removed from the
 // queue, never runs, and its callback runs once, later, on the completion loop
-// with ErrCanceled. Cancel returns true in that case only. A request that is
-// running or finished, the zero Handle, and a Handle whose request is long
-// gone are left alone and Cancel returns false. Any goroutine.
+// with ErrCanceled (never inside Cancel). Cancel returns true in that case
+// only. A request that is running or finished, the zero Handle, a Handle of
+// another pool, and a Handle whose request is long gone are left alone and
+// Cancel returns false. Cancel never waits for a Func or a callback, so the
+// same holds from any goroutine: a Callback, a Func (its own request is
+// running: false), or any other goroutine.
 func (p *Pool) Cancel(h Handle) bool {
 	if h.e == nil || h.e.pool != p {
 		return false
@@ -357,7 +372,10 @@ func (p *Pool) signalQuiet() {
 // min < 0, max <= 0 and min > max return an error wrapping ErrInvalidLimits.
 // Workers up to min start at once; workers above max exit as soon as they are
 // idle or finish their current request; queued work gets new workers if max
-// grew. After Shutdown or Close began it returns ErrClosed. Any goroutine.
+// grew. After Shutdown or Close began it returns ErrClosed. SetLimits never
+// waits for a worker, so the same holds from any goroutine: a Callback, a
+// Func (its own worker, if above the new max, exits once the Func returns),
+// or any other goroutine.
 func (p *Pool) SetLimits(min, max int) error {
 	if err := validateLimits(min, max); err != nil {
 		return err
