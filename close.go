@@ -3,34 +3,57 @@ package threadpool
 import "context"
 
 // Close stops the pool at once: queued requests are canceled (their callbacks
-// get ErrCanceled), running ones are waited for, every remaining callback is
-// delivered, every goroutine of the pool has exited and every file descriptor
-// is closed when it returns. Submit, SubmitCo and SetLimits return ErrClosed
-// from the moment Close begins; a Submit racing with Close either gets
-// ErrClosed and no callback, or is accepted and gets exactly one callback.
+// get ErrCanceled), running ones are waited for, and every remaining callback
+// is delivered. Submit, SubmitCo and SetLimits return ErrClosed from the
+// moment Close begins; a Submit racing with Close either gets ErrClosed and
+// no callback, or is accepted and gets exactly one callback. Close may be
+// called more than once, from several goroutines at once. What holds when it
+// returns depends on the caller:
 //
-// Close may be called more than once; every call returns once the pool is
-// closed. With the pool's own completion goroutine, calls may come from
-// several goroutines at once; WithExternalLoop, every call must come from the
-// loop goroutine (see below), because Close delivers on its caller.
-//
-// With its own completion goroutine, the remaining callbacks run there. Called
-// from a Callback, Close cannot wait for the goroutine it runs on: it cancels,
-// waits for the running Funcs, delivers the remaining callbacks nested, and
-// returns; the completion goroutine exits as soon as that Callback returns.
-// WithExternalLoop, the remaining callbacks run on the caller of Close, which
-// must be the loop goroutine (a Callback included) or run when the loop no
-// longer calls RunCompletions.
+//   - Any other goroutine (not a Func or Callback of this pool): every
+//     callback has run, every goroutine of the pool has exited and every file
+//     descriptor is closed. It waits for Funcs that are still running, those
+//     that called Close themselves included. WithExternalLoop, Close delivers
+//     the remaining callbacks on its caller, which must then be the loop
+//     goroutine, or run when the loop no longer calls RunCompletions.
+//   - A Callback: Close cannot wait for the loop it runs on. It waits for the
+//     running Funcs, delivers the remaining callbacks nested (on the loop, as
+//     always), runs every Flush deferred so far in the batch (DeferCall),
+//     the calling Callback's own included, instead of leaving them to the end
+//     of the batch, and returns; the completion goroutine exits once that
+//     Callback returns. What the Callback defers after Close is flushed at
+//     the end of the batch, as usual.
+//   - A Func, on the worker that runs it: Close cannot wait for that worker.
+//     It cancels what is queued, waits until every other Func has returned
+//     and its worker has exited (bar Funcs that are themselves in Close or
+//     Shutdown), and returns. It delivers nothing and waits for no callback:
+//     they run on the loop as usual, the calling Func's own once it returns.
+//     The calling worker and the completion goroutine exit, and the pool's own
+//     descriptor closes, after that; a Close from any other goroutine waits
+//     for it. WithExternalLoop, the loop delivers the rest through
+//     RunCompletions or its own Close, which releases the descriptor.
 func (p *Pool) Close() error {
+	w, onLoop := p.caller()
+	return p.close(w, onLoop)
+}
+
+// close is Close called on worker w (from a Func), on the completion
+// goroutine (from a Callback) or, with neither, from any other goroutine.
+func (p *Pool) close(w *worker, onLoop bool) error {
 	p.beginClose(true)
+	if w != nil {
+		return p.waitOthers(context.Background(), w)
+	}
 	p.wg.Wait()
 	p.stopReaper()
 	switch {
 	case p.external:
 		p.drain()
+		p.flushNested()
 		return p.notifier.Close()
-	case p.onLoop():
+	case onLoop:
 		p.drain()
+		p.flushNested()
 		p.stopLoop.Store(true)
 		return nil
 	default:
@@ -41,21 +64,44 @@ func (p *Pool) Close() error {
 	}
 }
 
-// Shutdown stops the pool gracefully: Submit returns ErrClosed from the moment
-// it begins, but queued requests still run. It returns nil once every callback
-// has run and every goroutine and descriptor of the pool is released. If ctx
-// ends first, Shutdown falls back to Close (canceling what is still queued and
-// delivering every callback) and returns ctx's error.
+// Shutdown stops the pool gracefully: Submit, SubmitCo and SetLimits return
+// ErrClosed from the moment it begins, but queued requests still run. It
+// returns nil once every callback has run and every goroutine and descriptor
+// of the pool is released, as after Close.
+//
+// Shutdown is bounded by ctx, like net/http's Server.Shutdown: if ctx ends
+// first, Shutdown cancels what is still queued (those callbacks get
+// ErrCanceled) and returns ctx's error at once, without waiting for the Funcs
+// that are running. They finish in the background and their callbacks are
+// still delivered, once each: on the pool's own completion goroutine, which
+// then exits by itself, or, WithExternalLoop, through RunCompletions or a
+// later Close. A later Close waits for them and releases everything.
 //
 // Like Close, Shutdown may be called more than once and concurrently with
 // Submit. From a Callback, or WithExternalLoop, it runs the completion loop on
-// its caller until the work is done (the same rules as Close apply).
+// its caller until the work is done, or ctx ends (the rules of Close about the
+// caller apply). From a Func it waits, on the calling worker, until the queue
+// is empty and every other Func has returned (bar Funcs that are themselves
+// in Close or Shutdown), and returns nil; it delivers nothing and waits for no
+// callback, like a Close from a Func. While no other worker is free to take a
+// queued request, the calling worker runs it itself, checking ctx between
+// requests only; a request run so that calls runtime.Goexit ends the calling
+// Func too, whose callback then gets a *PanicError of ErrGoexit.
 func (p *Pool) Shutdown(ctx context.Context) error {
+	w, onLoop := p.caller()
 	p.beginClose(false)
 	var err error
-	if p.external || p.onLoop() {
-		err = p.runUntilQuiet(ctx)
-	} else {
+	switch {
+	case w != nil:
+		err = p.waitOthers(ctx, w)
+	case p.external || onLoop:
+		if err = p.runUntilQuiet(ctx); err != nil {
+			p.beginClose(true)
+			p.drain() // deliver the canceled requests on the loop, as Close does
+			p.flushNested()
+			return err
+		}
+	default:
 		select {
 		case <-p.quiet:
 		case <-ctx.Done():
@@ -66,8 +112,11 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 			}
 		}
 	}
-	p.Close()
-	return err
+	if err != nil {
+		p.beginClose(true)
+		return err
+	}
+	return p.close(w, onLoop)
 }
 
 // beginClose refuses new requests, wakes idle workers so that they exit once
@@ -109,19 +158,24 @@ func (p *Pool) beginClose(cancel bool) {
 // runUntilQuiet runs the completion loop on the caller until every accepted
 // request is over or ctx ends. Loop goroutine only.
 func (p *Pool) runUntilQuiet(ctx context.Context) error {
+	failures := 0
 	for p.pending.Load() > 0 {
 		if p.batch == nil && p.done.Load() == nil {
 			if err := p.waitWake(ctx); err != nil {
-				return err
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				// A read error: deliver what is done and poll, like the
+				// pool's own loop.
+				failures++
+				if err := p.waitFailed(ctx, failures); err != nil {
+					return err
+				}
+			} else {
+				failures = 0
 			}
 		}
 		p.drain()
 	}
 	return nil
-}
-
-// onLoop reports whether the caller is the pool's own completion goroutine,
-// that is, a Callback.
-func (p *Pool) onLoop() bool {
-	return !p.external && p.loopGoid.Load() == curGoroutineID()
 }

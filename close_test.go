@@ -3,11 +3,15 @@ package threadpool
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestCloseCancelsQueuedWaitsRunningDeliversAll(t *testing.T) {
@@ -66,33 +70,36 @@ func TestShutdownRunsQueuedWork(t *testing.T) {
 	require.NoError(t, p.Close())
 }
 
-func TestShutdownContextEndsFallsBackToClose(t *testing.T) {
+// Shutdown whose context ends cancels the queued work and returns at once,
+// while a Func is still running: that one finishes in the background, its
+// callback is delivered once, and a later Close waits for it.
+func TestShutdownContextEndsReturnsAtOnce(t *testing.T) {
 	p, err := New(WithMaxWorkers(1))
 	require.NoError(t, err)
 	g := newGate(1)
 	results := make(chan error, 3)
 	cb := func(err error) { results <- err }
-	_, err = p.Submit(g.fn(0, nil), cb)
+	_, err = p.Submit(g.fn(0, errors.New("ran")), cb)
 	require.NoError(t, err)
 	<-g.started
 	for i := 0; i < 2; i++ {
 		_, err = p.Submit(func() error { return nil }, cb)
 		require.NoError(t, err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	go func() {
-		// Close (inside Shutdown) cancels the queued ones, then waits for
-		// the running one.
-		require.ErrorIs(t, <-results, ErrCanceled)
-		require.ErrorIs(t, <-results, ErrCanceled)
-		g.release()
-	}()
-	require.ErrorIs(t, p.Shutdown(ctx), context.Canceled)
-	require.NoError(t, <-results)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, p.Shutdown(ctx), context.DeadlineExceeded, "bounded by ctx with a Func still running")
+	require.ErrorIs(t, <-results, ErrCanceled)
+	require.ErrorIs(t, <-results, ErrCanceled)
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	g.release()
+	require.NoError(t, <-closed)
+	require.EqualError(t, <-results, "ran", "delivered before Close returned")
 	s := p.Stats()
 	require.Equal(t, uint64(3), s.Delivered)
 	require.Equal(t, uint64(2), s.Canceled)
+	require.Zero(t, s.Workers)
 }
 
 func TestSubmitRacingClose(t *testing.T) {
@@ -200,4 +207,300 @@ func TestCloseIsIdempotentAndConcurrent(t *testing.T) {
 	require.NoError(t, p.Close())
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.Zero(t, p.Stats().Workers)
+}
+
+// loopKinds are the three completion loops: the default one woken through a
+// channel, the default one woken through an eventfd, and the caller's own.
+var loopKinds = []struct {
+	name     string
+	external bool
+	opts     []Option
+}{
+	{name: "chan"},
+	{name: "eventfd", opts: []Option{withLoopWake(wakeEventfd)}},
+	{name: "external", external: true, opts: []Option{WithExternalLoop()}},
+}
+
+// results records the callbacks of named requests. Any goroutine.
+type results struct {
+	mu   sync.Mutex
+	errs map[string][]error
+}
+
+func newResults() *results { return &results{errs: map[string][]error{}} }
+
+// cb returns a Callback that records request name.
+func (r *results) cb(name string) Callback {
+	return func(err error) {
+		r.mu.Lock()
+		r.errs[name] = append(r.errs[name], err)
+		r.mu.Unlock()
+	}
+}
+
+// once checks that request name had exactly one callback and returns its
+// error.
+func (r *results) once(t *testing.T, name string) error {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.Len(t, r.errs[name], 1, "callbacks of %s", name)
+	return r.errs[name][0]
+}
+
+// waitClosing returns once Close or Shutdown has begun on p.
+func waitClosing(t *testing.T, p *Pool) {
+	t.Helper()
+	eventually(t, func() bool { return p.closing.Load() }, "closing")
+}
+
+// Close called by a Func cancels what is queued, waits for the other running
+// Func, and returns; the Func's own callback follows once it returns, and a
+// Close from another goroutine returns too, in every loop mode.
+func TestCloseFromFunc(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(2))...)
+			require.NoError(t, err)
+			res := newResults()
+			errA := errors.New("a")
+			aGo, bGate := make(chan struct{}), make(chan struct{})
+			started := make(chan struct{}, 2)
+			var bDone, sawBDone atomic.Bool
+			closedInside := make(chan error, 1)
+			_, err = p.Submit(func() error {
+				started <- struct{}{}
+				<-aGo
+				err := p.Close()
+				sawBDone.Store(bDone.Load())
+				closedInside <- err
+				return errA
+			}, res.cb("a"))
+			require.NoError(t, err)
+			_, err = p.Submit(func() error {
+				started <- struct{}{}
+				<-bGate
+				bDone.Store(true)
+				return nil
+			}, res.cb("b"))
+			require.NoError(t, err)
+			<-started
+			<-started
+			_, err = p.Submit(func() error { t.Error("canceled request ran"); return nil }, res.cb("c"))
+			require.NoError(t, err)
+
+			close(aGo)
+			waitClosing(t, p) // a's Close has begun
+			outer := make(chan error, 1)
+			go func() { outer <- p.Close() }()
+			close(bGate)
+			require.NoError(t, <-closedInside)
+			require.True(t, sawBDone.Load(), "Close from a Func waits for the other running Func")
+			require.NoError(t, <-outer)
+
+			require.ErrorIs(t, res.once(t, "a"), errA)
+			require.NoError(t, res.once(t, "b"))
+			require.ErrorIs(t, res.once(t, "c"), ErrCanceled)
+			require.Equal(t, Stats{
+				Submitted: 3, Completed: 2, Canceled: 1, Delivered: 3, MaxWorkers: 2,
+			}, zeroLoopStats(p.Stats()))
+		})
+	}
+}
+
+// zeroLoopStats clears the loop's counters of s, which depend on timing.
+func zeroLoopStats(s Stats) Stats {
+	s.Drains, s.MaxDrain, s.LoopWakes = 0, 0, 0
+	return s
+}
+
+// A pool whose Close or Shutdown returned before its last Func (a Close from
+// a Func, a Shutdown whose context ended) releases its goroutines by itself
+// once that Func has returned and its callback has run.
+func TestPoolReleasesItselfAfterEarlyReturn(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, mode := range loopKinds[:2] {
+		for _, how := range []string{"Close from a Func", "Shutdown whose context ended"} {
+			t.Run(mode.name+"/"+how, func(t *testing.T) {
+				leaks := goleak.IgnoreCurrent()
+				p, err := New(append(mode.opts, WithMinWorkers(2))...)
+				require.NoError(t, err)
+				got := make(chan error, 1)
+				started, hold := make(chan struct{}), make(chan struct{})
+				fn := func() error { close(started); <-hold; return nil }
+				if how == "Close from a Func" {
+					fn = func() error { close(started); return p.Close() }
+				}
+				_, err = p.Submit(fn, func(err error) { got <- err })
+				require.NoError(t, err)
+				<-started
+				if how != "Close from a Func" {
+					require.ErrorIs(t, p.Shutdown(canceled), context.Canceled)
+					close(hold)
+				}
+				require.NoError(t, <-got)
+				goleak.VerifyNone(t, leaks)
+				require.NoError(t, p.Close())
+				require.Zero(t, p.Stats().Workers)
+			})
+		}
+	}
+}
+
+// Two Funcs that call Close at once do not wait for each other.
+func TestCloseFromTwoFuncs(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2))
+	var both sync.WaitGroup
+	both.Add(2)
+	res := newResults()
+	for _, name := range []string{"a", "b"} {
+		_, err := p.Submit(func() error {
+			both.Done()
+			both.Wait()
+			return p.Close()
+		}, res.cb(name))
+		require.NoError(t, err)
+	}
+	both.Wait() // both running: the Close below cancels neither
+	require.NoError(t, p.Close())
+	require.NoError(t, res.once(t, "a"))
+	require.NoError(t, res.once(t, "b"))
+}
+
+// Shutdown called by a Func lets queued work run and waits for the other
+// Funcs, not for its own; with no other worker, the calling worker runs the
+// queued work itself.
+func TestShutdownFromFunc(t *testing.T) {
+	for _, max := range []int{1, 2} {
+		t.Run(fmt.Sprint("max", max), func(t *testing.T) {
+			p := newPool(t, WithMaxWorkers(max))
+			res := newResults()
+			var cRan, sawCRan atomic.Bool
+			shut := make(chan error, 1)
+			_, err := p.Submit(func() error {
+				_, err := p.Submit(func() error { cRan.Store(true); return nil }, res.cb("c"))
+				if err != nil {
+					return err
+				}
+				err = p.Shutdown(context.Background())
+				sawCRan.Store(cRan.Load())
+				shut <- err
+				return nil
+			}, res.cb("a"))
+			require.NoError(t, err)
+			require.NoError(t, <-shut)
+			require.True(t, sawCRan.Load(), "Shutdown from a Func runs the queued work first")
+			require.NoError(t, p.Close())
+			require.NoError(t, res.once(t, "a"))
+			require.NoError(t, res.once(t, "c"))
+			require.Zero(t, p.Stats().Running)
+		})
+	}
+}
+
+// Shutdown called by a Func whose context ends returns the context's error,
+// with the queued work canceled, while another Func still runs.
+func TestShutdownFromFuncContextEnds(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2))
+	res := newResults()
+	bStarted, bGate := make(chan struct{}), make(chan struct{})
+	_, err := p.Submit(func() error { close(bStarted); <-bGate; return nil }, res.cb("b"))
+	require.NoError(t, err)
+	<-bStarted
+	ctx, cancel := context.WithCancel(context.Background())
+	shut := make(chan error, 1)
+	_, err = p.Submit(func() error {
+		_, err := p.Submit(func() error { t.Error("canceled request ran"); return nil }, res.cb("c"))
+		if err != nil {
+			return err
+		}
+		shut <- p.Shutdown(ctx)
+		return nil
+	}, res.cb("a"))
+	require.NoError(t, err)
+	waitClosing(t, p)
+	cancel()
+	require.ErrorIs(t, <-shut, context.Canceled)
+	close(bGate)
+	require.NoError(t, p.Close())
+	require.NoError(t, res.once(t, "a"))
+	require.NoError(t, res.once(t, "b"))
+	require.ErrorIs(t, res.once(t, "c"), ErrCanceled)
+}
+
+// A Callback that calls Close finds every Flush the batch deferred already
+// run when Close returns, its own and those of the callbacks Close delivered
+// nested, so that it may Close and then wait for its replies to be sent.
+func TestCloseFromCallbackFlushesDeferred(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(2))...)
+			require.NoError(t, err)
+			g := newGate(1)
+			conn, own := &countFlusher{}, &countFlusher{}
+			_, err = p.Submit(g.fn(0, nil), func(error) { p.DeferCall(conn) })
+			require.NoError(t, err)
+			<-g.started
+			type flushed struct {
+				closeErr  error
+				conn, own int
+			}
+			atClose := make(chan flushed, 1)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				p.DeferCall(own)
+				g.release()
+				err := p.Close() // delivers the first request nested
+				atClose <- flushed{err, conn.n, own.n}
+			})
+			require.NoError(t, err)
+			if mode.external {
+				waitReadable(t, p.Fd())
+				require.Equal(t, 1, p.RunCompletions(), "the other one was delivered nested, by Close")
+			}
+			require.Equal(t, flushed{nil, 1, 1}, <-atClose, "flushed before Close returned")
+			require.NoError(t, p.Close())
+			require.Equal(t, 1, conn.n)
+			require.Equal(t, 1, own.n)
+			require.Equal(t, uint64(2), p.Stats().Delivered)
+		})
+	}
+}
+
+// takeWakeups takes whatever wake-up of the pool's own loop is pending, as
+// the loop's wait does. Loop goroutine only.
+func (p *Pool) takeWakeups() {
+	if p.notifier != nil {
+		p.notifier.Clear()
+		return
+	}
+	select {
+	case <-p.wakeCh:
+	default:
+	}
+	p.notified.Store(false)
+}
+
+// A loop restarted after a Callback called runtime.Goexit must drain and
+// check for Close's stop before it waits: the wake-up that announced the stop
+// may have been taken by the loop it replaces, which then ran the Callback.
+// The Callback stages that: it waits for the stop, takes the wake-ups, and
+// leaves by runtime.Goexit.
+func TestRestartedLoopFindsStop(t *testing.T) {
+	for _, mode := range loopKinds[:2] {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(mode.opts...)
+			require.NoError(t, err)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				for !p.stopLoop.Load() {
+					runtime.Gosched() // Close waits for this loop
+				}
+				p.takeWakeups()
+				runtime.Goexit()
+			})
+			require.NoError(t, err)
+			require.NoError(t, p.Close())
+			require.Equal(t, uint64(1), p.Stats().Delivered)
+		})
+	}
 }

@@ -3,7 +3,6 @@ package threadpool_test
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,9 +127,10 @@ func TestSubmitRacesCloseEveryLoop(t *testing.T) {
 	}
 }
 
-// Shutdown whose context has expired while work is queued and running falls
-// back to Close: the queued requests are canceled, the running one finishes,
-// every callback runs once, and Shutdown returns the context's error.
+// Shutdown whose context has expired while work is queued and running
+// cancels the queued requests and returns the context's error at once,
+// without waiting for the running one; every callback still runs once, and a
+// later Close waits for the running one.
 func TestShutdownExpiredWithQueuedAndRunning(t *testing.T) {
 	noLeaks(t)
 	ctx, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
@@ -141,6 +141,7 @@ func TestShutdownExpiredWithQueuedAndRunning(t *testing.T) {
 			p := newPool(t, append(mode.opts, threadpool.WithMaxWorkers(1))...)
 			ta := newTally(queued + 1)
 			hold := newGate()
+			t.Cleanup(hold.open)
 			started := make(chan struct{})
 			_, err := p.Submit(func() error { close(started); hold.wait(); return nil }, ta.cb(0))
 			require.NoError(t, err)
@@ -149,19 +150,18 @@ func TestShutdownExpiredWithQueuedAndRunning(t *testing.T) {
 				_, err := p.Submit(func() error { return nil }, ta.cb(i))
 				require.NoError(t, err)
 			}
-			done := make(chan error, 1)
 			// Shutdown runs the external loop on its caller: hand it over.
+			done := make(chan error, 1)
 			go func() { done <- p.Shutdown(ctx) }()
-			if mode.external {
-				// Callbacks come only after the running Func: watch Stats.
-				for p.Stats().Canceled < queued {
-					runtime.Gosched()
-				}
-			} else {
-				ta.wait(queued) // the canceled ones, delivered while Close waits
-			}
-			hold.open()
 			require.ErrorIs(t, <-done, context.DeadlineExceeded)
+			require.Equal(t, uint64(queued), p.Stats().Canceled)
+			if mode.external {
+				require.Equal(t, uint64(queued), p.Stats().Delivered, "delivered by Shutdown on its caller")
+			}
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close() }()
+			hold.open()
+			require.NoError(t, <-closed)
 			require.NoError(t, ta.requireOnce(t, 0))
 			for i := 1; i <= queued; i++ {
 				require.ErrorIs(t, ta.requireOnce(t, i), threadpool.ErrCanceled)

@@ -3,6 +3,7 @@ package threadpool
 import (
 	"context"
 	"runtime/debug"
+	"time"
 )
 
 // wakeLoop tells the completion loop that requests are done. It coalesces:
@@ -44,6 +45,34 @@ func (p *Pool) waitWake(ctx context.Context) error {
 	}
 }
 
+// Polling after failed waits: a wait on the loop's eventfd that fails (a read
+// error) cannot be trusted to end when completions come, so the loop delivers
+// what is done and waits again after a pause, doubled after each failure in
+// a row from minPoll up to maxPoll, until a wait succeeds.
+const (
+	minPoll = time.Millisecond
+	maxPoll = 64 * time.Millisecond
+)
+
+// waitFailed counts a failed wait, the failures-th in a row, and pauses before
+// the next one, or until ctx ends; it returns ctx's error then. Loop
+// goroutine only.
+func (p *Pool) waitFailed(ctx context.Context, failures int) error {
+	p.waitErrors.Add(1)
+	d := maxPoll
+	if failures <= 6 {
+		d = minPoll << (failures - 1)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // loop is the pool's completion goroutine (not started WithExternalLoop).
 func (p *Pool) loop() {
 	normal := false
@@ -53,16 +82,23 @@ func (p *Pool) loop() {
 		}
 	}()
 	p.loopGoid.Store(curGoroutineID())
+	failures := 0
 	for {
-		if err := p.waitWake(context.Background()); err != nil {
-			break // the notifier was closed under us; Close finishes the job
-		}
+		// Drain and check for the stop before waiting: a loop restarted
+		// after a Callback called runtime.Goexit may have completions, or
+		// Close's stop, waiting whose wake-up the old loop took.
 		p.drain()
 		if p.stopLoop.Load() {
-			// Close has seen every worker exit: this drain takes the rest.
+			// Every worker has exited: this drain takes the rest.
 			p.drain()
 			break
 		}
+		if err := p.waitWake(context.Background()); err != nil {
+			failures++
+			p.waitFailed(context.Background(), failures)
+			continue
+		}
+		failures = 0
 	}
 	normal = true
 	if p.notifier != nil {
@@ -74,13 +110,26 @@ func (p *Pool) loop() {
 // RunCompletions delivers every finished request on the calling goroutine,
 // in one batch, and returns how many callbacks it ran. It is for pools made
 // WithExternalLoop: call it when Fd is readable (it takes the readiness
-// itself). It must be called from one goroutine at a time, the loop's; a
-// Callback may call it to deliver the rest of the batch nested, like a nested
-// event-loop iteration. On a pool that runs its own completion goroutine it
-// does nothing and returns 0. After Close it returns 0.
+// itself). After Close it returns 0. By caller:
+//
+//   - The loop goroutine (the one goroutine at a time that polls Fd): as
+//     above. The loop may move to another goroutine between calls.
+//   - A Callback: it delivers the rest of the batch nested, like a nested
+//     event-loop iteration; Flushes deferred by those callbacks still run at
+//     the end of the outer batch.
+//   - A Func, or any goroutine while another one delivers: not allowed, as it
+//     would run callbacks on a worker or two batches at once. Race builds
+//     (-race) panic with a message naming this rule; other builds do not
+//     check.
+//
+// On a pool that runs its own completion goroutine it does nothing and
+// returns 0, from any goroutine.
 func (p *Pool) RunCompletions() int {
 	if !p.external {
 		return 0
+	}
+	if raceBuild {
+		p.claimDrain() // before Clear takes the wake-up
 	}
 	p.notifier.Clear()
 	return p.drain()
@@ -88,17 +137,34 @@ func (p *Pool) RunCompletions() int {
 
 // DeferCall defers f.Flush to the end of the current batch of completions:
 // however many callbacks of the batch defer the same f, it is flushed once,
-// after the last callback, in order of first deferral. Called outside a batch
-// it flushes at once. DeferCall must be called from a Callback of this pool
-// (or from the goroutine that runs RunCompletions), because the batch belongs
-// to the completion loop. A nil f is ignored.
-func (p *Pool) DeferCall(f Flusher) { p.deferrer.Call(f) }
+// after the last callback, in order of first deferral (see Deferrer for what
+// "the same" means). A nil f is ignored. By caller:
+//
+//   - A Callback of this pool, or a Flush run at the end of its batch: as
+//     above. A Close or Shutdown called from a Callback flushes what the batch
+//     deferred so far before it returns.
+//   - The loop goroutine outside a batch (WithExternalLoop, the goroutine
+//     that calls RunCompletions, between calls): f is flushed at once.
+//   - A Func, or any other goroutine: not allowed, as the batch belongs to the
+//     completion loop and has no lock. Race builds (-race) panic with a
+//     message naming this rule for a call from a Func, a call while another
+//     goroutine delivers completions, and, with the pool's own completion
+//     goroutine, any call off it; other builds do not check.
+func (p *Pool) DeferCall(f Flusher) {
+	if raceBuild {
+		p.checkDeferCall()
+	}
+	p.deferrer.Call(f)
+}
 
 // drain delivers every finished request inside one Deferrer region and
 // returns how many it delivered. A Callback may nest another drain (through
 // RunCompletions, Shutdown or Close): the nested one goes on with the same
 // batch, so nothing is delivered twice or out of order. Loop goroutine only.
 func (p *Pool) drain() int {
+	if raceBuild {
+		p.claimDrain()
+	}
 	p.deferrer.Begin()
 	p.drainDepth++
 	n := 0
@@ -121,6 +187,15 @@ func (p *Pool) drain() int {
 		p.deliver(e)
 	}
 	return n
+}
+
+// flushNested runs the Flushes deferred so far when Close or Shutdown runs
+// nested in a batch (called from a Callback), so that what the batch deferred
+// is flushed before Close returns, not after. Loop goroutine only.
+func (p *Pool) flushNested() {
+	if p.drainDepth > 0 {
+		p.deferrer.flush()
+	}
 }
 
 // countDrain adds a drain of n callbacks to the statistics. Loop goroutine
@@ -148,6 +223,9 @@ func (p *Pool) endDrain() {
 		p.wakeLoop()
 	}
 	p.drainDepth--
+	if raceBuild && p.drainDepth == 0 {
+		defer p.drainOwner.Store(0) // after the Flushes, even a panicking one
+	}
 	p.deferrer.End()
 	if p.drainDepth > 0 || p.spent == nil {
 		return

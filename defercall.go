@@ -18,18 +18,32 @@ type Flusher interface {
 // The zero Deferrer is ready to use. A Deferrer belongs to one goroutine at a
 // time: it has no lock.
 //
-// Deduplication compares Flushers with ==, so a Flusher should be a pointer
-// (or another comparable value). A Flusher whose dynamic type is not
-// comparable is never deduplicated: each Call of it flushes once.
+// Deduplication compares Flushers with ==, by value: two Flushers are the same
+// when they have the same dynamic type and equal values, so a Flusher should
+// be a pointer (or another comparable value). A Flusher whose value cannot be
+// compared (a func, map or slice, or a struct or interface holding one, even
+// inside a comparable static type) is never deduplicated and never makes Call
+// panic: each Call of it flushes once. Call costs O(1) however many distinct
+// Flushers a region records, and allocates nothing once the Deferrer has
+// recorded as many before.
 type Deferrer struct {
 	depth int       // open regions
 	list  []Flusher // recorded calls, in order of first Call
 	spare []Flusher // an emptied list kept for reuse
 
+	// seen holds the comparable Flushers of list once it is longer than
+	// scanMax; a shorter list is scanned instead. Kept, emptied, for reuse.
+	seen    map[Flusher]struct{}
+	indexed bool // seen holds list's comparable Flushers
+
 	// onPanic, when set, receives the value of a panicking Flush and the
 	// remaining calls still run. Written once by the Pool before use.
 	onPanic func(v any)
 }
+
+// scanMax is the longest list that Call scans for a duplicate; beyond it Call
+// looks the Flusher up in a map.
+const scanMax = 8
 
 // Begin opens a region. Regions nest; only the outermost End flushes.
 func (d *Deferrer) Begin() { d.depth++ }
@@ -51,9 +65,16 @@ func (d *Deferrer) End() {
 	if d.depth > 0 {
 		return
 	}
+	d.flush()
+}
+
+// flush runs every recorded call, and those the calls record meanwhile, and
+// empties the list.
+func (d *Deferrer) flush() {
 	for len(d.list) > 0 {
 		list := d.list
 		d.list, d.spare = d.spare[:0], nil
+		d.unindex(list)
 		d.run(list)
 		clear(list)
 		d.spare = list[:0]
@@ -70,14 +91,74 @@ func (d *Deferrer) Call(f Flusher) {
 		d.run1(f)
 		return
 	}
-	if reflect.TypeOf(f).Comparable() {
-		for _, g := range d.list {
-			if g == f {
-				return
-			}
+	if canCompare(f) {
+		if d.recorded(f) {
+			return
+		}
+		if d.indexed {
+			d.seen[f] = struct{}{}
 		}
 	}
 	d.list = append(d.list, f)
+	if !d.indexed && len(d.list) > scanMax {
+		d.index()
+	}
+}
+
+// recorded reports whether the comparable f is on the list already.
+func (d *Deferrer) recorded(f Flusher) bool {
+	if d.indexed {
+		_, ok := d.seen[f]
+		return ok
+	}
+	for _, g := range d.list {
+		if g == f { // cannot panic: f is comparable
+			return true
+		}
+	}
+	return false
+}
+
+// index puts the comparable Flushers of the list into seen, which Call then
+// consults instead of scanning the list.
+func (d *Deferrer) index() {
+	if d.seen == nil {
+		d.seen = make(map[Flusher]struct{})
+	}
+	for _, g := range d.list {
+		if canCompare(g) {
+			d.seen[g] = struct{}{}
+		}
+	}
+	d.indexed = true
+}
+
+// unindex empties seen of the Flushers of list, taken out of the Deferrer to
+// run, in O(len(list)): the map keeps its room for the next batch.
+func (d *Deferrer) unindex(list []Flusher) {
+	if !d.indexed {
+		return
+	}
+	for _, g := range list {
+		if canCompare(g) {
+			delete(d.seen, g)
+		}
+	}
+	if len(d.seen) > 0 {
+		clear(d.seen) // keys unequal to themselves, such as a NaN
+	}
+	d.indexed = false
+}
+
+// canCompare reports whether f can be compared with == (and used as a map
+// key) without a panic: its dynamic value, not just its type, must be
+// comparable. Pointers, the usual Flushers, take the quick way.
+func canCompare(f Flusher) bool {
+	t := reflect.TypeOf(f)
+	if t.Kind() == reflect.Pointer {
+		return true
+	}
+	return t.Comparable() && reflect.ValueOf(f).Comparable()
 }
 
 // Depth reports how many regions are open.
@@ -91,6 +172,13 @@ func (d *Deferrer) run(list []Flusher) {
 		if i < len(list) {
 			rest := append([]Flusher(nil), list[i+1:]...)
 			d.list = append(rest, d.list...)
+			if d.indexed {
+				clear(d.seen)
+				d.indexed = false
+			}
+			if len(d.list) > scanMax {
+				d.index()
+			}
 		}
 	}()
 	for ; i < len(list); i++ {

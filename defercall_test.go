@@ -1,6 +1,9 @@
 package threadpool
 
 import (
+	"context"
+	"fmt"
+	"math"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -149,4 +152,226 @@ func TestDeferrerUncomparableFlusherIsNotDeduplicated(t *testing.T) {
 	d.Call(f)
 	d.End()
 	require.Equal(t, 2, n)
+}
+
+// boxed is a Flusher whose static type is comparable but whose value may not
+// be: h can hold a func, or a struct holding one.
+type boxed struct {
+	h any
+	n *int
+}
+
+func (b boxed) Flush() { *b.n++ }
+
+// Flushers are compared by value: one whose value cannot be compared never
+// makes Call panic and is flushed once per Call; equal comparable values are
+// flushed once. Both below and above the length at which Call switches from
+// scanning the list to a map.
+func TestDeferrerComparesValuesNotTypes(t *testing.T) {
+	for _, others := range []int{0, 2 * scanMax} {
+		var d Deferrer
+		var n, m, other int
+		withFunc := boxed{h: struct{ fn func() }{func() {}}, n: &n}
+		withInt := boxed{h: 1, n: &m}
+		d.Begin()
+		for i := 0; i < others; i++ {
+			d.Call(boxed{h: i + 2, n: &other})
+		}
+		require.NotPanics(t, func() {
+			d.Call(withFunc)
+			d.Call(withInt)
+			d.Call(withFunc)
+			d.Call(boxed{h: 1, n: &m})
+		})
+		d.End()
+		require.Equal(t, 2, n, "an uncomparable value is flushed once per Call")
+		require.Equal(t, 1, m, "equal values are flushed once")
+		require.Equal(t, others, other)
+	}
+}
+
+// The same through a pool, on its completion loop: a panic there would end
+// the program.
+func TestDeferCallUncomparableValue(t *testing.T) {
+	p := newPool(t, WithExternalLoop())
+	n := 0
+	f := boxed{h: func() {}, n: &n}
+	for i := 0; i < 2; i++ {
+		_, err := p.Submit(func() error { return nil }, func(error) {
+			p.DeferCall(f)
+			p.DeferCall(f)
+		})
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.Equal(t, 4, n)
+}
+
+type nanFlusher float64
+
+func (nanFlusher) Flush() {}
+
+// Thousands of distinct Flushers in one region are each flushed once, in
+// order of first Call, and the map that finds the duplicates is emptied for
+// the next region, keys unequal to themselves (NaN) included.
+func TestDeferrerManyDistinctFlushers(t *testing.T) {
+	var d Deferrer
+	var log []string
+	fs := make([]*recFlusher, 5000)
+	for i := range fs {
+		fs[i] = &recFlusher{name: fmt.Sprint(i), log: &log}
+	}
+	var want []string
+	d.Begin()
+	for i, f := range fs {
+		d.Call(f)
+		d.Call(fs[i/2]) // already recorded
+		want = append(want, f.name)
+	}
+	d.Call(nanFlusher(math.NaN()))
+	d.End()
+	require.Equal(t, want, log)
+	require.Empty(t, d.seen)
+
+	log = nil
+	d.Begin()
+	d.Call(fs[7])
+	d.Call(fs[3])
+	d.Call(fs[7])
+	d.End()
+	require.Equal(t, []string{"7", "3"}, log)
+}
+
+// Once a Deferrer has recorded a batch of a given size, recording another
+// allocates nothing.
+func TestDeferrerSteadyStateAllocatesNothing(t *testing.T) {
+	var d Deferrer
+	fs := make([]*countFlusher, 1000)
+	for i := range fs {
+		fs[i] = &countFlusher{}
+	}
+	batch := func() {
+		d.Begin()
+		for _, f := range fs {
+			d.Call(f)
+			d.Call(f)
+		}
+		d.End()
+	}
+	batch()
+	require.Zero(t, testing.AllocsPerRun(100, batch))
+	require.Equal(t, 102, fs[0].n, "AllocsPerRun runs batch once more to warm up")
+}
+
+// BenchmarkDeferrerDistinct records n distinct Flushers, each twice, in one
+// region and flushes them: the time per Call stays flat as n grows.
+func BenchmarkDeferrerDistinct(b *testing.B) {
+	for _, n := range []int{4, 64, 1024, 16384} {
+		b.Run(fmt.Sprint("n=", n), func(b *testing.B) {
+			var d Deferrer
+			fs := make([]*countFlusher, n)
+			for i := range fs {
+				fs[i] = &countFlusher{}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				d.Begin()
+				for _, f := range fs {
+					d.Call(f)
+				}
+				for _, f := range fs {
+					d.Call(f)
+				}
+				d.End()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(2*n), "ns/call")
+		})
+	}
+}
+
+// closer is a Flusher that closes its channel.
+type closer chan struct{}
+
+func (c closer) Flush() { close(c) }
+
+// holdDelivery submits a request to the external-loop pool p whose callback
+// calls first and then holds the loop, delivered by another goroutine, and
+// returns once the callback holds it. release lets the callback return and
+// returns what that RunCompletions returned.
+func holdDelivery(t *testing.T, p *Pool, first func()) (release func() int) {
+	inCallback, hold := make(chan struct{}), make(chan struct{})
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		first()
+		close(inCallback)
+		<-hold
+	})
+	require.NoError(t, err)
+	delivered := make(chan int)
+	go func() {
+		waitReadable(t, p.Fd())
+		delivered <- p.RunCompletions()
+	}()
+	<-inCallback
+	return func() int {
+		close(hold)
+		return <-delivered
+	}
+}
+
+// In race builds, DeferCall off the completion loop panics with a message
+// that names the rule: from another goroutine, from a Func, and while another
+// goroutine delivers completions.
+func TestDeferCallOffTheLoopPanicsInRaceBuilds(t *testing.T) {
+	if !raceBuild {
+		t.Skip("checked in race builds only")
+	}
+	f := &countFlusher{}
+	own := newPool(t)
+	var v any
+	require.Panics(t, func() {
+		defer func() { v = recover(); panic(v) }()
+		own.DeferCall(f)
+	}, "another goroutine, pool with its own loop")
+	// The message says "while goroutine N delivers" if the loop happens to
+	// drain at that moment.
+	require.Contains(t, v, fmt.Sprintf("%s (called on goroutine %d", msgDeferCall, curGoroutineID()))
+
+	// Inside a callback, on the loop, it is allowed.
+	flushed := make(chan struct{})
+	_, err := own.Submit(func() error { return nil }, func(error) { own.DeferCall(closer(flushed)) })
+	require.NoError(t, err)
+	<-flushed
+
+	ext := newPool(t, WithExternalLoop())
+	err = ext.SubmitCo(context.Background(), func() error { ext.DeferCall(f); return nil })
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe, "from a Func")
+	require.Contains(t, pe.Value, msgDeferCall)
+
+	// While the loop goroutine delivers, from the test goroutine.
+	release := holdDelivery(t, ext, func() { ext.DeferCall(f) })
+	require.PanicsWithValue(t, fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)",
+		msgDeferCall, curGoroutineID(), ext.drainOwner.Load()), func() { ext.DeferCall(f) })
+	require.Equal(t, 1, release())
+	require.Equal(t, 1, f.n, "the callback's DeferCall ran, the refused ones did not")
+}
+
+// In race builds, delivering completions of an external loop from a Func, or
+// from two goroutines at once, panics with a message that names the rule.
+func TestRunCompletionsOffTheLoopPanicsInRaceBuilds(t *testing.T) {
+	if !raceBuild {
+		t.Skip("checked in race builds only")
+	}
+	p := newPool(t, WithExternalLoop())
+	err := p.SubmitCo(context.Background(), func() error { p.RunCompletions(); return nil })
+	var pe *PanicError
+	require.ErrorAs(t, err, &pe, "from a Func")
+	require.Contains(t, pe.Value, msgDeliver)
+
+	release := holdDelivery(t, p, func() {})
+	require.PanicsWithValue(t, fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)",
+		msgDeliver, curGoroutineID(), p.drainOwner.Load()), func() { p.RunCompletions() })
+	require.Panics(t, func() { p.Close() }, "Close delivers too")
+	require.Equal(t, 1, release())
+	require.NotPanics(t, func() { p.RunCompletions() }, "the loop is free again")
 }

@@ -47,12 +47,18 @@ func (e *event) open(n *Notifier) error {
 		return true
 	}
 	e.consumeFn = func(fd uintptr) bool {
-		_, err := unix.Read(int(fd), e.sys.buf[:])
+		err := readFault(e.n)
+		if err == nil {
+			_, err = unix.Read(int(fd), e.sys.buf[:])
+		}
 		e.got = err == nil
 		return true
 	}
 	e.waitFn = func(fd uintptr) bool {
-		_, err := unix.Read(int(fd), e.sys.buf[:])
+		err := readFault(e.n)
+		if err == nil {
+			_, err = unix.Read(int(fd), e.sys.buf[:])
+		}
 		if err == unix.EAGAIN {
 			return false // park in the netpoller until readable
 		}

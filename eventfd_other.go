@@ -51,10 +51,14 @@ func (e *event) open(n *Notifier) error {
 		return true
 	}
 	e.consumeFn = func(fd uintptr) bool {
-		e.got = e.readAll(fd) > 0
+		e.got = readFault(e.n) == nil && e.readAll(fd) > 0
 		return true
 	}
 	e.waitFn = func(fd uintptr) bool {
+		if err := readFault(e.n); err != nil {
+			e.err = os.NewSyscallError("read", err)
+			return true
+		}
 		n := e.readAll(fd)
 		if n == 0 && e.err == nil {
 			return false // park in the netpoller until readable

@@ -11,6 +11,17 @@ func WithEventfdLoop() Option { return withLoopWake(wakeEventfd) }
 // of writing (nil f restores real writes). Call it before n is shared.
 func SetWriteFault(n *Notifier, f func() error) { n.writeFault = f }
 
+// SetReadFault makes every later read of n by Wait and Clear return f's error
+// instead of reading (nil f restores real reads). It may be called while n is
+// in use.
+func SetReadFault(n *Notifier, f func() error) {
+	if f == nil {
+		n.readFault.Store(nil)
+		return
+	}
+	n.readFault.Store(&f)
+}
+
 // LoopNotifier returns the Notifier the pool's loop waits on, or nil when the
 // loop is woken through a channel.
 func LoopNotifier(p *Pool) *Notifier { return p.notifier }

@@ -4,8 +4,10 @@ package threadpool_test
 
 import (
 	"context"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -16,11 +18,23 @@ import (
 // injectWriteFault makes n's signal writes fail with EBADF while the flag it
 // returns is set, as it is at first.
 func injectWriteFault(n *threadpool.Notifier) *atomic.Bool {
+	return injectFault(n, threadpool.SetWriteFault, unix.EBADF)
+}
+
+// injectReadFault makes n's reads by Wait and Clear fail with EIO while the
+// flag it returns is set, as it is at first.
+func injectReadFault(n *threadpool.Notifier) *atomic.Bool {
+	return injectFault(n, threadpool.SetReadFault, unix.EIO)
+}
+
+// injectFault installs with set a fault of n that returns errno while the
+// flag it returns is set, as it is at first.
+func injectFault(n *threadpool.Notifier, set func(*threadpool.Notifier, func() error), errno error) *atomic.Bool {
 	var failing atomic.Bool
 	failing.Store(true)
-	threadpool.SetWriteFault(n, func() error {
+	set(n, func() error {
 		if failing.Load() {
-			return unix.EBADF
+			return errno
 		}
 		return nil
 	})
@@ -145,4 +159,65 @@ func TestNotifierFailedWriteIsOwed(t *testing.T) {
 	require.Equal(t, uint64(3), s.WriteErrors)
 	require.Equal(t, uint64(1), s.Writes)
 	require.Equal(t, uint64(3), s.Wakeups)
+}
+
+// When the default loop cannot read its eventfd, it must not end: it delivers
+// what is done, counts the failed waits, polls until reads work again, and
+// Close still delivers every callback.
+func TestWaitReadFailsEventfdLoop(t *testing.T) {
+	noLeaks(t)
+	const n = 40
+	p := newPool(t, threadpool.WithEventfdLoop(), threadpool.WithMaxWorkers(2))
+	failing := injectReadFault(threadpool.LoopNotifier(p))
+	ta := newTally(n)
+	for i := range n / 2 {
+		_, err := p.Submit(func() error { return nil }, ta.cb(i))
+		require.NoError(t, err)
+		if i%5 == 0 {
+			ta.wait(1) // some alone, while the loop polls
+		}
+	}
+	ta.wait(n/2 - n/10)
+	// The first completion makes the eventfd readable for good, as no read
+	// takes it back: the loop's next wait fails at once.
+	require.Eventually(t, func() bool { return p.Stats().WaitErrors > 0 }, 10*time.Second, time.Millisecond)
+
+	failing.Store(false)
+	for i := n / 2; i < n; i++ {
+		_, err := p.Submit(func() error { return nil }, ta.cb(i))
+		require.NoError(t, err)
+	}
+	ta.wait(n / 2)
+	failing.Store(true) // Close must not depend on the descriptor either
+	require.NoError(t, p.Close())
+	for i := range n {
+		require.NoError(t, ta.requireOnce(t, i))
+	}
+	require.Equal(t, counts{Submitted: n, Completed: n, Delivered: n}, countsOf(p.Stats()))
+}
+
+// Shutdown with an external loop waits on the eventfd too: a failed read must
+// not end it early nor strand a completion.
+func TestWaitReadFailsExternalShutdown(t *testing.T) {
+	noLeaks(t)
+	p := newPool(t, threadpool.WithExternalLoop(), threadpool.WithMaxWorkers(1))
+	injectReadFault(threadpool.LoopNotifier(p))
+	ta := newTally(1)
+	hold := newGate()
+	t.Cleanup(hold.open)
+	_, err := p.Submit(func() error { hold.wait(); return nil }, ta.cb(0))
+	require.NoError(t, err)
+	go func() {
+		waitForWaitError(p) // Shutdown waits for the Func and polls
+		hold.open()
+	}()
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.NoError(t, ta.requireOnce(t, 0))
+}
+
+// waitForWaitError returns once a wait of p's loop has failed.
+func waitForWaitError(p *threadpool.Pool) {
+	for p.Stats().WaitErrors == 0 {
+		runtime.Gosched()
+	}
 }

@@ -2,6 +2,7 @@ package threadpool_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -36,7 +37,8 @@ type fuzzRun struct {
 	m         fuzzModel
 	external  bool
 	maxQueued bool
-	closed    bool
+	closed    bool       // Close or Shutdown began: requests are refused
+	released  bool       // Close or Shutdown returned nil: nothing is left to deliver
 	co        []*fuzzReq // background SubmitCo requests
 	coWG      sync.WaitGroup
 	data      []byte
@@ -58,6 +60,12 @@ func (r *fuzzRun) next() byte {
 // goroutine and no descriptor is left over.
 func FuzzPool(f *testing.F) {
 	f.Add([]byte{0, 1, 0, 1, 3, 1, 3, 1, opCancel, 2, opOpenGate, 0, opClose, 0})
+	// Funcs that call the pool: SubmitCo and Submit with one worker busy,
+	// Cancel, then Shutdown and Close from Funcs while a slow one runs.
+	f.Add([]byte{0, 1, fnSlow, 1, fnSubmitCo, 1, fnSubmit, 1, fnCancel, 1,
+		fnShutdown, 2, fnClose, 1, opOpenGate, 0, fnSubmit, 1})
+	f.Add([]byte{2, 0, fnSubmitCo, 1, fnShutdown, 1, fnSlow, 1, opSubmitCo, 2 * fnClose,
+		opRunCompletions, 0, opOpenGate, 0, opRunCompletions, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fds := openFds(t)
 		leaks := goleak.IgnoreCurrent()
@@ -84,7 +92,9 @@ func runFuzz(t *testing.T, data []byte) {
 	r.external = mode.external
 	p, err := threadpool.New(opts...)
 	require.NoError(t, err)
-	r.p = p
+	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer cancel()
+	r.p, r.m.p, r.m.expired, r.m.maxQueued = p, p, expired, r.maxQueued
 	for i := 0; i < maxFuzzOps && len(r.data) > 0; i++ {
 		r.step(r.next()%opCount, r.next())
 	}
@@ -115,11 +125,15 @@ func (r *fuzzRun) step(op, arg byte) {
 	}
 }
 
-// refused checks the error of a request the pool did not accept.
+// refused checks the error of a request the pool did not accept: ErrClosed
+// once Close or Shutdown may have begun (a Func may call them), ErrQueueFull
+// before that when the queue is bounded.
 func (r *fuzzRun) refused(err error) {
 	switch {
 	case r.closed:
 		require.ErrorIs(r.t, err, threadpool.ErrClosed)
+	case errors.Is(err, threadpool.ErrClosed):
+		require.True(r.t, r.m.closing.Load(), "refused with ErrClosed before any Close")
 	case r.maxQueued:
 		require.ErrorIs(r.t, err, threadpool.ErrQueueFull)
 	default:
@@ -164,11 +178,9 @@ func (r *fuzzRun) cancel(i int) {
 	if !ok {
 		return
 	}
-	require.True(r.t, q.accepted && !q.co, "canceled request %d that was never queued", i)
 	require.False(r.t, r.closed, "canceled request %d after close", i)
-	require.False(r.t, q.canceled, "canceled request %d twice", i)
 	require.False(r.t, wasDone || wasRunning, "canceled request %d that had started", i)
-	q.canceled = true
+	q.cancel("the test")
 }
 
 func (r *fuzzRun) openGate(i int) {
@@ -215,15 +227,16 @@ func (r *fuzzRun) setLimits(min, max int) {
 		require.ErrorIs(r.t, err, threadpool.ErrInvalidLimits)
 	case r.closed:
 		require.ErrorIs(r.t, err, threadpool.ErrClosed)
-	default:
-		require.NoError(r.t, err)
+	case err != nil:
+		require.ErrorIs(r.t, err, threadpool.ErrClosed)
+		require.True(r.t, r.m.closing.Load(), "SetLimits refused before any Close")
 	}
 }
 
 func (r *fuzzRun) runCompletions() {
 	before := r.p.Stats().Delivered
 	n := r.p.RunCompletions()
-	if !r.external || r.closed {
+	if !r.external || r.released {
 		require.Zero(r.t, n)
 		return
 	}
@@ -234,8 +247,8 @@ func (r *fuzzRun) runCompletions() {
 // over, with an external loop) while this one lets the slow Funcs finish.
 func (r *fuzzRun) close(how int) {
 	done := make(chan error, 1)
-	expired, cancel := context.WithDeadline(context.Background(), time.Unix(0, 0))
-	defer cancel()
+	expired := r.m.expired
+	r.m.closing.Store(true)
 	go func() {
 		switch how {
 		case 0:
@@ -249,9 +262,12 @@ func (r *fuzzRun) close(how int) {
 	r.m.openGates()
 	err := <-done
 	if how == 2 && err != nil {
+		// The context ended first: Shutdown returned without waiting for
+		// the running Funcs, whose callbacks are still to come.
 		require.ErrorIs(r.t, err, context.DeadlineExceeded)
 	} else {
 		require.NoError(r.t, err)
+		r.released = true
 	}
 	r.closed = true
 }
@@ -260,19 +276,25 @@ func (r *fuzzRun) close(how int) {
 func (r *fuzzRun) finish() {
 	t := r.t
 	r.m.openGates()
+	r.m.closing.Store(true)
 	require.NoError(t, r.p.Close())
-	r.closed = true
+	r.closed, r.released = true, true
 	for _, q := range r.co {
 		q.ctxEnded.Store(true)
 		q.cancelCtx()
 	}
 	r.coWG.Wait()
-	var ran, panicked, accepted, ambiguous, callbacks uint64
+	// helpers counts the Funcs that called Shutdown, which may run a queued
+	// fnGoexit request themselves and end with it.
+	var ran, panicked, helpers, accepted, ambiguous, callbacks uint64
 	for _, q := range r.m.reqs {
 		if q.ran.Load() {
 			ran++
-			if q.kind == fnPanic || q.kind == fnGoexit {
+			switch q.kind {
+			case fnPanic, fnGoexit:
 				panicked++
+			case fnShutdown:
+				helpers++
 			}
 		}
 		if q.co {
@@ -290,7 +312,7 @@ func (r *fuzzRun) finish() {
 		}
 		accepted++
 		callbacks++
-		if q.canceled {
+		if q.canceled.Load() {
 			require.False(t, q.ran.Load(), "request %d: canceled, yet its Func ran", q.id)
 		}
 		if q.withCb {
@@ -298,9 +320,17 @@ func (r *fuzzRun) finish() {
 			require.NoError(t, q.checkResult(q.err))
 		}
 	}
+	require.Empty(t, r.m.errs)
+	inner := r.m.innerAcc.Load()
+	require.Equal(t, r.m.innerCbs.Load(), r.m.innerGot.Load(), "callbacks of the requests Funcs submitted")
+	ran += uint64(r.m.innerRan.Load())
+	accepted += uint64(inner)
+	callbacks += uint64(r.m.innerCbs.Load())
 	s := r.p.Stats()
+	require.GreaterOrEqual(t, s.Canceled, uint64(r.m.innerCanc.Load()))
 	require.Equal(t, ran, s.Completed, "every Func that started completed")
-	require.Equal(t, panicked, s.Panicked)
+	require.GreaterOrEqual(t, s.Panicked, panicked)
+	require.LessOrEqual(t, s.Panicked, panicked+helpers)
 	require.Equal(t, callbacks, s.Delivered)
 	require.Equal(t, s.Submitted, s.Completed+s.Canceled)
 	require.GreaterOrEqual(t, s.Submitted, accepted)

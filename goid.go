@@ -2,12 +2,22 @@ package threadpool
 
 import "runtime"
 
+// goidBufs keeps the buffers curGoroutineID hands to runtime.Stack, which
+// makes its argument escape: reusing them keeps the lookup allocation-free.
+var goidBufs = make(chan *[64]byte, 16)
+
 // curGoroutineID returns the calling goroutine's id, parsed from the header of
-// its stack trace ("goroutine 123 [running]:"). It is used only to recognise
-// the completion goroutine when Close or Shutdown is called from a Callback,
-// never on a hot path.
+// its stack trace ("goroutine 123 [running]:"). It costs a couple of
+// microseconds, so it is kept off the request path: a worker takes its id
+// once when it starts, and the pool looks the caller up only in Close,
+// Shutdown, a SubmitCo that found no free worker, and race builds' checks.
 func curGoroutineID() uint64 {
-	var buf [64]byte
+	var buf *[64]byte
+	select {
+	case buf = <-goidBufs:
+	default:
+		buf = new([64]byte)
+	}
 	n := runtime.Stack(buf[:], false)
 	const prefix = "goroutine "
 	var id uint64
@@ -16,6 +26,10 @@ func curGoroutineID() uint64 {
 			break
 		}
 		id = id*10 + uint64(c-'0')
+	}
+	select {
+	case goidBufs <- buf:
+	default:
 	}
 	return id
 }

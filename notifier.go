@@ -51,6 +51,10 @@ type Notifier struct {
 	// writeFault, when set by a test before use, replaces the write(2) of a
 	// signal and returns its error.
 	writeFault func() error
+	// readFault, when set by a test, makes the reads of Wait and Clear fail
+	// with its error instead of reading; it may be set while the consumer
+	// waits.
+	readFault atomic.Pointer[func() error]
 }
 
 // NotifierOption configures a Notifier in NewNotifier.
@@ -139,8 +143,9 @@ func (n *Notifier) Missed() bool { return n.missed.Load() }
 
 // Wait blocks until a signal is pending, takes it, and returns nil; a signal
 // whose write failed counts as pending. It returns ctx's error when ctx ends
-// first and ErrClosed when the Notifier is closed before or during the wait.
-// One consumer goroutine at a time.
+// first, ErrClosed when the Notifier is closed before or during the wait, and
+// the error of a failed read of the descriptor (an *os.SyscallError); the
+// signal may then still be pending. One consumer goroutine at a time.
 func (n *Notifier) Wait(ctx context.Context) error {
 	if n.closed.Load() {
 		return ErrClosed
@@ -241,6 +246,15 @@ func (n *Notifier) Stats() NotifierStats {
 func (n *Notifier) LastWriteError() error {
 	if p := n.lastErr.Load(); p != nil {
 		return *p
+	}
+	return nil
+}
+
+// readFault returns the error a test asked the next read to fail with, or
+// nil.
+func readFault(n *Notifier) error {
+	if f := n.readFault.Load(); f != nil {
+		return (*f)()
 	}
 	return nil
 }

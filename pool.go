@@ -25,14 +25,19 @@ import (
 
 // Func is blocking work. It runs on a worker goroutine; its error is handed to
 // the request's Callback. A panic in a Func is recovered and delivered as a
-// *PanicError.
+// *PanicError. A Func may call Submit, SubmitCo, Cancel, SetLimits, Close and
+// Shutdown of its own pool (each method's documentation says what holds
+// then), but not DeferCall or RunCompletions, which belong to the completion
+// loop.
 type Func func() error
 
 // Callback receives the result of a request. It runs on the pool's
 // completion loop (the pool's goroutine, or the caller of RunCompletions with
 // WithExternalLoop), one callback at a time, after the Func has returned or
-// the request was canceled. It may Submit, Cancel, SubmitCo and DeferCall.
-// It should not block for long: every other completion waits behind it.
+// the request was canceled. It may call every method of the pool: Submit,
+// Cancel, SubmitCo, SetLimits and DeferCall, Close and Shutdown (which deliver
+// the remaining callbacks nested), and, WithExternalLoop, RunCompletions. It
+// should not block for long: every other completion waits behind it.
 type Callback func(err error)
 
 // Pool is a pool of worker goroutines whose completions come back to one
@@ -66,6 +71,17 @@ type Pool struct {
 	// yet looked at the queue: each will take a request if one is left.
 	transit   int
 	submitted uint64 // requests accepted
+	// funcClosers counts the workers whose Func is in Close or Shutdown, and
+	// waiters, when not nil, is closed to wake them (caller.go).
+	funcClosers int
+	waiters     chan struct{}
+
+	// workerIDs maps the goroutine id of each live worker to its *worker,
+	// so that Close, Shutdown and SubmitCo can tell that a Func calls them.
+	workerIDs sync.Map
+	// left is closed, and replaced, each time a worker exits: it wakes the
+	// SubmitCo callers, which may be Funcs left without a worker (caller.go).
+	left atomic.Pointer[chan struct{}]
 
 	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
 	closing atomic.Bool
@@ -102,8 +118,11 @@ type Pool struct {
 	drainDepth       int      // nested drains in progress
 
 	loopGoid atomic.Uint64 // the completion goroutine's id; 0 with an external loop
-	stopLoop atomic.Bool   // set by Close once no more completions can appear
-	loopDone chan struct{} // closed when the completion goroutine has exited
+	// drainOwner is the goroutine delivering completions, 0 when none; kept
+	// in race builds only, to catch deliveries and DeferCalls off the loop.
+	drainOwner atomic.Uint64
+	stopLoop   atomic.Bool   // set by Close once no more completions can appear
+	loopDone   chan struct{} // closed when the completion goroutine has exited
 
 	// Statistics; any goroutine.
 	completed  atomic.Uint64
@@ -113,6 +132,7 @@ type Pool struct {
 	drains     atomic.Uint64
 	maxDrainSt atomic.Uint64
 	chanWakes  atomic.Uint64
+	waitErrors atomic.Uint64
 }
 
 // New makes a pool. With the default options it starts its completion
@@ -142,6 +162,8 @@ func New(opts ...Option) (*Pool, error) {
 		loopDone:     make(chan struct{}),
 	}
 	p.deferrer.onPanic = c.panicHandler
+	left := make(chan struct{})
+	p.left.Store(&left)
 	if c.external || c.loopWake == wakeEventfd {
 		n, err := NewNotifier()
 		if err != nil {
@@ -173,11 +195,17 @@ func New(opts ...Option) (*Pool, error) {
 // Submit queues fn to run on a worker and returns a Handle for Cancel. cb,
 // which may be nil, runs once on the completion loop with fn's error, or with
 // ErrCanceled if the request was canceled before it started. Submit never runs
-// cb itself. It returns ErrNilFunc for a nil fn, ErrQueueFull when the
-// WithMaxQueued bound is reached and ErrClosed once Shutdown or Close began;
-// then cb is never called. Any goroutine, a Callback included.
+// cb itself and never waits for a worker. It returns ErrNilFunc for a nil fn,
+// ErrQueueFull when the WithMaxQueued bound is reached and ErrClosed once
+// Shutdown or Close began (from any goroutine, a Func or Callback included);
+// then cb is never called.
+//
+// The same holds from any goroutine: from a Callback (cb runs later on the
+// loop, never nested in the calling Callback), from a Func (the request
+// queues behind the others; the Func does not wait for it) and from any other
+// goroutine.
 func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
-	e, gen, err := p.accept(fn, cb, false)
+	e, gen, _, err := p.accept(fn, cb, false)
 	if err != nil {
 		return Handle{}, err
 	}
@@ -193,8 +221,15 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 //
 // The result goes from the worker straight to the caller, not through the
 // completion loop, so SubmitCo may be called from any goroutine: from a
-// Callback (it then holds up the loop while fn runs, but cannot deadlock) and
-// from the goroutine that calls RunCompletions.
+// Callback (it then holds up the loop while fn runs, but cannot deadlock),
+// from the goroutine that calls RunCompletions, from any other goroutine, and
+// from a Func. A Func that
+// calls SubmitCo when no worker is idle and no new one may start (all busy at
+// the maximum), or when the worker woken for the request exits instead (the
+// maximum was lowered), runs fn itself, on its own worker, as if it called
+// fn: SubmitCo returns fn's error once fn has returned, whatever ctx does
+// meanwhile (a panic in fn still comes back as a *PanicError, a
+// runtime.Goexit ends the calling Func too).
 func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if fn == nil {
 		return ErrNilFunc
@@ -202,39 +237,65 @@ func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	e, gen, err := p.accept(fn, nil, true)
+	left := *p.left.Load() // closed by a worker that exits from now on
+	e, gen, stalled, err := p.accept(fn, nil, true)
 	if err != nil {
 		return err
 	}
-	select {
-	case err = <-e.coCh:
-	case <-ctx.Done():
-		select {
-		case err = <-e.coCh: // finished anyway: report the real result
-		default:
-			p.cancel(e, gen)
-			err = ctx.Err()
-		}
+	if stalled && p.runCoHere(e, gen) {
+		// A Func called SubmitCo and no other worker was free: its worker
+		// ran fn itself.
+		err = <-e.coCh
+	} else {
+		err = p.waitCo(ctx, e, gen, left)
 	}
 	p.release(e)
 	return err
 }
 
+// waitCo waits for the result of the SubmitCo request e, or for ctx to end,
+// which cancels e if it is still queued. left is closed when a worker exits:
+// perhaps the one woken for e, which found itself above a lowered maximum.
+// A Func waiting here may then have no other worker to come, and runs e
+// itself.
+func (p *Pool) waitCo(ctx context.Context, e *element, gen uint64, left <-chan struct{}) error {
+	for {
+		select {
+		case err := <-e.coCh:
+			return err
+		case <-ctx.Done():
+			select {
+			case err := <-e.coCh: // finished anyway: report the real result
+				return err
+			default:
+				p.cancel(e, gen)
+				return ctx.Err()
+			}
+		case <-left:
+			left = nil // once: e has left the queue, or the caller is no worker
+			if p.runCoHere(e, gen) {
+				return <-e.coCh
+			}
+		}
+	}
+}
+
 // accept queues a request, starts a worker for it if needed, and returns the
 // element with its generation: once mu is released the element may already
-// be done and recycled.
-func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
+// be done and recycled. stalled reports a SubmitCo request that found no idle
+// worker and no room for a new one.
+func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stalled bool, _ error) {
 	if fn == nil {
-		return nil, 0, ErrNilFunc
+		return nil, 0, false, ErrNilFunc
 	}
 	p.mu.Lock()
 	if p.closing.Load() {
 		p.mu.Unlock()
-		return nil, 0, ErrClosed
+		return nil, 0, false, ErrClosed
 	}
 	if p.maxQueued > 0 && p.waiting(1) > p.maxQueued {
 		p.mu.Unlock()
-		return nil, 0, ErrQueueFull
+		return nil, 0, false, ErrQueueFull
 	}
 	e := p.alloc()
 	e.fn, e.cb, e.co = fn, cb, co
@@ -247,19 +308,25 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (*element, uint64, error) {
 	gen := e.gen.Load()
 	p.pending.Add(1)
 	p.submitted++
+	// A SubmitCo request that no worker will take: no idle worker, no room
+	// for a new one, and as many queued requests as workers on their way.
+	stalled = co && p.waiting(1) > 0
 	if !p.handOff(e) {
 		p.enqueue(e)
 		p.dispatch()
 	}
 	p.mu.Unlock()
-	return e, gen, nil
+	return e, gen, stalled, nil
 }
 
 // Cancel cancels the request h if it has not started: it is removed from the
 // queue, never runs, and its callback runs once, later, on the completion loop
-// with ErrCanceled. Cancel returns true in that case only. A request that is
-// running or finished, the zero Handle, and a Handle whose request is long
-// gone are left alone and Cancel returns false. Any goroutine.
+// with ErrCanceled (never inside Cancel). Cancel returns true in that case
+// only. A request that is running or finished, the zero Handle, a Handle of
+// another pool, and a Handle whose request is long gone are left alone and
+// Cancel returns false. Cancel never waits for a Func or a callback, so the
+// same holds from any goroutine: a Callback, a Func (its own request is
+// running: false), or any other goroutine.
 func (p *Pool) Cancel(h Handle) bool {
 	if h.e == nil || h.e.pool != p {
 		return false
@@ -325,7 +392,10 @@ func (p *Pool) signalQuiet() {
 // min < 0, max <= 0 and min > max return an error wrapping ErrInvalidLimits.
 // Workers up to min start at once; workers above max exit as soon as they are
 // idle or finish their current request; queued work gets new workers if max
-// grew. After Shutdown or Close began it returns ErrClosed. Any goroutine.
+// grew. After Shutdown or Close began it returns ErrClosed. SetLimits never
+// waits for a worker, so the same holds from any goroutine: a Callback, a
+// Func (its own worker, if above the new max, exits once the Func returns),
+// or any other goroutine.
 func (p *Pool) SetLimits(min, max int) error {
 	if err := validateLimits(min, max); err != nil {
 		return err
@@ -367,6 +437,12 @@ type Stats struct {
 	Drains    uint64 // batches delivered by the completion loop
 	MaxDrain  uint64 // most callbacks delivered in one batch
 	LoopWakes uint64 // wake-ups written to the completion loop (eventfd writes or channel sends)
+	// WaitErrors counts the waits on the loop's eventfd that failed with a
+	// read error (by the pool's own loop, or by Shutdown WithExternalLoop).
+	// After one, the waiter delivers what is done and polls, 1 to 64 ms
+	// apart, until a wait succeeds: no completion is stranded, but they are
+	// late, so a count that grows means the descriptor is broken.
+	WaitErrors uint64
 }
 
 // Stats returns a snapshot of the pool's counters. Any goroutine.
@@ -389,6 +465,7 @@ func (p *Pool) Stats() Stats {
 	s.Drains = p.drains.Load()
 	s.MaxDrain = p.maxDrainSt.Load()
 	s.LoopWakes = p.chanWakes.Load()
+	s.WaitErrors = p.waitErrors.Load()
 	if p.notifier != nil {
 		s.LoopWakes = p.notifier.Stats().Writes
 	}

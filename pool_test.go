@@ -478,6 +478,76 @@ func TestSubmitCoFromCallbackDoesNotDeadlock(t *testing.T) {
 	}
 }
 
+// SubmitCo called by a Func while no other worker can take the request runs
+// it on the calling worker; with a free worker, it waits for that one.
+func TestSubmitCoFromFunc(t *testing.T) {
+	for _, max := range []int{1, 2, 3} {
+		t.Run(fmt.Sprint("max", max), func(t *testing.T) {
+			p := newPool(t, WithMaxWorkers(max))
+			busy := newGate(1)
+			if max > 1 {
+				_, err := p.Submit(busy.fn(0, nil), nil) // one worker stays busy
+				require.NoError(t, err)
+				<-busy.started
+			}
+			errInner := errors.New("inner")
+			got := make(chan error, 1)
+			var outer, inner atomic.Uint64
+			_, err := p.Submit(func() error {
+				outer.Store(curGoroutineID())
+				return p.SubmitCo(context.Background(), func() error {
+					inner.Store(curGoroutineID())
+					return errInner
+				})
+			}, func(err error) { got <- err })
+			require.NoError(t, err)
+			require.ErrorIs(t, <-got, errInner)
+			if max < 3 {
+				require.Equal(t, outer.Load(), inner.Load(), "no other worker: the calling worker ran fn")
+			} else {
+				require.NotEqual(t, outer.Load(), inner.Load(), "a third worker ran fn")
+			}
+			busy.release()
+			require.NoError(t, p.Shutdown(context.Background()))
+			s := p.Stats()
+			require.Equal(t, s.Submitted, s.Completed)
+			require.Zero(t, s.Running)
+		})
+	}
+}
+
+// A Func waiting in SubmitCo for the idle worker woken for its request, which
+// then exits because it finds itself above a lowered maximum, runs the
+// request itself. The test lowers the maximum under the lock without waking
+// the idle worker, as if SetLimits had just done so and woken it for the
+// request before that worker looked at the limits.
+func TestSubmitCoFromFuncWhileMaxShrinks(t *testing.T) {
+	p := newPool(t, WithMinWorkers(2), WithMaxWorkers(2))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 2 }, "both workers idle")
+	errInner := errors.New("inner")
+	got := make(chan error, 1)
+	inFunc, lowered := make(chan struct{}), make(chan struct{})
+	var outer, inner atomic.Uint64
+	_, err := p.Submit(func() error {
+		outer.Store(curGoroutineID())
+		close(inFunc)
+		<-lowered
+		return p.SubmitCo(context.Background(), func() error {
+			inner.Store(curGoroutineID())
+			return errInner
+		})
+	}, func(err error) { got <- err })
+	require.NoError(t, err)
+	<-inFunc
+	p.mu.Lock()
+	p.maxWorkers = 1
+	p.mu.Unlock()
+	close(lowered)
+	require.ErrorIs(t, <-got, errInner)
+	require.Equal(t, outer.Load(), inner.Load(), "the calling worker ran fn")
+	require.Equal(t, 1, p.Stats().Workers)
+}
+
 func TestCallbackMaySubmitAndCancel(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
 	chain := make(chan int, 10)
@@ -522,8 +592,10 @@ func TestDeferCallFlushesOncePerDrain(t *testing.T) {
 	require.Less(t, f.n, n)
 }
 
+// DeferCall outside a batch, on the loop goroutine (with an external loop,
+// whoever calls RunCompletions), flushes at once.
 func TestDeferCallOutsideDrainFlushesAtOnce(t *testing.T) {
-	p := newPool(t)
+	p := newPool(t, WithExternalLoop())
 	f := &countFlusher{}
 	p.DeferCall(f)
 	require.Equal(t, 1, f.n)

@@ -29,6 +29,8 @@ type worker struct {
 	// Guarded by Pool.mu.
 	taken       uint64 // requests taken
 	takenAtPass uint64 // taken at the reaper's last pass that found it idle
+
+	self workerSelf // the worker's identity for its Funcs' calls (caller.go)
 }
 
 // spawn starts a worker goroutine, counted in transit when it is started for
@@ -98,6 +100,7 @@ func (p *Pool) wakeAllIdle() {
 
 // work is a worker goroutine.
 func (p *Pool) work(w *worker) {
+	p.enterWorker(w)
 	exited := false
 	defer func() {
 		if !exited { // the Func called runtime.Goexit: replace this worker
@@ -111,6 +114,7 @@ func (p *Pool) work(w *worker) {
 			p.dispatch()
 			p.mu.Unlock()
 		}
+		p.leaveWorker(w)
 		p.wg.Done()
 	}()
 	for {
@@ -184,8 +188,6 @@ func (p *Pool) handOff(e *element) bool {
 	w := p.idle[n-1]
 	p.idle[n-1] = nil
 	p.idle = p.idle[:n-1]
-	w.transit = true // until it next takes mu, so that it chains like a woken worker
-	p.transit++
 	p.take(w)
 	w.handoff = e
 	w.wake <- struct{}{}
