@@ -311,10 +311,8 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 	// A SubmitCo request that no worker will take: no idle worker, no room
 	// for a new one, and as many queued requests as workers on their way.
 	stalled = co && p.waiting(1) > 0
-	if !p.handOff(e) {
-		p.enqueue(e)
-		p.dispatch()
-	}
+	p.enqueue(e)
+	p.dispatch()
 	p.mu.Unlock()
 	return e, gen, stalled, nil
 }

@@ -18,11 +18,6 @@ type worker struct {
 	busy    bool // has run a request since it last held Pool.mu
 	reaped  bool // told to exit by the reaper, which uncounted it already
 
-	// handoff is a request handed to the idle worker directly (handOff);
-	// written by the submitter under Pool.mu before it signals wake, read
-	// and cleared by the worker after it receives the signal.
-	handoff *element
-
 	// The idle check, without reading a clock: at each pass the reaper
 	// notes how many requests an idle worker has taken; at the next pass, an
 	// idle timeout later, the same count means it stayed idle all along.
@@ -153,12 +148,6 @@ func (p *Pool) next(w *worker) *element {
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
 		<-w.wake
-		if e := w.handoff; e != nil {
-			// Handed a request directly: the submitter did the bookkeeping
-			// and wrote handoff before its send, so no lock is needed.
-			w.handoff = nil
-			return e
-		}
 		p.mu.Lock()
 		if w.reaped {
 			p.mu.Unlock()
@@ -174,24 +163,6 @@ func (p *Pool) take(w *worker) {
 	w.busy = true
 	w.taken++
 	p.running++
-}
-
-// handOff gives e straight to an idle worker, without queueing it, when
-// nothing else is in flight: no request queued or running and no worker in
-// transit, as with one request at a time. The woken worker then runs e
-// without taking mu first. It reports whether it did. mu held.
-func (p *Pool) handOff(e *element) bool {
-	n := len(p.idle)
-	if n == 0 || p.head != nil || p.running > 0 || p.transit > 0 {
-		return false
-	}
-	w := p.idle[n-1]
-	p.idle[n-1] = nil
-	p.idle = p.idle[:n-1]
-	p.take(w)
-	w.handoff = e
-	w.wake <- struct{}{}
-	return true
 }
 
 // doneRunning stops counting w's last request as running: the worker counts
