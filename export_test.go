@@ -25,3 +25,9 @@ func SetReadFault(n *Notifier, f func() error) {
 // LoopNotifier returns the Notifier the pool's loop waits on, or nil when the
 // loop is woken through a channel.
 func LoopNotifier(p *Pool) *Notifier { return p.notifier }
+
+// RaceBuild reports a -race build.
+const RaceBuild = raceBuild
+
+// EventfdNotifier reports that a Notifier is an eventfd, not a pipe pair.
+const EventfdNotifier = eventfdNotifier

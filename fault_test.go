@@ -1,5 +1,3 @@
-//go:build linux
-
 package threadpool_test
 
 import (

@@ -1,6 +1,8 @@
 package threadpool_test
 
 import (
+	"os"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -96,4 +98,28 @@ func countsOf(s threadpool.Stats) counts {
 		Panicked:  s.Panicked,
 		Delivered: s.Delivered,
 	}
+}
+
+// raceEnabled reports a -race build, where the long tests run smaller.
+const raceEnabled = threadpool.RaceBuild
+
+// notifierFds is how many descriptors a Notifier holds: one eventfd, or a
+// pipe's two ends.
+func notifierFds() int {
+	if threadpool.EventfdNotifier {
+		return 1
+	}
+	return 2
+}
+
+// openFds counts this process's open file descriptors, or reports -1 where
+// there is no /proc/self/fd to count: only Linux has it.
+func openFds(t testing.TB) int {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		return -1
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(ents)
 }
