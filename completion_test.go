@@ -3,7 +3,7 @@ package threadpool_test
 import (
 	"context"
 	"runtime"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,40 +12,6 @@ import (
 
 	"github.com/batchio/threadpool"
 )
-
-// injectWriteFault makes n's signal writes fail with EBADF while the flag it
-// returns is set, as it is at first.
-func injectWriteFault(n *threadpool.Notifier) *atomic.Bool {
-	return injectFault(n, threadpool.SetWriteFault, unix.EBADF)
-}
-
-// injectReadFault makes n's reads by Wait and Clear fail with EIO while the
-// flag it returns is set, as it is at first.
-func injectReadFault(n *threadpool.Notifier) *atomic.Bool {
-	return injectFault(n, threadpool.SetReadFault, unix.EIO)
-}
-
-// injectFault installs with set a fault of n that returns errno while the
-// flag it returns is set, as it is at first.
-func injectFault(n *threadpool.Notifier, set func(*threadpool.Notifier, func() error), errno error) *atomic.Bool {
-	var failing atomic.Bool
-	failing.Store(true)
-	set(n, func() error {
-		if failing.Load() {
-			return errno
-		}
-		return nil
-	})
-	return &failing
-}
-
-// published returns once every request submitted before it to the
-// one-worker pool p has been published, wake-up write included: the worker
-// publishes a request before it takes the next one.
-func published(t testing.TB, p *threadpool.Pool) {
-	t.Helper()
-	require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }))
-}
 
 // When every write to the default loop's eventfd fails, the loop must still
 // be woken for each completion, and Close must still end the loop.
@@ -120,45 +86,6 @@ func TestWakeWriteFailsExternalLoop(t *testing.T) {
 	require.Equal(t, counts{Submitted: 6, Completed: 6, Delivered: 4}, countsOf(p.Stats()))
 }
 
-// A Notifier owes the consumer a signal whose write failed: Wait returns for
-// it, even when it was already blocked, and Clear takes it; the signal
-// written next is still read back by Clear.
-func TestNotifierFailedWriteIsOwed(t *testing.T) {
-	noLeaks(t)
-	n, err := threadpool.NewNotifier()
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, n.Close()) })
-	failing := injectWriteFault(n)
-
-	n.Notify()
-	require.True(t, n.Missed())
-	require.False(t, readable(t, n.Fd()))
-	require.NoError(t, n.Wait(context.Background()))
-	require.False(t, n.Missed())
-
-	errc := make(chan error, 1)
-	go func() { errc <- n.Wait(context.Background()) }()
-	n.Notify()
-	require.NoError(t, <-errc)
-
-	n.Notify()
-	failing.Store(false)
-	n.Notify()
-	require.True(t, readable(t, n.Fd()))
-	require.True(t, n.Clear())
-	require.False(t, readable(t, n.Fd()), "Clear read the good signal back")
-	require.False(t, n.Missed())
-	require.False(t, n.Clear())
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	require.ErrorIs(t, n.Wait(ctx), context.Canceled)
-	s := n.Stats()
-	require.Equal(t, uint64(3), s.WriteErrors)
-	require.Equal(t, uint64(1), s.Writes)
-	require.Equal(t, uint64(3), s.Wakeups)
-}
-
 // When the default loop cannot read its eventfd, it must not end: it delivers
 // what is done, counts the failed waits, polls until reads work again, and
 // Close still delivers every callback.
@@ -217,5 +144,184 @@ func TestWaitReadFailsExternalShutdown(t *testing.T) {
 func waitForWaitError(p *threadpool.Pool) {
 	for p.Stats().WaitErrors == 0 {
 		runtime.Gosched()
+	}
+}
+
+// A Callback that panics, without a panic handler, reaches the caller of
+// RunCompletions as a *PanicError; the rest of its batch must still be
+// delivered, without waiting for another completion to wake the loop, and
+// counted in Stats.
+func TestCallbackPanicExternalLoopKeepsBatch(t *testing.T) {
+	noLeaks(t)
+	p, ta := newOneWorkerExternal(t)
+	hold := batchOfThree(t, p, ta, func(error) { panic("callback boom") })
+
+	waitReadable(t, p.Fd())
+	var pe *threadpool.PanicError
+	func() {
+		defer func() {
+			v := recover()
+			require.NotNil(t, v)
+			var ok bool
+			pe, ok = v.(*threadpool.PanicError)
+			require.True(t, ok, "recovered %T", v)
+		}()
+		p.RunCompletions()
+	}()
+	require.Equal(t, "callback boom", pe.Value)
+	require.NotEmpty(t, pe.Stack)
+
+	requireRestOfBatch(t, p, ta, hold)
+}
+
+// With a panic handler, the default loop recovers a panicking Callback, hands
+// the value over and goes on delivering.
+func TestCallbackPanicWithHandler(t *testing.T) {
+	noLeaks(t)
+	const n = 100
+	var mu sync.Mutex
+	var got []any
+	p := newPool(t, threadpool.WithPanicHandler(func(v any) {
+		mu.Lock()
+		got = append(got, v)
+		mu.Unlock()
+	}))
+	ta := newTally(n)
+	for i := range n {
+		cb := ta.cb(i)
+		if i%3 == 0 {
+			cb = func(err error) { ta.cb(i)(err); panic(i) }
+		}
+		_, err := p.Submit(func() error { return nil }, cb)
+		require.NoError(t, err)
+	}
+	ta.wait(n)
+	require.NoError(t, p.Close())
+	for i := range n {
+		require.NoError(t, ta.requireOnce(t, i))
+	}
+	require.Len(t, got, (n+2)/3)
+	require.ElementsMatch(t, func() []any {
+		var want []any
+		for i := 0; i < n; i += 3 {
+			want = append(want, i)
+		}
+		return want
+	}(), got)
+	require.Equal(t, uint64(n), p.Stats().Delivered)
+}
+
+// A Callback that panics out of RunCompletions was delivered: Stats must count
+// it, and the callbacks its batch delivered before it.
+func TestStatsCountPanickingCallback(t *testing.T) {
+	noLeaks(t)
+	p, ta := newOneWorkerExternal(t)
+	_, err := p.Submit(func() error { return nil }, ta.cb(0))
+	require.NoError(t, err)
+	batchOfThree(t, p, ta, func(error) { panic("boom") })
+	waitReadable(t, p.Fd())
+	require.Panics(t, func() { p.RunCompletions() })
+	s := p.Stats()
+	require.Equal(t, uint64(2), s.Delivered, "request 0 and the panicking callback")
+	require.Equal(t, uint64(1), s.Drains)
+	require.Equal(t, uint64(2), s.MaxDrain)
+	require.NoError(t, ta.requireOnce(t, 0))
+}
+
+// A Callback that calls runtime.Goexit ends the goroutine that runs
+// RunCompletions; another goroutine can take the loop over and must find the
+// rest of the batch announced on Fd.
+func TestCallbackGoexitExternalLoop(t *testing.T) {
+	noLeaks(t)
+	p, ta := newOneWorkerExternal(t)
+	hold := batchOfThree(t, p, ta, func(error) { runtime.Goexit() })
+
+	waitReadable(t, p.Fd())
+	var wg sync.WaitGroup
+	wg.Go(func() { p.RunCompletions() })
+	wg.Wait()
+
+	requireRestOfBatch(t, p, ta, hold)
+}
+
+// A Callback that calls runtime.Goexit on the default loop ends that loop
+// goroutine; the loop restarts itself and must still deliver the rest of the
+// batch, and Close must not hang. The two requests finish together so that
+// the loop often takes both in one wake-up; several rounds make that likely.
+func TestCallbackGoexitDefaultLoop(t *testing.T) {
+	noLeaks(t)
+	for _, mode := range loopModes {
+		if mode.external {
+			continue
+		}
+		t.Run(mode.name, func(t *testing.T) {
+			for round := range 200 {
+				p, err := threadpool.New(append(mode.opts, threadpool.WithMinWorkers(2))...)
+				require.NoError(t, err)
+				ta := newTally(2)
+				g := newGate()
+				var started sync.WaitGroup
+				started.Add(2)
+				fn := func() error { started.Done(); g.wait(); return nil }
+				_, err = p.Submit(fn, func(err error) {
+					ta.cb(0)(err)
+					runtime.Goexit()
+				})
+				require.NoError(t, err)
+				_, err = p.Submit(fn, ta.cb(1))
+				require.NoError(t, err)
+				started.Wait() // both running: Close cannot cancel them
+				g.open()
+				if round%2 == 0 {
+					ta.wait(2) // delivery without Close
+				}
+				require.NoError(t, p.Close())
+				require.NoError(t, ta.requireOnce(t, 0))
+				require.NoError(t, ta.requireOnce(t, 1))
+				require.Equal(t, uint64(2), p.Stats().Delivered)
+			}
+		})
+	}
+}
+
+// A Func that calls runtime.Goexit completes with *PanicError{ErrGoexit} and
+// its worker is replaced, even when it was the only one.
+func TestFuncGoexitReplacesWorker(t *testing.T) {
+	noLeaks(t)
+	for _, mode := range loopModes {
+		t.Run(mode.name, func(t *testing.T) {
+			p := newPool(t, append(mode.opts, threadpool.WithMaxWorkers(1))...)
+			ta := newTally(4)
+			for i := range 4 {
+				fn := func() error { return nil }
+				if i%2 == 0 {
+					fn = func() error { runtime.Goexit(); return nil }
+				}
+				_, err := p.Submit(fn, ta.cb(i))
+				require.NoError(t, err)
+			}
+			if mode.external {
+				runUntilDelivered(t, p, 4)
+			} else {
+				ta.wait(4)
+			}
+			for i := range 4 {
+				err := ta.requireOnce(t, i)
+				if i%2 == 1 {
+					require.NoError(t, err)
+					continue
+				}
+				var pe *threadpool.PanicError
+				require.ErrorAs(t, err, &pe)
+				require.ErrorIs(t, err, threadpool.ErrGoexit)
+			}
+			err := p.SubmitCo(t.Context(), func() error { runtime.Goexit(); return nil })
+			require.ErrorIs(t, err, threadpool.ErrGoexit)
+			require.NoError(t, p.Close())
+			s := p.Stats()
+			require.Equal(t, uint64(3), s.Panicked)
+			require.Equal(t, uint64(5), s.Completed)
+			require.Equal(t, 0, s.Workers)
+		})
 	}
 }
