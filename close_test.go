@@ -504,3 +504,54 @@ func TestRestartedLoopFindsStop(t *testing.T) {
 		})
 	}
 }
+
+func TestExternalLoopCloseDeliversOnCaller(t *testing.T) {
+	p, err := New(WithExternalLoop(), WithMaxWorkers(1))
+	require.NoError(t, err)
+	g := newGate(1)
+	var got []error
+	_, err = p.Submit(g.fn(0, errors.New("ran")), func(err error) { got = append(got, err) })
+	require.NoError(t, err)
+	<-g.started
+	for i := 0; i < 3; i++ {
+		_, err = p.Submit(func() error { return nil }, func(err error) { got = append(got, err) })
+		require.NoError(t, err)
+	}
+	go func() {
+		// Close cancels the queued requests first, then waits for the
+		// running one: let it finish only once the cancels are done.
+		for p.Stats().Canceled < 3 {
+			runtime.Gosched()
+		}
+		g.release()
+	}()
+	require.NoError(t, p.Close())
+	require.Len(t, got, 4, "Close delivered every callback on its caller")
+	require.ErrorIs(t, got[0], ErrCanceled, "queued requests are canceled first")
+	var ran int
+	for _, err := range got {
+		if err != nil && err.Error() == "ran" {
+			ran++
+		}
+	}
+	require.Equal(t, 1, ran)
+	require.Equal(t, -1, p.Fd())
+	require.Zero(t, p.RunCompletions())
+	require.NoError(t, p.Close())
+}
+
+func TestExternalLoopShutdownRunsQueuedWork(t *testing.T) {
+	p, err := New(WithExternalLoop(), WithMaxWorkers(2))
+	require.NoError(t, err)
+	const n = 50
+	var errs []error
+	for i := 0; i < n; i++ {
+		_, err := p.Submit(func() error { return nil }, func(err error) { errs = append(errs, err) })
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.Len(t, errs, n)
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+}

@@ -16,6 +16,10 @@ var one = func() (b [8]byte) {
 	return b
 }()
 
+// eventfdNotifier reports that a Notifier is an eventfd here; the build tag
+// pipenotifier makes it a pipe pair (eventfd_other.go) on Linux too.
+const eventfdNotifier = true
+
 // eventSys is a Notifier's eventfd.
 type eventSys struct {
 	f   *os.File // keeps the descriptor alive and registered with the netpoller

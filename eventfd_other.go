@@ -21,6 +21,10 @@ type eventSys struct {
 
 var oneByte = []byte{1}
 
+// eventfdNotifier reports that a Notifier is an eventfd: not here, where it
+// is a pipe pair.
+const eventfdNotifier = false
+
 func (e *event) open(n *Notifier) error {
 	r, w, err := os.Pipe()
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -53,6 +54,53 @@ func (g *gate) fn(id int, err error) Func {
 		return err
 	}
 }
+
+// waitReadable blocks in poll(2) until fd is readable.
+func waitReadable(t *testing.T, fd int) {
+	t.Helper()
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, 1, n)
+		return
+	}
+}
+
+// Test-only access to unexported knobs, for this package's external tests and
+// benchmarks.
+
+// WithEventfdLoop makes the default completion goroutine wait on an eventfd
+// Notifier instead of a channel, to compare the two wake-ups.
+func WithEventfdLoop() Option { return withLoopWake(wakeEventfd) }
+
+// SetWriteFault makes every later signal write of n return f's error instead
+// of writing (nil f restores real writes). Call it before n is shared.
+func SetWriteFault(n *Notifier, f func() error) { n.writeFault = f }
+
+// SetReadFault makes every later read of n by Wait and Clear return f's error
+// instead of reading (nil f restores real reads). It may be called while n is
+// in use.
+func SetReadFault(n *Notifier, f func() error) {
+	if f == nil {
+		n.readFault.Store(nil)
+		return
+	}
+	n.readFault.Store(&f)
+}
+
+// LoopNotifier returns the Notifier the pool's loop waits on, or nil when the
+// loop is woken through a channel.
+func LoopNotifier(p *Pool) *Notifier { return p.notifier }
+
+// RaceBuild reports a -race build.
+const RaceBuild = raceBuild
+
+// EventfdNotifier reports that a Notifier is an eventfd, not a pipe pair.
+const EventfdNotifier = eventfdNotifier
 
 func TestSubmitWithoutCallback(t *testing.T) {
 	p := newPool(t)
@@ -799,4 +847,23 @@ func TestBurstWakesEveryWorkerItNeeds(t *testing.T) {
 			g.release()
 		})
 	}
+}
+
+func TestExternalLoopNestedRunCompletions(t *testing.T) {
+	p := newPool(t, WithExternalLoop(), WithMaxWorkers(1))
+	g := newGate(3)
+	order := []int{}
+	for i := 0; i < 3; i++ {
+		_, err := p.Submit(g.fn(i, nil), func(error) {
+			order = append(order, i)
+			if i == 0 {
+				// A nested loop iteration delivers the rest of the batch.
+				p.RunCompletions()
+			}
+		})
+		require.NoError(t, err)
+	}
+	g.release()
+	require.NoError(t, p.Shutdown(context.Background()))
+	require.Equal(t, []int{0, 1, 2}, order)
 }

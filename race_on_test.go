@@ -1,6 +1,0 @@
-//go:build race
-
-package threadpool_test
-
-// raceEnabled reports a -race build, where the long tests run smaller.
-const raceEnabled = true
