@@ -54,6 +54,40 @@ func Example() {
 	// Output: read 16384 bytes
 }
 
+// A reader that parsed a burst of requests submits them as one Batch: one
+// lock and only as many worker wake-ups as can start at once, instead of
+// one of each per request.
+func ExampleBatch() {
+	p, err := threadpool.New()
+	if err != nil {
+		log.Fatal(err)
+	}
+	names := []string{os.TempDir(), "/nonexistent/threadpool-example"}
+	found := 0 // callbacks only
+	b := p.NewBatch()
+	for _, name := range names {
+		err := b.Add(func() error {
+			_, err := os.Stat(name)
+			return err
+		}, func(err error) {
+			if err == nil {
+				found++
+			}
+		})
+		if err != nil {
+			log.Fatal(err) // ErrNilFunc
+		}
+	}
+	if err := b.Flush(); err != nil {
+		log.Fatal(err) // ErrClosed or ErrQueueFull: no callback of the batch runs
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(found, "of", len(names), "exist")
+	// Output: 1 of 2 exist
+}
+
 // replyWriter buffers replies and sends them in one write per batch.
 type replyWriter struct {
 	buf    strings.Builder
