@@ -10,6 +10,12 @@ import (
 	"time"
 )
 
+// unixSendBuffer is the send buffer asked for on a Unix socket: the
+// replies to a client's full queue of small requests (64 reads of 4 KiB,
+// with the kernel's overhead per write) fit in it several times over,
+// where the usual default of 208 KiB fills up.
+const unixSendBuffer = 1 << 20
+
 // conn is one client connection. Its serve goroutine negotiates, then reads
 // requests and submits them; its writer goroutine (see outbox) sends what
 // the completion goroutine could not send at once.
@@ -50,6 +56,12 @@ func (c *conn) serve() {
 		return
 	}
 	c.budget.init(c.srv.maxRequests(), c.srv.maxBytes())
+	if uc, ok := c.nc.(*net.UnixConn); ok {
+		// Room for a full queue of small replies, so that a batch is
+		// written at once rather than handed to the writer goroutine
+		// whenever the client falls behind. (TCP sizes its own.)
+		_ = uc.SetWriteBuffer(unixSendBuffer)
+	}
 	c.out.init(c)
 	if c.srv.Inline {
 		c.inlineW.init(c.nc)
