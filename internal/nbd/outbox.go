@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"encoding/binary"
+	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -16,25 +17,25 @@ const maxKeptOutput = 4 << 20
 
 // outbox collects one connection's replies and sends them.
 //
-// Completion callbacks append replies to buf. Flush, run once per batch,
-// sends buf with one non-blocking write(2) from the completion goroutine;
-// whatever the socket does not take at once is handed to the connection's
-// writer goroutine through queue, and from then on, until queue is empty
-// again, the writer goroutine alone writes to the socket, so replies keep
-// their order and the completion goroutine never waits for a slow client.
-// The writer goroutine writes with a deadline; a failed write marks the
-// outbox failed, and later replies are dropped.
+// Completion callbacks append replies to pending. Flush, run once per
+// batch, sends them with one non-blocking write(2) from the completion
+// goroutine; whatever the socket does not take at once is handed to the
+// connection's writer goroutine through queue, and from then on, until
+// queue is empty again, the writer goroutine alone writes to the socket, so
+// replies keep their order and the completion goroutine never waits for a
+// slow client. The writer goroutine writes with a deadline; a failed write
+// marks the outbox failed, and later replies are dropped.
+//
+// The connection's reader goroutine may also send a reply it produced
+// itself (see conn.serveInline), through send with its own replyBuf and
+// rawWriter, but only while no request of the connection is in flight: then
+// the completion goroutine has nothing to send and the socket is free unless
+// the writer goroutine is still busy, which send checks under mu.
 type outbox struct {
-	c          *conn                 // set by init, then read-only
-	raw        syscall.RawConn       // nil when the connection has no descriptor; read-only
-	rawWriteFn func(fd uintptr) bool // o.rawWrite bound once; read-only
+	c *conn // set by init, then read-only
 
-	// Completion goroutine only.
-	buf  []byte // replies not yet sent or queued
-	held grant  // budget held by the replies in buf
-	wbuf []byte // what rawWrite is sending
-	wn   int    // how much of wbuf rawWrite has sent
-	werr error  // rawWrite's error
+	pending replyBuf  // completion goroutine only; replies not yet sent or queued
+	w       rawWriter // completion goroutine only
 
 	mu     sync.Mutex
 	queue  []byte        // guarded by mu; bytes for the writer goroutine, in order
@@ -45,83 +46,124 @@ type outbox struct {
 	quit   chan struct{} // closed by the connection when no reply is left
 }
 
-func (o *outbox) init(c *conn) {
-	o.c = c
-	if sc, ok := c.rw.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			o.raw = rc
-		}
-	}
-	o.rawWriteFn = o.rawWrite
-	o.wake = make(chan struct{}, 1)
-	o.quit = make(chan struct{})
+// replyBuf is a run of encoded replies and the budget they hold until they
+// are sent. Each replyBuf belongs to one goroutine.
+type replyBuf struct {
+	b    []byte
+	held grant
 }
 
-// appendReply appends r's reply (and read data) to the output: simple, or
-// structured where negotiated. Completion goroutine only.
-func (o *outbox) appendReply(r *request) {
+// reset empties the buffer after its replies were sent, queued or
+// dropped.
+func (rb *replyBuf) reset() {
+	rb.held = grant{}
+	if cap(rb.b) > maxKeptOutput {
+		rb.b = nil
+		return
+	}
+	rb.b = rb.b[:0]
+}
+
+// appendReply appends r's reply (and read data): simple, or structured
+// where negotiated.
+func (rb *replyBuf) appendReply(r *request) {
 	if r.usesChunks() {
-		o.appendChunks(r)
+		rb.appendChunks(r)
 		return
 	}
 	var h [replyHeaderLen]byte
 	binary.BigEndian.PutUint32(h[0:], magicSimpleReply)
 	binary.BigEndian.PutUint32(h[4:], r.errno)
 	binary.BigEndian.PutUint64(h[8:], r.cookie)
-	o.buf = append(o.buf, h[:]...)
+	rb.b = append(rb.b, h[:]...)
 	if r.typ == cmdRead && r.errno == 0 {
-		o.buf = append(o.buf, r.payload()...)
+		rb.b = append(rb.b, r.payload()...)
 	}
-	o.held.add(grant{reqs: 1, bytes: r.grant})
+	rb.held.add(grant{reqs: 1, bytes: r.grant})
+}
+
+// rawWriter writes to the socket without waiting, through its
+// syscall.RawConn. Each rawWriter belongs to one goroutine.
+type rawWriter struct {
+	raw syscall.RawConn       // nil when the connection has no descriptor
+	fn  func(fd uintptr) bool // w.write bound once, so writes do not allocate
+	b   []byte                // what write is sending
+	n   int                   // how much of b write has sent
+	err error                 // write's error
+}
+
+func (w *rawWriter) init(nc net.Conn) {
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w.raw = rc
+		}
+	}
+	w.fn = w.write
+}
+
+func (o *outbox) init(c *conn) {
+	o.c = c
+	o.w.init(c.rw)
+	o.wake = make(chan struct{}, 1)
+	o.quit = make(chan struct{})
 }
 
 // Flush sends the replies appended since the last Flush. It runs on the
 // completion goroutine, deferred by the callbacks of one batch, and never
 // blocks on the socket.
 func (o *outbox) Flush() {
-	if len(o.buf) == 0 {
+	o.send(&o.pending, &o.w)
+}
+
+// send sends rb's replies with w, or hands them to the writer goroutine if
+// it is busy or the socket does not take them all at once, and empties rb.
+// It never blocks on the socket. The caller must own the right to write to
+// the socket when the writer goroutine is idle: the completion goroutine
+// always, the reader goroutine while no request is in flight.
+func (o *outbox) send(rb *replyBuf, w *rawWriter) {
+	if len(rb.b) == 0 {
 		return
 	}
 	o.mu.Lock()
 	switch {
 	case o.failed:
 		o.mu.Unlock()
-		o.c.budget.release(o.held)
-		o.reset()
+		o.c.budget.release(rb.held)
+		rb.reset()
 		return
-	case o.busy || o.raw == nil:
-		o.enqueueLocked(o.buf)
+	case o.busy || w.raw == nil:
+		o.enqueueLocked(rb, rb.b)
 		o.mu.Unlock()
-		o.reset()
+		rb.reset()
 		return
 	}
 	o.mu.Unlock()
-	// The writer goroutine is idle and only this goroutine can make it
-	// busy, so the socket is ours for this write.
-	n := o.writeNow(o.buf)
-	if n == len(o.buf) {
-		o.c.budget.release(o.held)
-		o.reset()
+	// The writer goroutine is idle and only the caller can make it busy,
+	// so the socket is ours for this write.
+	n := w.writeNow(rb.b)
+	if n == len(rb.b) {
+		o.c.budget.release(rb.held)
+		rb.reset()
 		return
 	}
 	// The socket is full (or failing: the writer goroutine will see the
 	// error again and report it).
 	o.mu.Lock()
-	o.enqueueLocked(o.buf[n:])
+	o.enqueueLocked(rb, rb.b[n:])
 	o.mu.Unlock()
-	o.reset()
+	rb.reset()
 }
 
-// enqueueLocked hands b, with the budget in held, to the writer goroutine.
-// o.mu must be held.
-func (o *outbox) enqueueLocked(b []byte) {
-	if len(o.queue) == 0 && len(b) == len(o.buf) {
-		o.queue, o.buf = o.buf, o.queue[:0]
+// enqueueLocked hands b, the unsent end of rb's replies, with the budget
+// rb holds, to the writer goroutine. o.mu must be held.
+func (o *outbox) enqueueLocked(rb *replyBuf, b []byte) {
+	if len(o.queue) == 0 && len(b) == len(rb.b) {
+		o.queue, rb.b = rb.b, o.queue[:0]
 	} else {
 		o.queue = append(o.queue, b...)
 	}
-	o.queued.add(o.held)
-	o.held = grant{}
+	o.queued.add(rb.held)
+	rb.held = grant{}
 	if !o.busy {
 		o.busy = true
 		select {
@@ -131,41 +173,31 @@ func (o *outbox) enqueueLocked(b []byte) {
 	}
 }
 
-// reset empties buf after its replies were sent, queued or dropped.
-func (o *outbox) reset() {
-	o.held = grant{}
-	if cap(o.buf) > maxKeptOutput {
-		o.buf = nil
-		return
-	}
-	o.buf = o.buf[:0]
-}
-
 // writeNow writes as much of b as the socket takes without waiting and
 // returns how much that was.
-func (o *outbox) writeNow(b []byte) int {
-	o.wbuf, o.wn, o.werr = b, 0, nil
-	if err := o.raw.Write(o.rawWriteFn); err != nil {
-		o.werr = err
+func (w *rawWriter) writeNow(b []byte) int {
+	w.b, w.n, w.err = b, 0, nil
+	if err := w.raw.Write(w.fn); err != nil {
+		w.err = err
 	}
-	n := o.wn
-	o.wbuf = nil
+	n := w.n
+	w.b = nil
 	return n
 }
 
-// rawWrite is the body of writeNow, called with the socket's descriptor
+// write is the body of writeNow, called with the socket's descriptor
 // held. It returns true so the runtime never parks waiting for room.
-func (o *outbox) rawWrite(fd uintptr) bool {
-	for o.wn < len(o.wbuf) {
-		n, err := unix.Write(int(fd), o.wbuf[o.wn:])
+func (w *rawWriter) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		n, err := unix.Write(int(fd), w.b[w.n:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || n <= 0 {
-			o.werr = err
+			w.err = err
 			break
 		}
-		o.wn += n
+		w.n += n
 	}
 	return true
 }
