@@ -61,12 +61,14 @@ func (c *conn) serve() {
 	if uc, ok := c.nc.(*net.UnixConn); ok {
 		// Room for a full queue of small replies, so that a batch is
 		// written at once rather than handed to the writer goroutine
-		// whenever the client falls behind. (TCP sizes its own.)
+		// whenever the client falls behind. (TCP sizes its own.) c.nc
+		// is the socket under TLS too, where the writer goroutine's
+		// one write per batch of records then returns without waiting.
 		_ = uc.SetWriteBuffer(unixSendBuffer)
 	}
 	c.out.init(c)
 	if c.srv.Inline {
-		c.inlineW.init(c.nc)
+		c.inlineW.init(c)
 		c.cached.init(c.exp.file)
 	}
 	if !c.srv.startTransmission(c) {
@@ -190,7 +192,9 @@ func (c *conn) submit(r *request) bool {
 // the socket (see outbox), and then the client waits for this reply before
 // it sends more, so the reply loses nothing by not waiting for a batch. A
 // request served here costs its system call and a copy, where the
-// Executor would add two hand-offs between goroutines.
+// Executor would add two hand-offs between goroutines. Over TLS the reply
+// goes through the outbox's writer goroutine, which encrypts it, like every
+// other reply there: that is one hand-off instead of three.
 func (c *conn) serveInline(r *request) bool {
 	switch {
 	case !c.srv.Inline || r.errno != 0:

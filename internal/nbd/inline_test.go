@@ -110,3 +110,58 @@ func TestInlineDoesNotAllocate(t *testing.T) {
 		require.Zero(t, ts.exec.submittedCount())
 	}
 }
+
+// TestInlineOverTLS checks that lone requests served inline over TLS get
+// their replies through TLS, with simple and structured replies, and with
+// simple ones when structured replies were negotiated only before
+// STARTTLS (which forgets them). A reply written to the socket beside TLS
+// would break the client's TLS stream.
+func TestInlineOverTLS(t *testing.T) {
+	certs := newTLSCerts(t)
+	for _, tc := range []struct {
+		name                    string
+		mode                    TLSMode
+		structuredBefore, after bool
+	}{
+		{"simple", TLSRequire, false, false},
+		{"structured", TLSRequire, false, true},
+		{"structured before STARTTLS only", TLSOn, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+				certs.tlsServer(tc.mode, false)(s)
+				s.Inline = true
+			}})
+			c := dialFixed(t, ts)
+			if tc.structuredBefore {
+				c.structuredReply()
+			}
+			require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+			read := c.read // checks the simple reply's magic
+			if tc.after {
+				c.connectStructured2()
+				read = func(off uint64, length uint32) (uint32, []byte) {
+					res := c.readChunks(0, off, length)
+					require.Nil(t, res.err)
+					require.Equal(t, []uint16{replyTypeOffsetData}, res.types)
+					return 0, res.data
+				}
+			} else {
+				c.connect2()
+			}
+			const n = 8
+			for i := range n {
+				want := pattern(byte(i+1), 4096+i)
+				require.Zero(t, c.write(uint64(i)*8192+100, want, 0))
+				errno, data := read(uint64(i)*8192+100, uint32(len(want)))
+				require.Zero(t, errno)
+				require.Equal(t, want, data)
+			}
+			want := 0
+			if !cachedReadsInline {
+				want = n // the reads
+			}
+			require.Equal(t, want, ts.exec.submittedCount(), "lone requests served inline")
+		})
+	}
+}

@@ -2,7 +2,6 @@ package nbd
 
 import (
 	"encoding/binary"
-	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +30,11 @@ const maxKeptOutput = 4 << 20
 // rawWriter, but only while no request of the connection is in flight: then
 // the completion goroutine has nothing to send and the socket is free unless
 // the writer goroutine is still busy, which send checks under mu.
+//
+// Over TLS neither goroutine writes to the socket: a rawWriter has no
+// descriptor then (see rawWriter.init), so send queues every batch, from
+// the completion goroutine or the reader, for the writer goroutine, which
+// encrypts it through the tls.Conn and sends its records in one write.
 type outbox struct {
 	c *conn // set by init, then read-only
 
@@ -85,25 +89,32 @@ func (rb *replyBuf) appendReply(r *request) {
 // rawWriter writes to the socket without waiting, through its
 // syscall.RawConn. Each rawWriter belongs to one goroutine.
 type rawWriter struct {
-	raw syscall.RawConn       // nil when the connection has no descriptor
+	raw syscall.RawConn       // nil when replies cannot go to a descriptor (no socket, or TLS)
 	fn  func(fd uintptr) bool // w.write bound once, so writes do not allocate
 	b   []byte                // what write is sending
 	n   int                   // how much of b write has sent
 	err error                 // write's error
 }
 
-func (w *rawWriter) init(nc net.Conn) {
-	if sc, ok := nc.(syscall.Conn); ok {
+// init prepares w for c. Replies go straight to the socket only while
+// the protocol runs on the socket itself: over TLS (c.rw is not c.nc)
+// every byte must be encrypted by c.rw, so raw stays nil and send hands
+// every reply to the writer goroutine, which writes through c.rw.
+func (w *rawWriter) init(c *conn) {
+	w.fn = w.write
+	if c.rw != c.nc {
+		return
+	}
+	if sc, ok := c.nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
 			w.raw = rc
 		}
 	}
-	w.fn = w.write
 }
 
 func (o *outbox) init(c *conn) {
 	o.c = c
-	o.w.init(c.rw)
+	o.w.init(c)
 	o.wake = make(chan struct{}, 1)
 	o.quit = make(chan struct{})
 }
