@@ -68,7 +68,7 @@ func (c *conn) serve() {
 	}
 	c.out.init(c)
 	if c.srv.Inline {
-		c.inlineW.init(c)
+		c.inlineW.init(c, true)
 		c.cached.init(c.exp.file)
 	}
 	if !c.srv.startTransmission(c) {
@@ -192,9 +192,10 @@ func (c *conn) submit(r *request) bool {
 // the socket (see outbox), and then the client waits for this reply before
 // it sends more, so the reply loses nothing by not waiting for a batch. A
 // request served here costs its system call and a copy, where the
-// Executor would add two hand-offs between goroutines. Over TLS the reply
-// goes through the outbox's writer goroutine, which encrypts it, like every
-// other reply there: that is one hand-off instead of three.
+// Executor would add two hand-offs between goroutines. Over TLS this
+// goroutine writes the reply through TLS itself, waiting for the client as
+// the writer goroutine would (see outbox.sendTLS): the client waits for it
+// anyway.
 func (c *conn) serveInline(r *request) bool {
 	switch {
 	case !c.srv.Inline || r.errno != 0:

@@ -2,7 +2,9 @@ package nbd
 
 import (
 	"fmt"
+	"net"
 	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -163,5 +165,36 @@ func TestInlineOverTLS(t *testing.T) {
 			}
 			require.Equal(t, want, ts.exec.submittedCount(), "lone requests served inline")
 		})
+	}
+}
+
+// TestInlineOverTLSOneWritePerReply checks that a reply written inline
+// over TLS, several TLS records long, leaves in one write to the socket.
+func TestInlineOverTLSOneWritePerReply(t *testing.T) {
+	certs := newTLSCerts(t)
+	var writes atomic.Int64
+	ts := startServer(t, serverConfig{
+		size: 1 << 20,
+		tune: func(s *Server) {
+			certs.tlsServer(TLSRequire, false)(s)
+			s.Inline = true
+		},
+		listen: func(l net.Listener) net.Listener { return countingListener{l, &writes} },
+	})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	const n = 60 << 10 // 4 TLS records, under sparseReadMin
+	want := pattern(7, n)
+	for range 2 {
+		require.Zero(t, c.write(4096, want, 0))
+		before := writes.Load()
+		errno, data := c.read(4096, n)
+		require.Zero(t, errno)
+		require.Equal(t, want, data)
+		require.Equal(t, int64(1), writes.Load()-before, "one write for the reply")
+	}
+	if cachedReadsInline {
+		require.Zero(t, ts.exec.submittedCount(), "lone requests served inline")
 	}
 }

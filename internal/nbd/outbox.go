@@ -31,10 +31,12 @@ const maxKeptOutput = 4 << 20
 // the completion goroutine has nothing to send and the socket is free unless
 // the writer goroutine is still busy, which send checks under mu.
 //
-// Over TLS neither goroutine writes to the socket: a rawWriter has no
-// descriptor then (see rawWriter.init), so send queues every batch, from
-// the completion goroutine or the reader, for the writer goroutine, which
-// encrypts it through the tls.Conn and sends its records in one write.
+// Over TLS no goroutine writes to the socket beside the tls.Conn (c.rw): a
+// rawWriter has no descriptor then (see rawWriter.init). The completion
+// goroutine queues every batch for the writer goroutine, which encrypts it
+// and sends its records in one write; the reader goroutine, whose client
+// waits for its reply anyway, writes its reply through c.rw itself, owning
+// the socket meanwhile as the writer goroutine does (busy).
 type outbox struct {
 	c *conn // set by init, then read-only
 
@@ -44,7 +46,7 @@ type outbox struct {
 	mu     sync.Mutex
 	queue  []byte        // guarded by mu; bytes for the writer goroutine, in order
 	queued grant         // guarded by mu; budget held by queue
-	busy   bool          // guarded by mu; the writer goroutine owns the socket
+	busy   bool          // guarded by mu; the writer goroutine (or sendTLS) owns the socket
 	failed bool          // guarded by mu; a send failed, replies are dropped
 	wake   chan struct{} // capacity 1; tells the writer goroutine queue has data
 	quit   chan struct{} // closed by the connection when no reply is left
@@ -90,6 +92,7 @@ func (rb *replyBuf) appendReply(r *request) {
 // syscall.RawConn. Each rawWriter belongs to one goroutine.
 type rawWriter struct {
 	raw syscall.RawConn       // nil when replies cannot go to a descriptor (no socket, or TLS)
+	tls bool                  // over TLS, with raw nil: send writes through c.rw, blocking
 	fn  func(fd uintptr) bool // w.write bound once, so writes do not allocate
 	b   []byte                // what write is sending
 	n   int                   // how much of b write has sent
@@ -98,11 +101,13 @@ type rawWriter struct {
 
 // init prepares w for c. Replies go straight to the socket only while
 // the protocol runs on the socket itself: over TLS (c.rw is not c.nc)
-// every byte must be encrypted by c.rw, so raw stays nil and send hands
-// every reply to the writer goroutine, which writes through c.rw.
-func (w *rawWriter) init(c *conn) {
+// every byte must be encrypted by c.rw, so raw stays nil, and send either
+// writes through c.rw, waiting for the client (mayBlock: the reader
+// goroutine's writer), or hands every reply to the writer goroutine.
+func (w *rawWriter) init(c *conn, mayBlock bool) {
 	w.fn = w.write
 	if c.rw != c.nc {
+		w.tls = mayBlock
 		return
 	}
 	if sc, ok := c.nc.(syscall.Conn); ok {
@@ -114,7 +119,7 @@ func (w *rawWriter) init(c *conn) {
 
 func (o *outbox) init(c *conn) {
 	o.c = c
-	o.w.init(c)
+	o.w.init(c, false)
 	o.wake = make(chan struct{}, 1)
 	o.quit = make(chan struct{})
 }
@@ -128,9 +133,11 @@ func (o *outbox) Flush() {
 
 // send sends rb's replies with w, or hands them to the writer goroutine if
 // it is busy or the socket does not take them all at once, and empties rb.
-// It never blocks on the socket. The caller must own the right to write to
-// the socket when the writer goroutine is idle: the completion goroutine
-// always, the reader goroutine while no request is in flight.
+// It blocks on the socket only over TLS with a writer made to (see
+// rawWriter.init), for at most the write timeout. The caller must own the
+// right to write to the socket when the writer goroutine is idle: the
+// completion goroutine always, the reader goroutine while no request is
+// in flight.
 func (o *outbox) send(rb *replyBuf, w *rawWriter) {
 	if len(rb.b) == 0 {
 		return
@@ -142,10 +149,15 @@ func (o *outbox) send(rb *replyBuf, w *rawWriter) {
 		o.c.budget.release(rb.held)
 		rb.reset()
 		return
-	case o.busy || w.raw == nil:
+	case o.busy || (w.raw == nil && !w.tls):
 		o.enqueueLocked(rb, rb.b)
 		o.mu.Unlock()
 		rb.reset()
+		return
+	case w.raw == nil:
+		o.busy = true // the socket is ours until sendTLS is done
+		o.mu.Unlock()
+		o.sendTLS(rb)
 		return
 	}
 	o.mu.Unlock()
@@ -165,6 +177,25 @@ func (o *outbox) send(rb *replyBuf, w *rawWriter) {
 	rb.reset()
 }
 
+// sendTLS writes rb's replies through TLS, waiting for the client at most
+// the write timeout, and empties rb. The caller has set busy, which keeps
+// the writer goroutine off the socket; sendTLS clears it, or hands the
+// writer goroutine what was queued meanwhile.
+func (o *outbox) sendTLS(rb *replyBuf) {
+	err := o.writeBlocking(rb.b)
+	o.c.budget.release(rb.held)
+	rb.reset()
+	if err != nil {
+		o.fail(err)
+	}
+	o.mu.Lock()
+	o.busy = false
+	if len(o.queue) > 0 && !o.failed {
+		o.wakeWriterLocked()
+	}
+	o.mu.Unlock()
+}
+
 // enqueueLocked hands b, the unsent end of rb's replies, with the budget
 // rb holds, to the writer goroutine. o.mu must be held.
 func (o *outbox) enqueueLocked(rb *replyBuf, b []byte) {
@@ -176,11 +207,17 @@ func (o *outbox) enqueueLocked(rb *replyBuf, b []byte) {
 	o.queued.add(rb.held)
 	rb.held = grant{}
 	if !o.busy {
-		o.busy = true
-		select {
-		case o.wake <- struct{}{}:
-		default:
-		}
+		o.wakeWriterLocked()
+	}
+}
+
+// wakeWriterLocked gives the socket to the writer goroutine, which must be
+// idle, and wakes it. o.mu must be held.
+func (o *outbox) wakeWriterLocked() {
+	o.busy = true
+	select {
+	case o.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -248,7 +285,8 @@ func (o *outbox) writeLoop() {
 }
 
 // writeBlocking writes b, waiting for the client at most the server's
-// write timeout. Writer goroutine only.
+// write timeout. The goroutine that set busy only: the writer goroutine,
+// or the reader in sendTLS.
 func (o *outbox) writeBlocking(b []byte) error {
 	nc := o.c.rw
 	if err := nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout())); err != nil {

@@ -57,8 +57,8 @@ type Server struct {
 	// cache (preadv2 with RWF_NOWAIT; Linux only) or a write without FUA:
 	// nothing could be batched with that reply, and two hand-offs between
 	// goroutines would cost more than the I/O. Every other request goes to
-	// the Executor. Over TLS such a reply goes to the connection's writer
-	// goroutine, which encrypts every reply.
+	// the Executor. Over TLS such a reply is encrypted and sent like every
+	// other reply, one write to the socket.
 	Inline bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
