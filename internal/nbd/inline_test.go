@@ -15,6 +15,16 @@ func inlineServer(t *testing.T) *testServer {
 	return startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) { s.Inline = true }})
 }
 
+// readOneChunk reads with structured replies, as read does with simple
+// ones, and checks that the reply is one data chunk.
+func (c *client) readOneChunk(off uint64, length uint32) (uint32, []byte) {
+	c.t.Helper()
+	res := c.readChunks(0, off, length)
+	require.Nil(c.t, res.err)
+	require.Equal(c.t, []uint16{replyTypeOffsetData}, res.types)
+	return 0, res.data
+}
+
 // cachedReadsInline reports whether a read of cached data can be served
 // inline here: only Linux has RWF_NOWAIT.
 const cachedReadsInline = runtime.GOOS == "linux"
@@ -32,12 +42,7 @@ func TestInlineServesLoneRequests(t *testing.T) {
 			read := c.read
 			if structured {
 				c.connectStructured()
-				read = func(off uint64, length uint32) (uint32, []byte) {
-					res := c.readChunks(0, off, length)
-					require.Nil(t, res.err)
-					require.Equal(t, []uint16{replyTypeOffsetData}, res.types)
-					return 0, res.data
-				}
+				read = c.readOneChunk
 			} else {
 				c.connect("")
 			}
@@ -142,12 +147,7 @@ func TestInlineOverTLS(t *testing.T) {
 			read := c.read // checks the simple reply's magic
 			if tc.after {
 				c.connectStructured2()
-				read = func(off uint64, length uint32) (uint32, []byte) {
-					res := c.readChunks(0, off, length)
-					require.Nil(t, res.err)
-					require.Equal(t, []uint16{replyTypeOffsetData}, res.types)
-					return 0, res.data
-				}
+				read = c.readOneChunk
 			} else {
 				c.connect2()
 			}
