@@ -124,6 +124,15 @@ func TestFioVerifiesSimpleReplies(t *testing.T) {
 	fioVerify(t, fio, s.uri, 64, 4)
 }
 
+// TestFioVerifiesWithoutInline runs the same check at iodepth 1 with
+// every request through the pool (-inline=false), the path that lone
+// requests take by default only when their data is not cached.
+func TestFioVerifiesWithoutInline(t *testing.T) {
+	fio := requireTool(t, "fio", "fio")
+	s := startTpnbd(t, imageSize, false, "-inline=false")
+	fioVerify(t, fio, s.uri, 1, 1)
+}
+
 // fioVerify writes random blocks with checksums through the server and
 // reads them all back through it, failing on any mismatch.
 func fioVerify(t *testing.T, fio, uri string, depth, jobs int) {

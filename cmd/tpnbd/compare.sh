@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Compares tpnbd with qemu-nbd (--aio=threads) and nbdkit's file plugin on the
 # same file (kept in the page cache), and tpnbd -flush=defer with
-# -flush=each. Each server listens on a Unix socket only. fio (ioengine=nbd)
-# drives every server with the same jobs, the servers alternating within
-# each round; the table shows the median IOPS over the rounds.
+# -flush=each. Each server listens on a Unix socket only, or with -tcp on a
+# TCP port of 127.0.0.1 only. fio (ioengine=nbd) drives every server with
+# the same jobs, the servers alternating within each round; the table shows
+# the median IOPS over the rounds.
 #
-# Usage: cmd/tpnbd/compare.sh [-q] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS]
+# Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS]
 #   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
+#   -tcp  serve and connect over TCP loopback instead of Unix sockets
 #   -r, -t  rounds and seconds per job; default 5 rounds of 1 second
 #       (about 4 minutes): short runs alternating often resist the noise of
 #       a shared machine better than long ones
@@ -14,15 +16,22 @@
 # Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
-rounds=5 runtime=1 size_mib=256 procs=0
-while getopts "qr:t:s:p:" opt; do
+rounds=5 runtime=1 size_mib=256 procs=0 transport=unix
+# getopts takes single letters: turn the long -tcp into -T.
+args=()
+for a in "$@"; do
+	if [ "$a" = -tcp ]; then args+=(-T); else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
+while getopts "qTr:t:s:p:" opt; do
 	case $opt in
 	q) rounds=1 runtime=1 ;;
+	T) transport=tcp ;;
 	r) rounds=$OPTARG ;;
 	t) runtime=$OPTARG ;;
 	s) size_mib=$OPTARG ;;
 	p) procs=$OPTARG ;;
-	*) sed -n '2,14p' "$0"; exit 2 ;;
+	*) sed -n '2,17p' "$0"; exit 2 ;;
 	esac
 done
 
@@ -35,16 +44,36 @@ head -c $((size_mib << 20)) /dev/urandom >"$img"
 cat "$img" >/dev/null # into the page cache
 
 servers=(tpnbd-defer tpnbd-each qemu-nbd nbdkit)
-declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit)
-declare -A pid
-"$work/tpnbd" -q -procs "$procs" -unix "$work/defer.sock" -flush=defer "$img" & pid[tpnbd-defer]=$!
-"$work/tpnbd" -q -procs "$procs" -unix "$work/each.sock" -flush=each "$img" & pid[tpnbd-each]=$!
-qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pid[qemu-nbd]=$!
-nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pid[nbdkit]=$!
-pids=("${pid[@]}")
-for s in "${servers[@]}"; do
-	wait_socket "$work/${sock[$s]}.sock" "$s"
-done
+declare -A pid uri
+if [ "$transport" = tcp ]; then
+	declare -A port
+	base=$(free_port_base 4)
+	for i in "${!servers[@]}"; do
+		port[${servers[$i]}]=$((base + i))
+		uri[${servers[$i]}]="nbd://127.0.0.1:$((base + i))/"
+	done
+	"$work/tpnbd" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-defer]}" -flush=defer "$img" & pid[tpnbd-defer]=$!
+	"$work/tpnbd" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-each]}" -flush=each "$img" & pid[tpnbd-each]=$!
+	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -b 127.0.0.1 -p "${port[qemu-nbd]}" "$img" & pid[qemu-nbd]=$!
+	nbdkit -f -i 127.0.0.1 -p "${port[nbdkit]}" file "file=$img" & pid[nbdkit]=$!
+	pids=("${pid[@]}")
+	for s in "${servers[@]}"; do
+		wait_tcp "${port[$s]}" "$s"
+	done
+else
+	declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit)
+	for s in "${servers[@]}"; do
+		uri[$s]="nbd+unix:///?socket=$work/${sock[$s]}.sock"
+	done
+	"$work/tpnbd" -q -procs "$procs" -unix "$work/defer.sock" -flush=defer "$img" & pid[tpnbd-defer]=$!
+	"$work/tpnbd" -q -procs "$procs" -unix "$work/each.sock" -flush=each "$img" & pid[tpnbd-each]=$!
+	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pid[qemu-nbd]=$!
+	nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pid[nbdkit]=$!
+	pids=("${pid[@]}")
+	for s in "${servers[@]}"; do
+		wait_socket "$work/${sock[$s]}.sock" "$s"
+	done
+fi
 
 jobs=()
 for rw in randread randwrite; do
@@ -64,7 +93,7 @@ hz=$(getconf CLK_TCK)
 run_fio() {
 	local server=$1 rw=$2 depth=$3 n=$4 t0 t1
 	t0=$(cpu_ticks "${pid[$server]}")
-	fio --name=cmp --ioengine=nbd --uri="nbd+unix:///?socket=$work/${sock[$server]}.sock" \
+	fio --name=cmp --ioengine=nbd --uri="${uri[$server]}" \
 		--rw="$rw" --bs=4k --iodepth="$depth" --numjobs="$n" --size=$((size_mib << 20)) \
 		--time_based --runtime="$runtime" --group_reporting \
 		--output-format=terse --terse-version=3 --randrepeat=0 >"$work/fio.out"
@@ -77,7 +106,7 @@ cd "$work" # fio runs here
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 results=$work/results
 : >"$results"
-header="$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs ($(uname -m)), $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs"
+header="$(date -u '+%Y-%m-%d %H:%M UTC'), $transport, $(nproc) CPUs ($(uname -m)), $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs"
 echo "# $header" >&2
 for round in $(seq "$rounds"); do
 	# Rotate the order of the servers each round.
@@ -115,7 +144,8 @@ table() {
 }
 echo "$header; load average before: $load0, after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "Median IOPS (fio ioengine=nbd, bs=4k, Unix sockets; higher is better):"
+if [ "$transport" = tcp ]; then where="TCP loopback"; else where="Unix sockets"; fi
+echo "Median IOPS (fio ioengine=nbd, bs=4k, $where; higher is better):"
 echo
 table 3 "IOPS"
 echo

@@ -43,6 +43,34 @@ wait_socket() {
 	exit 1
 }
 
+# wait_tcp PORT NAME: waits up to 10 s for server NAME to accept TCP
+# connections on 127.0.0.1:PORT, and exits if it does not.
+wait_tcp() {
+	local _
+	for _ in $(seq 100); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+		sleep 0.1
+	done
+	echo "$(basename "$0"): $2 did not start" >&2
+	exit 1
+}
+
+# free_port_base N: prints a port P such that nothing listens on 127.0.0.1
+# ports P to P+N-1 (tried at random between 20000 and 59999).
+free_port_base() {
+	local base i _
+	for _ in $(seq 50); do
+		base=$((20000 + RANDOM % 40000))
+		for ((i = 0; i < $1; i++)); do
+			(exec 3<>"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null && continue 2
+		done
+		echo "$base"
+		return
+	done
+	echo "$(basename "$0"): no free TCP ports found" >&2
+	exit 1
+}
+
 # awk_median defines the awk function median(key): the median of the
 # space-separated numbers in vals[key].
 # shellcheck disable=SC2034 # used by the scripts that source this file

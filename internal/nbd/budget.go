@@ -36,19 +36,22 @@ func (b *budget) init(maxReqs int, maxBytes int64) {
 
 // acquire takes one request and n bytes, waiting while the budget is
 // spent. A request larger than the whole byte budget proceeds when nothing
-// else is held. It reports false, taking nothing, once the budget is closed.
-func (b *budget) acquire(n int64) bool {
+// else is held. It reports false, taking nothing, once the budget is
+// closed; idle reports that nothing else was held, that is, every earlier
+// request's reply has been sent (or dropped).
+func (b *budget) acquire(n int64) (ok, idle bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for !b.closed && (b.reqs >= b.maxReqs || (b.reqs > 0 && b.bytes+n > b.maxBytes)) {
 		b.cond.Wait()
 	}
 	if b.closed {
-		return false
+		return false, false
 	}
+	idle = b.reqs == 0
 	b.reqs++
 	b.bytes += n
-	return true
+	return true, idle
 }
 
 // release gives g back.

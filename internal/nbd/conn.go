@@ -10,6 +10,12 @@ import (
 	"time"
 )
 
+// unixSendBuffer is the send buffer asked for on a Unix socket: the
+// replies to a client's full queue of small requests (64 reads of 4 KiB,
+// with the kernel's overhead per write) fit in it several times over,
+// where the usual default of 208 KiB fills up.
+const unixSendBuffer = 1 << 20
+
 // conn is one client connection. Its serve goroutine negotiates, then reads
 // requests and submits them; its writer goroutine (see outbox) sends what
 // the completion goroutine could not send at once.
@@ -26,6 +32,11 @@ type conn struct {
 	budget budget     // see budget
 	out    outbox     // see outbox
 	ext    extensions // see extensions
+
+	// Reader goroutine only, with Server.Inline: see serveInline.
+	inline  replyBuf
+	inlineW rawWriter
+	cached  cachedReader
 
 	transmitting bool        // guarded by srv.mu; negotiation is over
 	stopping     atomic.Bool // set once the connection must stop reading requests
@@ -47,7 +58,19 @@ func (c *conn) serve() {
 		return
 	}
 	c.budget.init(c.srv.maxRequests(), c.srv.maxBytes())
+	if uc, ok := c.nc.(*net.UnixConn); ok {
+		// Room for a full queue of small replies, so that a batch is
+		// written at once rather than handed to the writer goroutine
+		// whenever the client falls behind. (TCP sizes its own.) c.nc
+		// is the socket under TLS too, where the writer goroutine's
+		// one write per batch of records then returns without waiting.
+		_ = uc.SetWriteBuffer(unixSendBuffer)
+	}
 	c.out.init(c)
+	if c.srv.Inline {
+		c.inlineW.init(c, true)
+		c.cached.init(c.exp.file)
+	}
 	if !c.srv.startTransmission(c) {
 		return
 	}
@@ -128,7 +151,8 @@ func (c *conn) submit(r *request) bool {
 	case r.typ == cmdBlockStatus && r.errno == 0:
 		need = descriptorBufLen
 	}
-	if !c.budget.acquire(need) {
+	ok, idle := c.budget.acquire(need)
+	if !ok {
 		r.recycle()
 		return false
 	}
@@ -144,12 +168,56 @@ func (c *conn) submit(r *request) bool {
 			return false
 		}
 	}
+	// Nothing in flight and no request waiting in the buffer: the client
+	// waits for this reply before it sends more, so there is nothing to
+	// batch it with.
+	if idle && c.br.Buffered() == 0 && c.serveInline(r) {
+		return true
+	}
 	if err := c.exec.Submit(r.workFn, r.doneFn); err != nil {
 		c.budget.release(grant{reqs: 1, bytes: need})
 		r.recycle()
 		c.srv.logf("nbd: %s: submit: %v", c.nc.RemoteAddr(), err)
 		return false
 	}
+	return true
+}
+
+// serveInline answers r on the reader goroutine itself, without handing it
+// to the Executor (with Server.Inline), if it is a read shorter than
+// sparseReadMin whose data is all in the page cache (Linux only) or a
+// write without FUA; it reports false, having done nothing, otherwise.
+// The caller must have found no other request of the connection in flight
+// and none waiting in the buffer: only then may this goroutine write to
+// the socket (see outbox), and then the client waits for this reply before
+// it sends more, so the reply loses nothing by not waiting for a batch. A
+// request served here costs its system call and a copy, where the
+// Executor would add two hand-offs between goroutines. Over TLS this
+// goroutine writes the reply through TLS itself, waiting for the client as
+// the writer goroutine would (see outbox.sendTLS): the client waits for it
+// anyway.
+func (c *conn) serveInline(r *request) bool {
+	switch {
+	case !c.srv.Inline || r.errno != 0:
+		return false
+	case r.typ == cmdRead:
+		if r.length >= sparseReadMin || !c.cached.readCached(r.payload(), int64(r.offset)) {
+			return false
+		}
+		if c.ext.structured {
+			r.spans = append(r.spans[:0], span{length: r.length})
+		}
+	case r.typ == cmdWrite && r.flags&cmdFlagFUA == 0:
+		// A buffered write copies into the page cache; it waits only
+		// when the kernel throttles dirty pages, and the client, which
+		// sent nothing else, would wait for it either way.
+		_ = r.work() // sets r.errno on failure
+	default:
+		return false
+	}
+	c.inline.appendReply(r)
+	r.recycle()
+	c.out.send(&c.inline, &c.inlineW)
 	return true
 }
 

@@ -163,6 +163,13 @@ func (e *testExec) stats() (flushes, maxBatch int) {
 	return e.flushes, e.maxBatch
 }
 
+// submittedCount returns how many requests have been submitted in all.
+func (e *testExec) submittedCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.submitted
+}
+
 // waitSubmitted waits until n requests in all have been submitted.
 func (e *testExec) waitSubmitted(n int) {
 	e.mu.Lock()

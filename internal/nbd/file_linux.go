@@ -1,6 +1,11 @@
 package nbd
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // syncData makes the file's written data durable.
 func syncData(fd int) error { return unix.Fdatasync(fd) }
@@ -13,4 +18,48 @@ func punchHole(fd int, off, length int64) error {
 // zeroRange makes a range read as zeroes and keeps it allocated.
 func zeroRange(fd int, off, length int64) error {
 	return unix.Fallocate(fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+}
+
+// cachedReader reads from the page cache only (preadv2 with RWF_NOWAIT),
+// for one goroutine at a time. Its method value is bound once, so a read
+// does not allocate.
+type cachedReader struct {
+	rc  syscall.RawConn  // the export's file
+	fn  func(fd uintptr) // r.read bound once
+	b   []byte
+	off int64
+	ok  bool
+}
+
+func (r *cachedReader) init(f *os.File) {
+	if rc, err := f.SyscallConn(); err == nil {
+		r.rc = rc
+		r.fn = r.read
+	}
+}
+
+// readCached fills b from offset off if every byte of it is in the page
+// cache, without waiting for the disk, and reports whether it did. A false
+// result says nothing about the file: the caller reads it the ordinary way.
+func (r *cachedReader) readCached(b []byte, off int64) bool {
+	if r.rc == nil || len(b) == 0 {
+		return false
+	}
+	r.b, r.off, r.ok = b, off, false
+	if r.rc.Control(r.fn) != nil {
+		r.ok = false
+	}
+	r.b = nil
+	return r.ok
+}
+
+func (r *cachedReader) read(fd uintptr) {
+	for {
+		n, err := unix.Preadv2(int(fd), [][]byte{r.b}, r.off, unix.RWF_NOWAIT)
+		if err == unix.EINTR {
+			continue
+		}
+		r.ok = err == nil && n == len(r.b)
+		return
+	}
 }

@@ -2,7 +2,11 @@
 
 package nbd
 
-import "golang.org/x/sys/unix"
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
 
 // syncData makes the file's written data durable.
 func syncData(fd int) error { return unix.Fsync(fd) }
@@ -12,3 +16,12 @@ func punchHole(fd int, off, length int64) error { return unix.EOPNOTSUPP }
 
 // zeroRange is not supported here: zeroes are written instead.
 func zeroRange(fd int, off, length int64) error { return unix.EOPNOTSUPP }
+
+// cachedReader would read from the page cache only; this system cannot
+// tell, so every read goes the ordinary way.
+type cachedReader struct{}
+
+func (*cachedReader) init(*os.File) {}
+
+// readCached reports false: the caller reads the ordinary way.
+func (*cachedReader) readCached([]byte, int64) bool { return false }

@@ -156,15 +156,14 @@ func TestSteadyStateDoesNotAllocate(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20})
 	c := dial(t, ts)
 	c.connect("")
-	requireNoAllocsPerRead(t, c, replyHeaderLen+4096)
+	requireNoAllocsPerRead(t, c, replyHeaderLen+4096, 16)
 }
 
-// requireNoAllocsPerRead sends rounds of 4 KiB reads on a connection in
-// transmission, each answered with replyLen bytes, and checks that they
-// allocate nothing once buffers and requests are recycled.
-func requireNoAllocsPerRead(t *testing.T, c *client, replyLen int) {
+// requireNoAllocsPerRead sends rounds of depth 4 KiB reads at once on a
+// connection in transmission, each answered with replyLen bytes, and checks
+// that they allocate nothing once buffers and requests are recycled.
+func requireNoAllocsPerRead(t *testing.T, c *client, replyLen, depth int) {
 	t.Helper()
-	const depth = 16
 	req := make([]byte, requestHeaderLen*depth)
 	for i := range depth {
 		h := req[i*requestHeaderLen:]
@@ -194,7 +193,7 @@ func requireNoAllocsPerRead(t *testing.T, c *client, replyLen int) {
 		round()
 	}
 	runtime.ReadMemStats(&after)
-	perRequest := float64(after.Mallocs-before.Mallocs) / (rounds * depth)
+	perRequest := float64(after.Mallocs-before.Mallocs) / float64(rounds*depth)
 	t.Logf("%.3f allocations per request", perRequest)
 	// The race detector makes sync.Pool drop a share of what is put
 	// back, so only a loose bound holds under it.

@@ -16,156 +16,236 @@ const maxKeptOutput = 4 << 20
 
 // outbox collects one connection's replies and sends them.
 //
-// Completion callbacks append replies to buf. Flush, run once per batch,
-// sends buf with one non-blocking write(2) from the completion goroutine;
-// whatever the socket does not take at once is handed to the connection's
-// writer goroutine through queue, and from then on, until queue is empty
-// again, the writer goroutine alone writes to the socket, so replies keep
-// their order and the completion goroutine never waits for a slow client.
-// The writer goroutine writes with a deadline; a failed write marks the
-// outbox failed, and later replies are dropped.
+// Completion callbacks append replies to pending. Flush, run once per
+// batch, sends them with one non-blocking write(2) from the completion
+// goroutine; whatever the socket does not take at once is handed to the
+// connection's writer goroutine through queue, and from then on, until
+// queue is empty again, the writer goroutine alone writes to the socket, so
+// replies keep their order and the completion goroutine never waits for a
+// slow client. The writer goroutine writes with a deadline; a failed write
+// marks the outbox failed, and later replies are dropped.
+//
+// The connection's reader goroutine may also send a reply it produced
+// itself (see conn.serveInline), through send with its own replyBuf and
+// rawWriter, but only while no request of the connection is in flight: then
+// the completion goroutine has nothing to send and the socket is free unless
+// the writer goroutine is still busy, which send checks under mu.
+//
+// Over TLS no goroutine writes to the socket beside the tls.Conn (c.rw): a
+// rawWriter has no descriptor then (see rawWriter.init). The completion
+// goroutine queues every batch for the writer goroutine, which encrypts it
+// and sends its records in one write; the reader goroutine, whose client
+// waits for its reply anyway, writes its reply through c.rw itself, owning
+// the socket meanwhile as the writer goroutine does (busy).
 type outbox struct {
-	c          *conn                 // set by init, then read-only
-	raw        syscall.RawConn       // nil when the connection has no descriptor; read-only
-	rawWriteFn func(fd uintptr) bool // o.rawWrite bound once; read-only
+	c *conn // set by init, then read-only
 
-	// Completion goroutine only.
-	buf  []byte // replies not yet sent or queued
-	held grant  // budget held by the replies in buf
-	wbuf []byte // what rawWrite is sending
-	wn   int    // how much of wbuf rawWrite has sent
-	werr error  // rawWrite's error
+	pending replyBuf  // completion goroutine only; replies not yet sent or queued
+	w       rawWriter // completion goroutine only
 
 	mu     sync.Mutex
 	queue  []byte        // guarded by mu; bytes for the writer goroutine, in order
 	queued grant         // guarded by mu; budget held by queue
-	busy   bool          // guarded by mu; the writer goroutine owns the socket
+	busy   bool          // guarded by mu; the writer goroutine (or sendTLS) owns the socket
 	failed bool          // guarded by mu; a send failed, replies are dropped
 	wake   chan struct{} // capacity 1; tells the writer goroutine queue has data
 	quit   chan struct{} // closed by the connection when no reply is left
 }
 
-func (o *outbox) init(c *conn) {
-	o.c = c
-	if sc, ok := c.rw.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			o.raw = rc
-		}
-	}
-	o.rawWriteFn = o.rawWrite
-	o.wake = make(chan struct{}, 1)
-	o.quit = make(chan struct{})
+// replyBuf is a run of encoded replies and the budget they hold until they
+// are sent. Each replyBuf belongs to one goroutine.
+type replyBuf struct {
+	b    []byte
+	held grant
 }
 
-// appendReply appends r's reply (and read data) to the output: simple, or
-// structured where negotiated. Completion goroutine only.
-func (o *outbox) appendReply(r *request) {
+// reset empties the buffer after its replies were sent, queued or
+// dropped.
+func (rb *replyBuf) reset() {
+	rb.held = grant{}
+	if cap(rb.b) > maxKeptOutput {
+		rb.b = nil
+		return
+	}
+	rb.b = rb.b[:0]
+}
+
+// appendReply appends r's reply (and read data): simple, or structured
+// where negotiated.
+func (rb *replyBuf) appendReply(r *request) {
 	if r.usesChunks() {
-		o.appendChunks(r)
+		rb.appendChunks(r)
 		return
 	}
 	var h [replyHeaderLen]byte
 	binary.BigEndian.PutUint32(h[0:], magicSimpleReply)
 	binary.BigEndian.PutUint32(h[4:], r.errno)
 	binary.BigEndian.PutUint64(h[8:], r.cookie)
-	o.buf = append(o.buf, h[:]...)
+	rb.b = append(rb.b, h[:]...)
 	if r.typ == cmdRead && r.errno == 0 {
-		o.buf = append(o.buf, r.payload()...)
+		rb.b = append(rb.b, r.payload()...)
 	}
-	o.held.add(grant{reqs: 1, bytes: r.grant})
+	rb.held.add(grant{reqs: 1, bytes: r.grant})
+}
+
+// rawWriter writes to the socket without waiting, through its
+// syscall.RawConn. Each rawWriter belongs to one goroutine.
+type rawWriter struct {
+	raw syscall.RawConn       // nil when replies cannot go to a descriptor (no socket, or TLS)
+	tls bool                  // over TLS, with raw nil: send writes through c.rw, blocking
+	fn  func(fd uintptr) bool // w.write bound once, so writes do not allocate
+	b   []byte                // what write is sending
+	n   int                   // how much of b write has sent
+	err error                 // write's error
+}
+
+// init prepares w for c. Replies go straight to the socket only while
+// the protocol runs on the socket itself: over TLS (c.rw is not c.nc)
+// every byte must be encrypted by c.rw, so raw stays nil, and send either
+// writes through c.rw, waiting for the client (mayBlock: the reader
+// goroutine's writer), or hands every reply to the writer goroutine.
+func (w *rawWriter) init(c *conn, mayBlock bool) {
+	w.fn = w.write
+	if c.rw != c.nc {
+		w.tls = mayBlock
+		return
+	}
+	if sc, ok := c.nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w.raw = rc
+		}
+	}
+}
+
+func (o *outbox) init(c *conn) {
+	o.c = c
+	o.w.init(c, false)
+	o.wake = make(chan struct{}, 1)
+	o.quit = make(chan struct{})
 }
 
 // Flush sends the replies appended since the last Flush. It runs on the
 // completion goroutine, deferred by the callbacks of one batch, and never
 // blocks on the socket.
 func (o *outbox) Flush() {
-	if len(o.buf) == 0 {
+	o.send(&o.pending, &o.w)
+}
+
+// send sends rb's replies with w, or hands them to the writer goroutine if
+// it is busy or the socket does not take them all at once, and empties rb.
+// It blocks on the socket only over TLS with a writer made to (see
+// rawWriter.init), for at most the write timeout. The caller must own the
+// right to write to the socket when the writer goroutine is idle: the
+// completion goroutine always, the reader goroutine while no request is
+// in flight.
+func (o *outbox) send(rb *replyBuf, w *rawWriter) {
+	if len(rb.b) == 0 {
 		return
 	}
 	o.mu.Lock()
 	switch {
 	case o.failed:
 		o.mu.Unlock()
-		o.c.budget.release(o.held)
-		o.reset()
+		o.c.budget.release(rb.held)
+		rb.reset()
 		return
-	case o.busy || o.raw == nil:
-		o.enqueueLocked(o.buf)
+	case o.busy || (w.raw == nil && !w.tls):
+		o.enqueueLocked(rb, rb.b)
 		o.mu.Unlock()
-		o.reset()
+		rb.reset()
+		return
+	case w.raw == nil:
+		o.busy = true // the socket is ours until sendTLS is done
+		o.mu.Unlock()
+		o.sendTLS(rb)
 		return
 	}
 	o.mu.Unlock()
-	// The writer goroutine is idle and only this goroutine can make it
-	// busy, so the socket is ours for this write.
-	n := o.writeNow(o.buf)
-	if n == len(o.buf) {
-		o.c.budget.release(o.held)
-		o.reset()
+	// The writer goroutine is idle and only the caller can make it busy,
+	// so the socket is ours for this write.
+	n := w.writeNow(rb.b)
+	if n == len(rb.b) {
+		o.c.budget.release(rb.held)
+		rb.reset()
 		return
 	}
 	// The socket is full (or failing: the writer goroutine will see the
 	// error again and report it).
 	o.mu.Lock()
-	o.enqueueLocked(o.buf[n:])
+	o.enqueueLocked(rb, rb.b[n:])
 	o.mu.Unlock()
-	o.reset()
+	rb.reset()
 }
 
-// enqueueLocked hands b, with the budget in held, to the writer goroutine.
-// o.mu must be held.
-func (o *outbox) enqueueLocked(b []byte) {
-	if len(o.queue) == 0 && len(b) == len(o.buf) {
-		o.queue, o.buf = o.buf, o.queue[:0]
+// sendTLS writes rb's replies through TLS, waiting for the client at most
+// the write timeout, and empties rb. The caller has set busy, which keeps
+// the writer goroutine off the socket; sendTLS clears it, or hands the
+// writer goroutine what was queued meanwhile.
+func (o *outbox) sendTLS(rb *replyBuf) {
+	err := o.writeBlocking(rb.b)
+	o.c.budget.release(rb.held)
+	rb.reset()
+	if err != nil {
+		o.fail(err)
+	}
+	o.mu.Lock()
+	o.busy = false
+	if len(o.queue) > 0 && !o.failed {
+		o.wakeWriterLocked()
+	}
+	o.mu.Unlock()
+}
+
+// enqueueLocked hands b, the unsent end of rb's replies, with the budget
+// rb holds, to the writer goroutine. o.mu must be held.
+func (o *outbox) enqueueLocked(rb *replyBuf, b []byte) {
+	if len(o.queue) == 0 && len(b) == len(rb.b) {
+		o.queue, rb.b = rb.b, o.queue[:0]
 	} else {
 		o.queue = append(o.queue, b...)
 	}
-	o.queued.add(o.held)
-	o.held = grant{}
+	o.queued.add(rb.held)
+	rb.held = grant{}
 	if !o.busy {
-		o.busy = true
-		select {
-		case o.wake <- struct{}{}:
-		default:
-		}
+		o.wakeWriterLocked()
 	}
 }
 
-// reset empties buf after its replies were sent, queued or dropped.
-func (o *outbox) reset() {
-	o.held = grant{}
-	if cap(o.buf) > maxKeptOutput {
-		o.buf = nil
-		return
+// wakeWriterLocked gives the socket to the writer goroutine, which must be
+// idle, and wakes it. o.mu must be held.
+func (o *outbox) wakeWriterLocked() {
+	o.busy = true
+	select {
+	case o.wake <- struct{}{}:
+	default:
 	}
-	o.buf = o.buf[:0]
 }
 
 // writeNow writes as much of b as the socket takes without waiting and
 // returns how much that was.
-func (o *outbox) writeNow(b []byte) int {
-	o.wbuf, o.wn, o.werr = b, 0, nil
-	if err := o.raw.Write(o.rawWriteFn); err != nil {
-		o.werr = err
+func (w *rawWriter) writeNow(b []byte) int {
+	w.b, w.n, w.err = b, 0, nil
+	if err := w.raw.Write(w.fn); err != nil {
+		w.err = err
 	}
-	n := o.wn
-	o.wbuf = nil
+	n := w.n
+	w.b = nil
 	return n
 }
 
-// rawWrite is the body of writeNow, called with the socket's descriptor
+// write is the body of writeNow, called with the socket's descriptor
 // held. It returns true so the runtime never parks waiting for room.
-func (o *outbox) rawWrite(fd uintptr) bool {
-	for o.wn < len(o.wbuf) {
-		n, err := unix.Write(int(fd), o.wbuf[o.wn:])
+func (w *rawWriter) write(fd uintptr) bool {
+	for w.n < len(w.b) {
+		n, err := unix.Write(int(fd), w.b[w.n:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || n <= 0 {
-			o.werr = err
+			w.err = err
 			break
 		}
-		o.wn += n
+		w.n += n
 	}
 	return true
 }
@@ -205,7 +285,8 @@ func (o *outbox) writeLoop() {
 }
 
 // writeBlocking writes b, waiting for the client at most the server's
-// write timeout. Writer goroutine only.
+// write timeout. The goroutine that set busy only: the writer goroutine,
+// or the reader in sendTLS.
 func (o *outbox) writeBlocking(b []byte) error {
 	nc := o.c.rw
 	if err := nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout())); err != nil {

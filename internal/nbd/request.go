@@ -170,7 +170,7 @@ func (r *request) done(err error) {
 		// The Executor failed the request without running work.
 		r.errno = errIO
 	}
-	c.out.appendReply(r)
+	c.out.pending.appendReply(r)
 	r.recycle()
 	c.exec.Defer(&c.out)
 }

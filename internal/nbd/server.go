@@ -51,6 +51,15 @@ type Server struct {
 	// TLSConfig configures the server side of each TLS session: its
 	// certificates and, to verify clients, ClientAuth and ClientCAs.
 	TLSConfig *tls.Config
+	// Inline lets a connection with no request in flight and none
+	// waiting in its buffer answer, on its own goroutine and without the
+	// Executor, a read shorter than 64 KiB whose data is all in the page
+	// cache (preadv2 with RWF_NOWAIT; Linux only) or a write without FUA:
+	// nothing could be batched with that reply, and two hand-offs between
+	// goroutines would cost more than the I/O. Every other request goes to
+	// the Executor. Over TLS such a reply is encrypted and sent like every
+	// other reply, one write to the socket.
+	Inline bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
 	Logf func(format string, args ...any)

@@ -51,26 +51,26 @@ func (r *request) usesChunks() bool {
 	return r.c.ext.structured && (r.typ == cmdRead || r.typ == cmdBlockStatus)
 }
 
-// appendChunks appends r's structured reply. Completion goroutine only.
-func (o *outbox) appendChunks(r *request) {
-	o.held.add(grant{reqs: 1, bytes: r.grant})
+// appendChunks appends r's structured reply.
+func (rb *replyBuf) appendChunks(r *request) {
+	rb.held.add(grant{reqs: 1, bytes: r.grant})
 	switch {
 	case r.errno != 0 && len(r.spans) == 0:
 		// Refused before any I/O, or the Executor failed it.
-		o.appendErrorChunk(r, replyTypeError, 0)
+		rb.appendErrorChunk(r, replyTypeError, 0)
 	case r.typ == cmdBlockStatus:
-		o.appendChunkHeader(replyFlagDone, replyTypeBlockStatus, r.cookie, 4+r.n)
-		o.buf = binary.BigEndian.AppendUint32(o.buf, baseAllocationID)
-		o.buf = append(o.buf, (*r.buf)[:r.n]...)
+		rb.appendChunkHeader(replyFlagDone, replyTypeBlockStatus, r.cookie, 4+r.n)
+		rb.b = binary.BigEndian.AppendUint32(rb.b, baseAllocationID)
+		rb.b = append(rb.b, (*r.buf)[:r.n]...)
 	default:
-		o.appendReadChunks(r)
+		rb.appendReadChunks(r)
 	}
 }
 
 // appendReadChunks appends a structured read reply: one data or hole chunk
 // per span up to where the read failed, if it did, then an error chunk
 // with that offset. The last chunk carries the DONE flag.
-func (o *outbox) appendReadChunks(r *request) {
+func (rb *replyBuf) appendReadChunks(r *request) {
 	failed := r.errno != 0
 	covered := r.length
 	if failed {
@@ -89,50 +89,50 @@ func (o *outbox) appendReadChunks(r *request) {
 		}
 		off := r.offset + uint64(pos)
 		if s.hole {
-			o.appendChunkHeader(flags, replyTypeOffsetHole, r.cookie, 12)
-			o.buf = binary.BigEndian.AppendUint64(o.buf, off)
-			o.buf = binary.BigEndian.AppendUint32(o.buf, n)
+			rb.appendChunkHeader(flags, replyTypeOffsetHole, r.cookie, 12)
+			rb.b = binary.BigEndian.AppendUint64(rb.b, off)
+			rb.b = binary.BigEndian.AppendUint32(rb.b, n)
 		} else {
-			o.appendChunkHeader(flags, replyTypeOffsetData, r.cookie, 8+n)
-			o.buf = binary.BigEndian.AppendUint64(o.buf, off)
-			o.buf = append(o.buf, data[pos:pos+n]...)
+			rb.appendChunkHeader(flags, replyTypeOffsetData, r.cookie, 8+n)
+			rb.b = binary.BigEndian.AppendUint64(rb.b, off)
+			rb.b = append(rb.b, data[pos:pos+n]...)
 		}
 		pos += n
 	}
 	switch {
 	case failed:
-		o.appendErrorChunk(r, replyTypeErrorOffset, r.offset+uint64(covered))
+		rb.appendErrorChunk(r, replyTypeErrorOffset, r.offset+uint64(covered))
 	case r.length == 0:
 		// No content chunk may be empty.
-		o.appendChunkHeader(replyFlagDone, replyTypeNone, r.cookie, 0)
+		rb.appendChunkHeader(replyFlagDone, replyTypeNone, r.cookie, 0)
 	}
 }
 
 // appendErrorChunk appends the final error chunk of r's reply; offset is
 // used by NBD_REPLY_TYPE_ERROR_OFFSET only.
-func (o *outbox) appendErrorChunk(r *request, typ uint16, offset uint64) {
+func (rb *replyBuf) appendErrorChunk(r *request, typ uint16, offset uint64) {
 	msg := r.errorMessage()
 	length := 6 + uint32(len(msg))
 	if typ == replyTypeErrorOffset {
 		length += 8
 	}
-	o.appendChunkHeader(replyFlagDone, typ, r.cookie, length)
-	o.buf = binary.BigEndian.AppendUint32(o.buf, r.errno)
-	o.buf = binary.BigEndian.AppendUint16(o.buf, uint16(len(msg)))
-	o.buf = append(o.buf, msg...)
+	rb.appendChunkHeader(replyFlagDone, typ, r.cookie, length)
+	rb.b = binary.BigEndian.AppendUint32(rb.b, r.errno)
+	rb.b = binary.BigEndian.AppendUint16(rb.b, uint16(len(msg)))
+	rb.b = append(rb.b, msg...)
 	if typ == replyTypeErrorOffset {
-		o.buf = binary.BigEndian.AppendUint64(o.buf, offset)
+		rb.b = binary.BigEndian.AppendUint64(rb.b, offset)
 	}
 }
 
 // appendChunkHeader appends the header of one structured reply chunk
 // whose payload is length bytes.
-func (o *outbox) appendChunkHeader(flags, typ uint16, cookie uint64, length uint32) {
-	b := binary.BigEndian.AppendUint32(o.buf, magicStructuredReply)
+func (rb *replyBuf) appendChunkHeader(flags, typ uint16, cookie uint64, length uint32) {
+	b := binary.BigEndian.AppendUint32(rb.b, magicStructuredReply)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, cookie)
-	o.buf = binary.BigEndian.AppendUint32(b, length)
+	rb.b = binary.BigEndian.AppendUint32(b, length)
 }
 
 // errorMessage returns the text sent with r's error chunk: the reason

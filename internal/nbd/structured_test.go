@@ -466,7 +466,7 @@ func TestStructuredReadsDoNotAllocate(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20})
 	c := dial(t, ts)
 	c.connectStructured()
-	requireNoAllocsPerRead(t, c, chunkHeaderLen+8+4096)
+	requireNoAllocsPerRead(t, c, chunkHeaderLen+8+4096, 16)
 }
 
 // TestStructuredReadsOneFlushPerBatch checks that structured replies keep

@@ -8,13 +8,16 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/batchio/threadpool/internal/nbd/testcerts"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // tlsCerts holds what the TLS tests need: a CA, the server's certificate
@@ -512,4 +515,59 @@ func TestTLSStuckClientDropped(t *testing.T) {
 	}
 	ts.waitLog("sending replies")
 	drainToEOF(t, stuck)
+}
+
+// sendBuffer returns the SO_SNDBUF of the socket under nc.
+func sendBuffer(t *testing.T, nc net.Conn) int {
+	t.Helper()
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	require.NoError(t, err)
+	var size int
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		size, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	}))
+	require.NoError(t, serr)
+	return size
+}
+
+// TestUnixSendBufferUnderTLS checks that a connection in transmission over
+// TLS has the enlarged send buffer on its Unix socket, as a plain one has.
+func TestUnixSendBufferUnderTLS(t *testing.T) {
+	// What the kernel makes of the request (Linux doubles it and caps it
+	// at net.core.wmem_max), on a fresh socket.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	require.NoError(t, unix.Close(fds[1]))
+	f := os.NewFile(uintptr(fds[0]), "socketpair")
+	probe, err := net.FileConn(f)
+	require.NoError(t, f.Close())
+	require.NoError(t, err)
+	defer probe.Close()
+	before := sendBuffer(t, probe)
+	require.NoError(t, probe.(*net.UnixConn).SetWriteBuffer(unixSendBuffer))
+	want := sendBuffer(t, probe)
+	if want <= before {
+		t.Skipf("the kernel keeps Unix send buffers at %d bytes", before)
+	}
+
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: certs.tlsServer(TLSOn, false)})
+	secure := dialFixed(t, ts)
+	require.NoError(t, secure.startTLS(certs.clientConfig(nil)))
+	secure.connect2()
+	plain := dial(t, ts)
+	plain.connect("")
+	// A reply on each means both connections are in transmission.
+	for _, c := range []*client{secure, plain} {
+		errno, _ := c.read(0, 4096)
+		require.Zero(t, errno)
+	}
+	got := map[bool]int{} // over TLS: the send buffer
+	ts.srv.mu.Lock()
+	for sc := range ts.srv.conns {
+		got[sc.rw != sc.nc] = sendBuffer(t, sc.nc)
+	}
+	ts.srv.mu.Unlock()
+	require.Equal(t, map[bool]int{true: want, false: want}, got)
 }

@@ -147,3 +147,39 @@ func TestManyConnections(t *testing.T) {
 		}
 	})
 }
+
+// TestUnixSocketTakesAFullQueueOfReplies checks that the replies to 64
+// pipelined 4 KiB reads, which the client does not read yet, all go into
+// the Unix socket at once (its send buffer is enlarged) instead of waiting
+// for the connection's writer goroutine.
+func TestUnixSocketTakesAFullQueueOfReplies(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20})
+	c := dial(t, ts)
+	c.connect("")
+	const depth = 64
+	for i := range depth {
+		c.request(cmdRead, 0, uint64(i)*4096, 4096, nil)
+	}
+	ts.exec.waitSubmitted(depth)
+	ts.exec.stats() // every reply flushed
+	var conns, busy, queued int
+	ts.srv.mu.Lock()
+	for sc := range ts.srv.conns {
+		conns++
+		sc.out.mu.Lock()
+		if sc.out.busy {
+			busy++
+		}
+		queued += len(sc.out.queue)
+		sc.out.mu.Unlock()
+	}
+	ts.srv.mu.Unlock()
+	require.Equal(t, 1, conns)
+	require.Zero(t, busy, "replies left for the writer goroutine")
+	require.Zero(t, queued)
+	for range depth {
+		_, errno, data := c.reply()
+		require.Zero(t, errno)
+		require.Len(t, data, 4096)
+	}
+}

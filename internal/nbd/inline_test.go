@@ -1,0 +1,200 @@
+package nbd
+
+import (
+	"fmt"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// inlineServer starts a server with Server.Inline set.
+func inlineServer(t *testing.T) *testServer {
+	return startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) { s.Inline = true }})
+}
+
+// readOneChunk reads with structured replies, as read does with simple
+// ones, and checks that the reply is one data chunk.
+func (c *client) readOneChunk(off uint64, length uint32) (uint32, []byte) {
+	c.t.Helper()
+	res := c.readChunks(0, off, length)
+	require.Nil(c.t, res.err)
+	require.Equal(c.t, []uint16{replyTypeOffsetData}, res.types)
+	return 0, res.data
+}
+
+// cachedReadsInline reports whether a read of cached data can be served
+// inline here: only Linux has RWF_NOWAIT.
+const cachedReadsInline = runtime.GOOS == "linux"
+
+// TestInlineServesLoneRequests checks that, with Server.Inline, a write
+// without FUA and a read of cached data that a connection receives with
+// nothing else in flight are answered without the executor, correctly,
+// with simple and with structured replies; a FUA write and a read of 64 KiB
+// still go to the executor.
+func TestInlineServesLoneRequests(t *testing.T) {
+	for _, structured := range []bool{false, true} {
+		t.Run(fmt.Sprintf("structured=%v", structured), func(t *testing.T) {
+			ts := inlineServer(t)
+			c := dial(t, ts)
+			read := c.read
+			if structured {
+				c.connectStructured()
+				read = c.readOneChunk
+			} else {
+				c.connect("")
+			}
+			const n = 8
+			for i := range n {
+				require.Zero(t, c.write(uint64(i)*4096+100, pattern(byte(i+1), 4096), 0))
+				errno, data := read(uint64(i)*4096+100, 4096)
+				require.Zero(t, errno)
+				require.Equal(t, pattern(byte(i+1), 4096), data)
+			}
+			want := 0
+			if !cachedReadsInline {
+				want = n // the reads
+			}
+			require.Equal(t, want, ts.exec.submittedCount())
+
+			require.Zero(t, c.write(0, pattern(9, 4096), cmdFlagFUA))
+			errno, data := read(0, 64<<10)
+			require.Zero(t, errno)
+			require.Equal(t, pattern(9, 4096), data[:4096])
+			require.Equal(t, want+2, ts.exec.submittedCount())
+		})
+	}
+}
+
+// TestInlineOnlyWhenIdle checks that a request arriving while another is
+// in flight goes to the executor, and that both replies arrive.
+func TestInlineOnlyWhenIdle(t *testing.T) {
+	ts := inlineServer(t)
+	c := dial(t, ts)
+	c.connect("")
+	release := ts.exec.holdWork()
+	first := c.request(cmdWrite, cmdFlagFUA, 0, 4096, pattern(3, 4096))
+	ts.exec.waitSubmitted(1)
+	second := c.request(cmdRead, 0, 8192, 4096, nil)
+	ts.exec.waitSubmitted(2)
+	release()
+	got := map[uint64][]byte{}
+	for range 2 {
+		cookie, errno, data := c.reply()
+		require.Zero(t, errno)
+		got[cookie] = data
+	}
+	require.Contains(t, got, first)
+	require.Equal(t, pattern(0, 1<<20)[8192:8192+4096], got[second])
+	require.Equal(t, 2, ts.exec.submittedCount())
+}
+
+// TestInlineRefusedRequestsUseExecutor checks that a request refused
+// before any I/O keeps its error reply through the executor.
+func TestInlineRefusedRequestsUseExecutor(t *testing.T) {
+	ts := inlineServer(t)
+	c := dial(t, ts)
+	c.connect("")
+	errno, _ := c.read(1<<20, 4096)
+	require.Equal(t, uint32(errInval), errno)
+	require.Equal(t, uint32(errNoSpc), c.write(1<<20, pattern(1, 4096), 0))
+	require.Equal(t, 2, ts.exec.submittedCount())
+}
+
+// TestInlineDoesNotAllocate checks that lone requests served inline
+// allocate nothing in steady state, with simple and structured replies.
+func TestInlineDoesNotAllocate(t *testing.T) {
+	ts := inlineServer(t)
+	c := dial(t, ts)
+	c.connect("")
+	requireNoAllocsPerRead(t, c, replyHeaderLen+4096, 1)
+	s := dial(t, ts)
+	s.connectStructured()
+	requireNoAllocsPerRead(t, s, chunkHeaderLen+8+4096, 1)
+	if cachedReadsInline {
+		require.Zero(t, ts.exec.submittedCount())
+	}
+}
+
+// TestInlineOverTLS checks that lone requests served inline over TLS get
+// their replies through TLS, with simple and structured replies, and with
+// simple ones when structured replies were negotiated only before
+// STARTTLS (which forgets them). A reply written to the socket beside TLS
+// would break the client's TLS stream.
+func TestInlineOverTLS(t *testing.T) {
+	certs := newTLSCerts(t)
+	for _, tc := range []struct {
+		name                    string
+		mode                    TLSMode
+		structuredBefore, after bool
+	}{
+		{"simple", TLSRequire, false, false},
+		{"structured", TLSRequire, false, true},
+		{"structured before STARTTLS only", TLSOn, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+				certs.tlsServer(tc.mode, false)(s)
+				s.Inline = true
+			}})
+			c := dialFixed(t, ts)
+			if tc.structuredBefore {
+				c.structuredReply()
+			}
+			require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+			read := c.read // checks the simple reply's magic
+			if tc.after {
+				c.connectStructured2()
+				read = c.readOneChunk
+			} else {
+				c.connect2()
+			}
+			const n = 8
+			for i := range n {
+				want := pattern(byte(i+1), 4096+i)
+				require.Zero(t, c.write(uint64(i)*8192+100, want, 0))
+				errno, data := read(uint64(i)*8192+100, uint32(len(want)))
+				require.Zero(t, errno)
+				require.Equal(t, want, data)
+			}
+			want := 0
+			if !cachedReadsInline {
+				want = n // the reads
+			}
+			require.Equal(t, want, ts.exec.submittedCount(), "lone requests served inline")
+		})
+	}
+}
+
+// TestInlineOverTLSOneWritePerReply checks that a reply written inline
+// over TLS, several TLS records long, leaves in one write to the socket.
+func TestInlineOverTLSOneWritePerReply(t *testing.T) {
+	certs := newTLSCerts(t)
+	var writes atomic.Int64
+	ts := startServer(t, serverConfig{
+		size: 1 << 20,
+		tune: func(s *Server) {
+			certs.tlsServer(TLSRequire, false)(s)
+			s.Inline = true
+		},
+		listen: func(l net.Listener) net.Listener { return countingListener{l, &writes} },
+	})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	const n = 60 << 10 // 4 TLS records, under sparseReadMin
+	want := pattern(7, n)
+	for range 2 {
+		require.Zero(t, c.write(4096, want, 0))
+		before := writes.Load()
+		errno, data := c.read(4096, n)
+		require.Zero(t, errno)
+		require.Equal(t, want, data)
+		require.Equal(t, int64(1), writes.Load()-before, "one write for the reply")
+	}
+	if cachedReadsInline {
+		require.Zero(t, ts.exec.submittedCount(), "lone requests served inline")
+	}
+}
