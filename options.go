@@ -83,8 +83,8 @@ func WithMaxWorkers(n int) Option { return func(c *config) { c.maxWorkers = n } 
 // more than the minimum are alive (default 10s). A worker exits once it has
 // been idle for at least d and at most about 2d (at least a millisecond): the
 // pool's reaper checks every d, waiting in a blocking poll(2) rather than on
-// a Go timer, so that the request path reads no clock and the pool holds no
-// timer. d must be positive.
+// a Go timer, so that the request path reads no clock and no timer of the pool
+// is armed in normal operation. d must be positive.
 func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTimeout = d } }
 
 // WithMaxQueued bounds the requests waiting for a worker: when n are waiting,
