@@ -45,7 +45,10 @@ func (p *Pool) stopReaper() {
 // pollTimeout is the idle timeout in poll(2)'s milliseconds: at least one,
 // so that a tiny timeout cannot make the reaper spin.
 func pollTimeout(d time.Duration) int {
-	ms := (d + time.Millisecond - 1) / time.Millisecond
+	ms := d / time.Millisecond
+	if d%time.Millisecond != 0 {
+		ms++
+	}
 	return int(min(max(ms, 1), math.MaxInt32))
 }
 

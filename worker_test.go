@@ -1,6 +1,7 @@
 package threadpool
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -8,8 +9,8 @@ import (
 )
 
 // TestIdleTimeoutAfterLongWork runs Funcs that outlast the idle timeout, so
-// that the workers' idle timers fire while they are busy: the workers must
-// still exit once idle, and only then.
+// that the reaper passes while the workers are busy: they must still exit
+// once idle, and only then.
 func TestIdleTimeoutAfterLongWork(t *testing.T) {
 	const timeout = time.Millisecond
 	p := newPool(t, WithMaxWorkers(2), WithIdleTimeout(timeout))
@@ -33,5 +34,20 @@ func TestWorkersAtMinOutliveTheirTimers(t *testing.T) {
 	for range 50 {
 		require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil }))
 		require.Equal(t, 1, p.Stats().Workers)
+	}
+}
+
+// TestPollTimeout: the reaper's poll(2) timeout rounds up to whole
+// milliseconds, never spins on a tiny idle timeout and never overflows on a
+// huge one.
+func TestPollTimeout(t *testing.T) {
+	for d, want := range map[time.Duration]int{
+		time.Nanosecond:              1,
+		time.Millisecond:             1,
+		1500 * time.Microsecond:      2,
+		DefaultIdleTimeout:           10000,
+		time.Duration(math.MaxInt64): math.MaxInt32,
+	} {
+		require.Equal(t, want, pollTimeout(d), "idle timeout %v", d)
 	}
 }
