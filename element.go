@@ -34,8 +34,7 @@ type element struct {
 
 	// queued is set while the element waits on the pending queue: the only
 	// state Cancel needs. A request joins and leaves the queue under Pool.mu
-	// only (a worker dequeuing it, a canceler, Close), and a handed-off
-	// request never joins it. Guarded by Pool.mu.
+	// only (a worker dequeuing it, a canceler, Close). Guarded by Pool.mu.
 	queued bool
 
 	// err is the result. It is written once, by the worker or the canceler,
