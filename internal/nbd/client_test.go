@@ -18,13 +18,14 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// testServer is a Server on a Unix socket with a test executor and a
-// temporary file as its export.
+// testServer is a Server on a Unix socket (or a TCP port of 127.0.0.1)
+// with a test executor and a temporary file as its export.
 type testServer struct {
-	srv  *Server
-	exec *testExec
-	addr string // Unix socket path
-	file string // exported file
+	srv     *Server
+	exec    *testExec
+	network string // "unix" or "tcp"
+	addr    string // Unix socket path, or TCP address
+	file    string // exported file
 
 	logMu   sync.Mutex
 	logs    []string      // guarded by logMu
@@ -38,6 +39,7 @@ type serverConfig struct {
 	name     string
 	tune     func(*Server)
 	listen   func(net.Listener) net.Listener // wraps the listener, if set
+	tcp      bool                            // listen on 127.0.0.1 instead of a Unix socket
 }
 
 func startServer(t *testing.T, cfg serverConfig) *testServer {
@@ -48,7 +50,10 @@ func startServer(t *testing.T, cfg serverConfig) *testServer {
 	dir, err := os.MkdirTemp("", "nbd")
 	require.NoError(t, err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	ts := &testServer{addr: filepath.Join(dir, "s"), file: filepath.Join(dir, "disk"), logWake: make(chan struct{})}
+	ts := &testServer{network: "unix", addr: filepath.Join(dir, "s"), file: filepath.Join(dir, "disk"), logWake: make(chan struct{})}
+	if cfg.tcp {
+		ts.network, ts.addr = "tcp", "127.0.0.1:0"
+	}
 	require.NoError(t, os.WriteFile(ts.file, pattern(0, int(cfg.size)), 0o600))
 
 	exp, err := OpenExport(ts.file, cfg.name, cfg.readOnly)
@@ -58,8 +63,9 @@ func startServer(t *testing.T, cfg serverConfig) *testServer {
 	if cfg.tune != nil {
 		cfg.tune(ts.srv)
 	}
-	l, err := net.Listen("unix", ts.addr)
+	l, err := net.Listen(ts.network, ts.addr)
 	require.NoError(t, err)
+	ts.addr = l.Addr().String()
 	if cfg.listen != nil {
 		l = cfg.listen(l)
 	}
@@ -116,11 +122,12 @@ type client struct {
 
 	nextCookie uint64
 	readLens   map[uint64]uint32 // outstanding reads by cookie
+	dribble    bool              // send writes one byte at a time
 }
 
 func dial(t *testing.T, ts *testServer) *client {
 	t.Helper()
-	nc, err := net.Dial("unix", ts.addr)
+	nc, err := net.Dial(ts.network, ts.addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { nc.Close() })
 	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
@@ -153,6 +160,13 @@ func (c *client) full(b []byte) {
 
 func (c *client) send(b []byte) {
 	c.t.Helper()
+	if c.dribble {
+		for i := range b {
+			_, err := c.nc.Write(b[i : i+1])
+			require.NoError(c.t, err)
+		}
+		return
+	}
 	_, err := c.nc.Write(b)
 	require.NoError(c.t, err)
 }

@@ -26,6 +26,7 @@ type conn struct {
 	exp  *Export  // read-only
 	exec Executor // read-only
 
+	src sockReader             // what br reads from; serve goroutine only
 	br  *bufio.Reader          // serve goroutine only
 	hdr [requestHeaderLen]byte // serve goroutine only
 
@@ -47,7 +48,8 @@ func (c *conn) serve() {
 	defer c.srv.forget(c)
 	defer c.close()
 	c.rw = c.nc
-	c.br = bufio.NewReaderSize(c.rw, 64<<10)
+	c.src.conn = c.rw
+	c.br = bufio.NewReaderSize(&c.src, 64<<10)
 	if err := c.nc.SetDeadline(time.Now().Add(c.srv.handshakeTimeout())); err != nil {
 		return
 	}
@@ -67,6 +69,9 @@ func (c *conn) serve() {
 		_ = uc.SetWriteBuffer(unixSendBuffer)
 	}
 	c.out.init(c)
+	if tc, ok := c.rw.(*net.TCPConn); ok {
+		c.src.useRaw(tc)
+	}
 	if c.srv.Inline {
 		c.inlineW.init(c, true)
 		c.cached.init(c.exp.file)

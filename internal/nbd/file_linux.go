@@ -55,7 +55,7 @@ func (r *cachedReader) readCached(b []byte, off int64) bool {
 
 func (r *cachedReader) read(fd uintptr) {
 	for {
-		n, err := unix.Preadv2(int(fd), [][]byte{r.b}, r.off, unix.RWF_NOWAIT)
+		n, err := preadNoWait(int(fd), r.b, r.off)
 		if err == unix.EINTR {
 			continue
 		}

@@ -237,7 +237,7 @@ func (w *rawWriter) writeNow(b []byte) int {
 // held. It returns true so the runtime never parks waiting for room.
 func (w *rawWriter) write(fd uintptr) bool {
 	for w.n < len(w.b) {
-		n, err := unix.Write(int(fd), w.b[w.n:])
+		n, err := rawWrite(int(fd), w.b[w.n:])
 		if err == unix.EINTR {
 			continue
 		}

@@ -13,6 +13,17 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 4 << 20})
 	c := dial(t, ts)
 	c.connect("")
+	requireRoundTrips(t, c)
+	errno, _ := c.read(0, 0)
+	require.Zero(t, errno)
+	require.Zero(t, c.write(0, nil, 0))
+}
+
+// requireRoundTrips writes and reads back sizes from 1 byte to 4 MiB,
+// centred in an export of 4 MiB; the last write covers the whole export
+// with pattern(6, 4 MiB).
+func requireRoundTrips(t *testing.T, c *client) {
+	t.Helper()
 	for i, n := range []int{1, 511, 4096, 65536 + 3, 1 << 20, 4 << 20} {
 		off := uint64((4<<20 - n) / 2)
 		want := pattern(byte(i+1), n)
@@ -21,9 +32,6 @@ func TestWriteReadRoundTrip(t *testing.T) {
 		require.Zero(t, errno)
 		require.True(t, bytes.Equal(want, got), "size %d", n)
 	}
-	errno, _ := c.read(0, 0)
-	require.Zero(t, errno)
-	require.Zero(t, c.write(0, nil, 0))
 }
 
 func TestFUAAndFlushReachTheFile(t *testing.T) {

@@ -1,0 +1,11 @@
+//go:build !linux
+
+package nbd
+
+import "golang.org/x/sys/unix"
+
+// rawRead is read(2) on a non-blocking descriptor.
+func rawRead(fd int, b []byte) (int, error) { return unix.Read(fd, b) }
+
+// rawWrite is write(2) on a non-blocking descriptor.
+func rawWrite(fd int, b []byte) (int, error) { return unix.Write(fd, b) }
