@@ -48,7 +48,7 @@ func (c *conn) serve() {
 	defer c.srv.forget(c)
 	defer c.close()
 	c.rw = c.nc
-	c.src.conn = c.rw
+	c.src.c = c
 	c.br = bufio.NewReaderSize(&c.src, 64<<10)
 	if err := c.nc.SetDeadline(time.Now().Add(c.srv.handshakeTimeout())); err != nil {
 		return

@@ -16,12 +16,12 @@ import (
 // raw path waits for data through the runtime's poller as net.Conn does,
 // deadlines included. Serve goroutine only.
 type sockReader struct {
-	conn net.Conn              // the ordinary path
-	raw  syscall.RawConn       // the raw path, once useRaw found one
-	fn   func(fd uintptr) bool // r.read bound once, so reads do not allocate
-	b    []byte                // what read fills
-	n    int                   // how much read put in b
-	err  error                 // read's error
+	c   *conn                 // the ordinary path reads c.rw
+	raw syscall.RawConn       // the raw path, once useRaw found one
+	fn  func(fd uintptr) bool // r.read bound once, so reads do not allocate
+	b   []byte                // what read fills
+	n   int                   // how much read put in b
+	err error                 // read's error
 }
 
 // useRaw switches r to raw reads of nc, a TCP socket that carries the
@@ -43,7 +43,7 @@ func (r *sockReader) useRaw(nc *net.TCPConn) {
 // returns io.EOF once the client has closed its end.
 func (r *sockReader) Read(p []byte) (int, error) {
 	if r.raw == nil {
-		return r.conn.Read(p)
+		return r.c.rw.Read(p)
 	}
 	if len(p) == 0 {
 		return 0, nil

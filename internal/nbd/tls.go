@@ -113,8 +113,7 @@ func (n *negotiation) startTLS(data []byte) bool {
 		return false
 	}
 	c.rw = &tlsConn{Conn: tc, cork: cork}
-	c.src.conn = c.rw
-	c.br.Reset(&c.src)
+	c.br.Reset(&c.src) // now reading c.rw, the TLS connection
 	n.bw.Reset(c.rw)
 	*n = negotiation{c: c, bw: n.bw, fixed: n.fixed, noZeroes: n.noZeroes, scratch: n.scratch, tlsOn: true}
 	// Structured replies and the metadata context are negotiated state too,
