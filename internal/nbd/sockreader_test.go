@@ -16,41 +16,39 @@ import (
 // byte at a time, pipelined requests, with lone requests served inline and
 // not.
 func TestTCPTransmission(t *testing.T) {
-	for _, inline := range []bool{false, true} {
-		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) {
-			ts := startServer(t, serverConfig{size: 4 << 20, tcp: true, tune: func(s *Server) { s.Inline = inline }})
-			c := dial(t, ts)
-			c.connect("")
-			errno, _ := c.read(0, 1)
-			require.Zero(t, errno)
-			require.Equal(t, 1, rawReaders(ts), "the connection reads its socket raw")
-			requireRoundTrips(t, c)
+	eachInline(t, func(t *testing.T, inline bool) {
+		ts := startServer(t, serverConfig{size: 4 << 20, tcp: true, tune: func(s *Server) { s.Inline = inline }})
+		c := dial(t, ts)
+		c.connect("")
+		errno, _ := c.read(0, 1)
+		require.Zero(t, errno)
+		require.Equal(t, 1, rawReaders(ts), "the connection reads its socket raw")
+		requireRoundTrips(t, c)
 
-			c.dribble = true
-			want := pattern(42, 5000)
-			require.Zero(t, c.write(12345, want, 0))
-			errno, got := c.read(12345, 5000)
-			require.Zero(t, errno)
-			require.Equal(t, want, got)
-			c.dribble = false
+		c.dribble = true
+		want := pattern(42, 5000)
+		require.Zero(t, c.write(12345, want, 0))
+		errno, got := c.read(12345, 5000)
+		require.Zero(t, errno)
+		require.Equal(t, want, got)
+		c.dribble = false
 
-			cookies := map[uint64]uint64{}
-			for i := range 32 {
-				off := uint64(i) * 8192
-				cookies[c.request(cmdRead, 0, off, 8192, nil)] = off
-			}
-			file := pattern(6, 4<<20) // requireRoundTrips's last write
-			copy(file[12345:], want)
-			for range 32 {
-				cookie, errno, data := c.reply()
-				require.Zero(t, errno)
-				off, ok := cookies[cookie]
-				require.True(t, ok)
-				delete(cookies, cookie)
-				require.Equal(t, file[off:off+8192], data)
-			}
-		})
-	}
+		cookies := map[uint64]uint64{}
+		for i := range 32 {
+			off := uint64(i) * 8192
+			cookies[c.request(cmdRead, 0, off, 8192, nil)] = off
+		}
+		file := pattern(6, 4<<20) // requireRoundTrips's last write
+		copy(file[12345:], want)
+		for range 32 {
+			cookie, errno, data := c.reply()
+			require.Zero(t, errno)
+			off, ok := cookies[cookie]
+			require.True(t, ok)
+			delete(cookies, cookie)
+			require.Equal(t, file[off:off+8192], data)
+		}
+	})
 }
 
 // TestUnixSocketReadsThroughNetConn checks that a connection on a Unix
@@ -81,34 +79,46 @@ func rawReaders(ts *testServer) int {
 
 // TestTCPClientGoneEndsConnection checks that a TCP client that closes its
 // end ends the connection as an ordinary end (the raw read sees end of
-// file), with nothing logged.
+// file), with nothing logged, whether its last request went through the
+// Executor or was answered inline.
 func TestTCPClientGoneEndsConnection(t *testing.T) {
-	ts := startServer(t, serverConfig{tcp: true})
-	c := dial(t, ts)
-	c.connect("")
-	require.Zero(t, c.write(0, pattern(1, 512), 0))
-	require.NoError(t, c.nc.Close())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	require.NoError(t, ts.srv.Shutdown(ctx))
-	ts.logMu.Lock()
-	defer ts.logMu.Unlock()
-	for _, l := range ts.logs {
-		require.False(t, strings.Contains(l, "reading request"), "logged %q", l)
-	}
+	eachInline(t, func(t *testing.T, inline bool) {
+		ts := startServer(t, serverConfig{tcp: true, tune: func(s *Server) { s.Inline = inline }})
+		c := dial(t, ts)
+		c.connect("")
+		require.Zero(t, c.write(0, pattern(1, 512), 0))
+		require.NoError(t, c.nc.Close())
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, ts.srv.Shutdown(ctx))
+		ts.logMu.Lock()
+		defer ts.logMu.Unlock()
+		for _, l := range ts.logs {
+			require.False(t, strings.Contains(l, "reading request"), "logged %q", l)
+		}
+	})
 }
 
 // TestTCPShutdownStopsIdleConnection checks that Shutdown stops a TCP
 // connection whose reader waits for a request in a raw read: the read's
-// deadline ends the wait.
+// deadline ends the wait, whether the last request went through the
+// Executor or was answered inline.
 func TestTCPShutdownStopsIdleConnection(t *testing.T) {
-	ts := startServer(t, serverConfig{tcp: true})
-	c := dial(t, ts)
-	c.connect("")
-	errno, _ := c.read(0, 4096)
-	require.Zero(t, errno)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	require.NoError(t, ts.srv.Shutdown(ctx))
-	c.expectEOF()
+	eachInline(t, func(t *testing.T, inline bool) {
+		ts := startServer(t, serverConfig{tcp: true, tune: func(s *Server) { s.Inline = inline }})
+		c := dial(t, ts)
+		c.connect("")
+		require.Zero(t, c.write(0, pattern(1, 4096), 0))
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		require.NoError(t, ts.srv.Shutdown(ctx))
+		c.expectEOF()
+	})
+}
+
+// eachInline runs f as two subtests, without and with Server.Inline.
+func eachInline(t *testing.T, f func(t *testing.T, inline bool)) {
+	for _, inline := range []bool{false, true} {
+		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) { f(t, inline) })
+	}
 }
