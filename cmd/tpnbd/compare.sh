@@ -6,24 +6,27 @@
 # the same jobs, the servers alternating within each round; the table shows
 # the median IOPS over the rounds.
 #
-# Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS]
+# Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS] [-b REV]
 #   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
 #   -tcp  serve and connect over TCP loopback instead of Unix sockets
 #   -r, -t  rounds and seconds per job; default 5 rounds of 1 second
 #       (about 4 minutes): short runs alternating often resist the noise of
 #       a shared machine better than long ones
 #   -p  run tpnbd with -procs PROCS (GOMAXPROCS); default: Go's default
+#   -b  also run tpnbd -flush=defer built from git revision REV of this
+#       repository (tpnbd-base), alternating with the others, to measure a
+#       change against nbdkit and its own base in the same run
 # Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
-rounds=5 runtime=1 size_mib=256 procs=0 transport=unix
+rounds=5 runtime=1 size_mib=256 procs=0 transport=unix base=
 # getopts takes single letters: turn the long -tcp into -T.
 args=()
 for a in "$@"; do
 	if [ "$a" = -tcp ]; then args+=(-T); else args+=("$a"); fi
 done
 set -- "${args[@]+"${args[@]}"}"
-while getopts "qTr:t:s:p:" opt; do
+while getopts "qTr:t:s:p:b:" opt; do
 	case $opt in
 	q) rounds=1 runtime=1 ;;
 	T) transport=tcp ;;
@@ -31,37 +34,54 @@ while getopts "qTr:t:s:p:" opt; do
 	t) runtime=$OPTARG ;;
 	s) size_mib=$OPTARG ;;
 	p) procs=$OPTARG ;;
-	*) sed -n '2,17p' "$0"; exit 2 ;;
+	b) base=$OPTARG ;;
+	*) sed -n '2,20p' "$0"; exit 2 ;;
 	esac
 done
 
 # shellcheck source=cmd/tpnbd/lib.sh
 . "$(dirname "$0")/lib.sh"
 need fio qemu-nbd nbdkit go
+if [ -n "$base" ]; then
+	repo=$(cd "$(dirname "$0")/../.." && pwd)
+	if ! git -C "$repo" rev-parse -q --verify "$base^{commit}" >/dev/null; then
+		echo "$(basename "$0"): -b $base: no such revision in $repo" >&2
+		exit 2
+	fi
+fi
 setup_work compare
+if [ -n "$base" ]; then
+	mkdir "$work/base"
+	git -C "$repo" archive "$base" | tar -x -C "$work/base"
+	(cd "$work/base" && go build -o "$work/tpnbd-base" ./cmd/tpnbd)
+fi
 img=$work/disk.img
 head -c $((size_mib << 20)) /dev/urandom >"$img"
 cat "$img" >/dev/null # into the page cache
 
 servers=(tpnbd-defer tpnbd-each qemu-nbd nbdkit)
+if [ -n "$base" ]; then servers+=(tpnbd-base); fi
 declare -A pid uri
 if [ "$transport" = tcp ]; then
 	declare -A port
-	base=$(free_port_base 4)
+	first=$(free_port_base ${#servers[@]})
 	for i in "${!servers[@]}"; do
-		port[${servers[$i]}]=$((base + i))
-		uri[${servers[$i]}]="nbd://127.0.0.1:$((base + i))/"
+		port[${servers[$i]}]=$((first + i))
+		uri[${servers[$i]}]="nbd://127.0.0.1:$((first + i))/"
 	done
 	"$work/tpnbd" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-defer]}" -flush=defer "$img" & pid[tpnbd-defer]=$!
 	"$work/tpnbd" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-each]}" -flush=each "$img" & pid[tpnbd-each]=$!
 	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -b 127.0.0.1 -p "${port[qemu-nbd]}" "$img" & pid[qemu-nbd]=$!
 	nbdkit -f -i 127.0.0.1 -p "${port[nbdkit]}" file "file=$img" & pid[nbdkit]=$!
+	if [ -n "$base" ]; then
+		"$work/tpnbd-base" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-base]}" -flush=defer "$img" & pid[tpnbd-base]=$!
+	fi
 	pids=("${pid[@]}")
 	for s in "${servers[@]}"; do
 		wait_tcp "${port[$s]}" "$s"
 	done
 else
-	declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit)
+	declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit [tpnbd-base]=base)
 	for s in "${servers[@]}"; do
 		uri[$s]="nbd+unix:///?socket=$work/${sock[$s]}.sock"
 	done
@@ -69,6 +89,9 @@ else
 	"$work/tpnbd" -q -procs "$procs" -unix "$work/each.sock" -flush=each "$img" & pid[tpnbd-each]=$!
 	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pid[qemu-nbd]=$!
 	nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pid[nbdkit]=$!
+	if [ -n "$base" ]; then
+		"$work/tpnbd-base" -q -procs "$procs" -unix "$work/base.sock" -flush=defer "$img" & pid[tpnbd-base]=$!
+	fi
 	pids=("${pid[@]}")
 	for s in "${servers[@]}"; do
 		wait_socket "$work/${sock[$s]}.sock" "$s"
@@ -106,11 +129,12 @@ cd "$work" # fio runs here
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 results=$work/results
 : >"$results"
-header="$(date -u '+%Y-%m-%d %H:%M UTC'), $transport, $(nproc) CPUs ($(uname -m)), $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs"
+header="$(date -u '+%Y-%m-%d %H:%M UTC'), $transport, $(nproc) CPUs ($(uname -m)), $rounds round(s) of ${runtime}s per job, ${size_mib} MiB file, tpnbd -procs $procs${base:+, tpnbd-base built from $base}"
 echo "# $header" >&2
 for round in $(seq "$rounds"); do
 	# Rotate the order of the servers each round.
-	order=("${servers[@]:$(((round - 1) % 4))}" "${servers[@]:0:$(((round - 1) % 4))}")
+	k=$(((round - 1) % ${#servers[@]}))
+	order=("${servers[@]:k}" "${servers[@]:0:k}")
 	for job in "${jobs[@]}"; do
 		IFS=: read -r rw depth n <<<"$job"
 		for s in "${order[@]}"; do
@@ -129,16 +153,22 @@ table() {
 	{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $col; if (!($1 in seen)) { seen[$1] = 1; order[++njobs] = $1 } }
 	END {
 		ns = split(servers, s, " ")
+		for (i = 1; i <= ns; i++) idx[s[i]] = i
 		printf "| %s | iodepth | numjobs |", unit
 		for (i = 1; i <= ns; i++) printf " %s |", s[i]
-		printf " defer/each | defer/qemu-nbd | defer/nbdkit |\n|---|---|---|"
-		for (i = 1; i <= ns + 3; i++) printf "---|"
+		printf " defer/each | defer/qemu-nbd | defer/nbdkit |"
+		withbase = ("tpnbd-base" in idx)
+		if (withbase) printf " defer/base |"
+		printf "\n|---|---|---|"
+		for (i = 1; i <= ns + 3 + withbase; i++) printf "---|"
 		printf "\n"
 		for (k = 1; k <= njobs; k++) {
 			split(order[k], f, ":")
 			printf "| %s | %s | %s |", f[1], f[2], f[3]
 			for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf (col == 3 ? " %d |" : " %.1f |"), m[s[i]] }
-			printf " %.2f | %.2f | %.2f |\n", m["tpnbd-defer"] / m["tpnbd-each"], m["tpnbd-defer"] / m["qemu-nbd"], m["tpnbd-defer"] / m["nbdkit"]
+			printf " %.2f | %.2f | %.2f |", m["tpnbd-defer"] / m["tpnbd-each"], m["tpnbd-defer"] / m["qemu-nbd"], m["tpnbd-defer"] / m["nbdkit"]
+			if (withbase) printf " %.2f |", m["tpnbd-defer"] / m["tpnbd-base"]
+			printf "\n"
 		}
 	}' "$results"
 }
