@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -83,14 +82,9 @@ func rawReaders(ts *testServer) int {
 // Executor or was answered inline.
 func TestTCPClientGoneEndsConnection(t *testing.T) {
 	eachInline(t, func(t *testing.T, inline bool) {
-		ts := startServer(t, serverConfig{tcp: true, tune: func(s *Server) { s.Inline = inline }})
-		c := dial(t, ts)
-		c.connect("")
-		require.Zero(t, c.write(0, pattern(1, 512), 0))
+		ts, c := tcpAfterWrite(t, inline)
 		require.NoError(t, c.nc.Close())
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		require.NoError(t, ts.srv.Shutdown(ctx))
+		require.NoError(t, ts.srv.Shutdown(context.Background()))
 		ts.logMu.Lock()
 		defer ts.logMu.Unlock()
 		for _, l := range ts.logs {
@@ -105,13 +99,8 @@ func TestTCPClientGoneEndsConnection(t *testing.T) {
 // Executor or was answered inline.
 func TestTCPShutdownStopsIdleConnection(t *testing.T) {
 	eachInline(t, func(t *testing.T, inline bool) {
-		ts := startServer(t, serverConfig{tcp: true, tune: func(s *Server) { s.Inline = inline }})
-		c := dial(t, ts)
-		c.connect("")
-		require.Zero(t, c.write(0, pattern(1, 4096), 0))
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		require.NoError(t, ts.srv.Shutdown(ctx))
+		ts, c := tcpAfterWrite(t, inline)
+		require.NoError(t, ts.srv.Shutdown(context.Background()))
 		c.expectEOF()
 	})
 }
@@ -121,4 +110,14 @@ func eachInline(t *testing.T, f func(t *testing.T, inline bool)) {
 	for _, inline := range []bool{false, true} {
 		t.Run(fmt.Sprintf("inline=%v", inline), func(t *testing.T) { f(t, inline) })
 	}
+}
+
+// tcpAfterWrite starts a TCP server, with or without Server.Inline, and
+// connects a client that has written one block and had its reply.
+func tcpAfterWrite(t *testing.T, inline bool) (*testServer, *client) {
+	ts := startServer(t, serverConfig{tcp: true, tune: func(s *Server) { s.Inline = inline }})
+	c := dial(t, ts)
+	c.connect("")
+	require.Zero(t, c.write(0, pattern(1, 4096), 0))
+	return ts, c
 }
