@@ -61,42 +61,45 @@ cat "$img" >/dev/null # into the page cache
 
 servers=(tpnbd-defer tpnbd-each qemu-nbd nbdkit)
 if [ -n "$base" ]; then servers+=(tpnbd-base); fi
-declare -A pid uri
+declare -A pid uri addr
+# Each server listens on its own TCP port, or its own Unix socket; the
+# servers' commands differ only in how they are told where.
 if [ "$transport" = tcp ]; then
-	declare -A port
 	first=$(free_port_base ${#servers[@]})
 	for i in "${!servers[@]}"; do
-		port[${servers[$i]}]=$((first + i))
+		addr[${servers[$i]}]=$((first + i))
 		uri[${servers[$i]}]="nbd://127.0.0.1:$((first + i))/"
 	done
-	"$work/tpnbd" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-defer]}" -flush=defer "$img" & pid[tpnbd-defer]=$!
-	"$work/tpnbd" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-each]}" -flush=each "$img" & pid[tpnbd-each]=$!
-	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -b 127.0.0.1 -p "${port[qemu-nbd]}" "$img" & pid[qemu-nbd]=$!
-	nbdkit -f -i 127.0.0.1 -p "${port[nbdkit]}" file "file=$img" & pid[nbdkit]=$!
-	if [ -n "$base" ]; then
-		"$work/tpnbd-base" -q -procs "$procs" -tcp "127.0.0.1:${port[tpnbd-base]}" -flush=defer "$img" & pid[tpnbd-base]=$!
-	fi
-	pids=("${pid[@]}")
-	for s in "${servers[@]}"; do
-		wait_tcp "${port[$s]}" "$s"
-	done
+	tpnbd_at() { echo "-tcp 127.0.0.1:${addr[$1]}"; }
+	qemu_at() { echo "-b 127.0.0.1 -p ${addr[$1]}"; }
+	nbdkit_at() { echo "-i 127.0.0.1 -p ${addr[$1]}"; }
+	wait_at() { wait_tcp "${addr[$1]}" "$1"; }
 else
-	declare -A sock=([tpnbd-defer]=defer [tpnbd-each]=each [qemu-nbd]=qemu [nbdkit]=nbdkit [tpnbd-base]=base)
 	for s in "${servers[@]}"; do
-		uri[$s]="nbd+unix:///?socket=$work/${sock[$s]}.sock"
+		addr[$s]=$work/$s.sock
+		uri[$s]="nbd+unix:///?socket=${addr[$s]}"
 	done
-	"$work/tpnbd" -q -procs "$procs" -unix "$work/defer.sock" -flush=defer "$img" & pid[tpnbd-defer]=$!
-	"$work/tpnbd" -q -procs "$procs" -unix "$work/each.sock" -flush=each "$img" & pid[tpnbd-each]=$!
-	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 -k "$work/qemu.sock" "$img" & pid[qemu-nbd]=$!
-	nbdkit -f -U "$work/nbdkit.sock" file "file=$img" & pid[nbdkit]=$!
-	if [ -n "$base" ]; then
-		"$work/tpnbd-base" -q -procs "$procs" -unix "$work/base.sock" -flush=defer "$img" & pid[tpnbd-base]=$!
-	fi
-	pids=("${pid[@]}")
-	for s in "${servers[@]}"; do
-		wait_socket "$work/${sock[$s]}.sock" "$s"
-	done
+	tpnbd_at() { echo "-unix ${addr[$1]}"; }
+	qemu_at() { echo "-k ${addr[$1]}"; }
+	nbdkit_at() { echo "-U ${addr[$1]}"; }
+	wait_at() { wait_socket "${addr[$1]}" "$1"; }
 fi
+# The addresses hold no spaces (ports, and $work from mktemp): word
+# splitting of the *_at output is intended.
+# shellcheck disable=SC2046
+{
+	"$work/tpnbd" -q -procs "$procs" $(tpnbd_at tpnbd-defer) -flush=defer "$img" & pid[tpnbd-defer]=$!
+	"$work/tpnbd" -q -procs "$procs" $(tpnbd_at tpnbd-each) -flush=each "$img" & pid[tpnbd-each]=$!
+	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 $(qemu_at qemu-nbd) "$img" & pid[qemu-nbd]=$!
+	nbdkit -f $(nbdkit_at nbdkit) file "file=$img" & pid[nbdkit]=$!
+	if [ -n "$base" ]; then
+		"$work/tpnbd-base" -q -procs "$procs" $(tpnbd_at tpnbd-base) -flush=defer "$img" & pid[tpnbd-base]=$!
+	fi
+}
+pids=("${pid[@]}")
+for s in "${servers[@]}"; do
+	wait_at "$s"
+done
 
 jobs=()
 for rw in randread randwrite; do
