@@ -96,7 +96,6 @@ type rawWriter struct {
 	fn  func(fd uintptr) bool // w.write bound once, so writes do not allocate
 	b   []byte                // what write is sending
 	n   int                   // how much of b write has sent
-	err error                 // write's error
 }
 
 // init prepares w for c. Replies go straight to the socket only while
@@ -224,10 +223,10 @@ func (o *outbox) wakeWriterLocked() {
 // writeNow writes as much of b as the socket takes without waiting and
 // returns how much that was.
 func (w *rawWriter) writeNow(b []byte) int {
-	w.b, w.n, w.err = b, 0, nil
-	if err := w.raw.Write(w.fn); err != nil {
-		w.err = err
-	}
+	// An error (the socket failed or was closed) stops the write short:
+	// the writer goroutine, handed the rest, meets it again and reports it.
+	w.b, w.n = b, 0
+	_ = w.raw.Write(w.fn)
 	n := w.n
 	w.b = nil
 	return n
@@ -242,7 +241,6 @@ func (w *rawWriter) write(fd uintptr) bool {
 			continue
 		}
 		if err != nil || n <= 0 {
-			w.err = err
 			break
 		}
 		w.n += n
