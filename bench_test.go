@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/batchio/threadpool"
 	"github.com/batchio/threadpool/internal/randread"
@@ -123,6 +125,52 @@ func benchReads(b *testing.B, s randread.Runner, warm int64) randread.Result {
 	b.ReportMetric(float64(r.CPUPerIO()), "cpu-ns/IO")
 	b.ReportMetric(r.Cores(), "cores")
 	return r
+}
+
+// BenchmarkIdle measures what an open pool costs when nothing is submitted:
+// each op delivers a burst of 64 empty requests, then leaves the pool idle
+// for 10 milliseconds. idle-cores is the process's CPU time (getrusage) during
+// those idle intervals over their wall time: about 0, since only a spin
+// begun by the burst's last worker (at most DefaultSpin) and the runtime's
+// own bookkeeping may run then. spin=0 runs the same WithSpin(0).
+func BenchmarkIdle(b *testing.B) {
+	b.Run("spin=default", func(b *testing.B) { benchIdle(b) })
+	b.Run("spin=0", func(b *testing.B) { benchIdle(b, threadpool.WithSpin(0)) })
+}
+
+func benchIdle(b *testing.B, opts ...threadpool.Option) {
+	p, err := threadpool.New(opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	batch := p.NewBatch()
+	var wg sync.WaitGroup
+	done := func(err error) {
+		if err != nil {
+			b.Error(err)
+		}
+		wg.Done()
+	}
+	var idleCPU, idleWall time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		wg.Add(64)
+		for range 64 {
+			if err := batch.Add(func() error { return nil }, done); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := batch.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		wg.Wait()
+		cpu, start := randread.ProcessCPU(), time.Now()
+		time.Sleep(10 * time.Millisecond)
+		idleWall += time.Since(start)
+		idleCPU += randread.ProcessCPU() - cpu
+	}
+	b.ReportMetric(float64(idleCPU)/float64(idleWall), "idle-cores")
 }
 
 // roundTripper performs n requests with an empty Func, keeping up to inflight

@@ -8,20 +8,21 @@ import (
 
 // wakeLoop tells the completion loop that requests are done. It coalesces:
 // only the producer that finds no wake-up pending writes one, so a burst of
-// completions costs one channel send or one eventfd write. Any goroutine.
-func (p *Pool) wakeLoop() {
+// completions costs one channel send or one eventfd write. It reports
+// whether this call wrote the wake-up. Any goroutine.
+func (p *Pool) wakeLoop() bool {
 	if p.notifier != nil {
-		p.notifier.Notify()
-		return
+		return p.notifier.notify()
 	}
 	if p.notified.Load() || p.notified.Swap(true) {
-		return
+		return false
 	}
 	p.chanWakes.Add(1)
 	select {
 	case p.wakeCh <- struct{}{}:
 	default:
 	}
+	return true
 }
 
 // waitWake blocks until the loop is woken and takes the wake-up, clearing the

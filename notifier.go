@@ -88,16 +88,21 @@ func NewNotifier(opts ...NotifierOption) (*Notifier, error) {
 
 // Notify signals the consumer. With coalescing on it writes only when no
 // signal is pending. Any goroutine; a no-op after Close.
-func (n *Notifier) Notify() {
+func (n *Notifier) Notify() { n.notify() }
+
+// notify is Notify, and reports whether this call wrote the signal (false
+// when it was absorbed by a pending one, or after Close).
+func (n *Notifier) notify() bool {
 	n.notifies.Add(1)
 	if n.closed.Load() {
-		return
+		return false
 	}
 	if n.coalesce && n.pending.Swap(true) {
 		n.absorbed.Add(1)
-		return
+		return false
 	}
 	n.ev.signal()
+	return true
 }
 
 // Flush is Notify, so that a Notifier can be handed to DeferCall or

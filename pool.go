@@ -9,6 +9,9 @@
 // DeferCall a notification (an eventfd write, a socket flush) and have it
 // happen once per batch instead of once per completion. Workers wake the loop
 // at most once per batch, too: a burst of completions costs one wake-up.
+// Between two bursts, the last worker to finish spins for a few tens of
+// microseconds, so that the next burst finds a processor awake (WithSpin);
+// a pool with nothing pending does not spin.
 //
 // By default the pool runs its own completion goroutine. WithExternalLoop
 // hands the loop to the caller instead: wait until Fd is readable, then call
@@ -52,6 +55,7 @@ type Pool struct {
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
 	maxTransit   int           // most workers in transit at once (see dispatch)
+	spinFor      time.Duration // longest spin of a worker; 0: none (spin.go)
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -66,11 +70,13 @@ type Pool struct {
 	maxWorkers int
 	workers    int       // live worker goroutines
 	idle       []*worker // idle workers, most recently idle last
+	spinner    *worker   // the worker spinning for work, if any (spin.go)
 	running    int       // requests taken by workers and not yet counted done
 	// transit counts workers woken or started for queued work that have not
 	// yet looked at the queue: each will take a request if one is left.
 	transit   int
 	submitted uint64 // requests accepted
+	spins     uint64 // spins begun (spin.go)
 	// funcClosers counts the workers whose Func is in Close or Shutdown, and
 	// waiters, when not nil, is closed to wake them (caller.go).
 	funcClosers int
@@ -158,6 +164,7 @@ func New(opts ...Option) (*Pool, error) {
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
 		maxTransit:   max(2, runtime.GOMAXPROCS(0)),
+		spinFor:      c.spin,
 		quiet:        make(chan struct{}),
 		loopDone:     make(chan struct{}),
 	}
@@ -349,16 +356,17 @@ func (p *Pool) cancel(e *element, gen uint64) bool {
 }
 
 // publish hands a finished element to whoever waits for it: the SubmitCo
-// caller, or the completion loop. Worker or canceler.
-func (p *Pool) publish(e *element) {
+// caller, or the completion loop. It reports whether it woke that waiter
+// (a SubmitCo caller always counts as woken). Worker or canceler.
+func (p *Pool) publish(e *element) (woke bool) {
 	if e.co {
 		e.coCh <- e.err
 		p.finishOne()
 		p.release(e)
-		return
+		return true
 	}
 	p.pushDone(e)
-	p.wakeLoop()
+	return p.wakeLoop()
 }
 
 // release drops one reference to a SubmitCo element; the last one recycles it.
@@ -425,12 +433,13 @@ type Stats struct {
 	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
 	Delivered uint64 // callbacks run (requests with a nil Callback count too)
 
-	Workers     int // live worker goroutines
-	IdleWorkers int // workers waiting for work
-	Running     int // Funcs running now
-	Queued      int // requests waiting for a worker
-	MinWorkers  int // the current lower limit (New or SetLimits)
-	MaxWorkers  int // the current upper limit (New or SetLimits)
+	Workers     int    // live worker goroutines
+	IdleWorkers int    // workers waiting for work
+	Running     int    // Funcs running now
+	Queued      int    // requests waiting for a worker
+	Spins       uint64 // times a worker spun for the next request (WithSpin)
+	MinWorkers  int    // the current lower limit (New or SetLimits)
+	MaxWorkers  int    // the current upper limit (New or SetLimits)
 
 	Drains    uint64 // batches delivered by the completion loop
 	MaxDrain  uint64 // most callbacks delivered in one batch
@@ -454,6 +463,7 @@ func (p *Pool) Stats() Stats {
 		MinWorkers:  p.minWorkers,
 		MaxWorkers:  p.maxWorkers,
 		Submitted:   p.submitted,
+		Spins:       p.spins,
 	}
 	p.mu.Unlock()
 	s.Completed = p.completed.Load()

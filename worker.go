@@ -1,6 +1,9 @@
 package threadpool
 
-import "runtime/debug"
+import (
+	"runtime/debug"
+	"sync/atomic"
+)
 
 // worker is one worker goroutine's wake-up state.
 //
@@ -26,6 +29,10 @@ type worker struct {
 	takenAtPass uint64 // taken at the reaper's last pass that found it idle
 
 	self workerSelf // the worker's identity for its Funcs' calls (caller.go)
+
+	// kick ends the worker's spin (spin.go): set, under Pool.mu, by whoever
+	// takes it off Pool.spinner; read by the spinning worker without mu.
+	kick atomic.Bool
 }
 
 // spawn starts a worker goroutine, counted in transit when it is started for
@@ -48,6 +55,9 @@ func (p *Pool) spawn(transit bool) {
 // workers as fast as they start running, not one wake-up per request. mu
 // held.
 func (p *Pool) dispatch() {
+	if p.queued > 0 {
+		p.kickSpinner()
+	}
 	for p.queued > p.transit && p.transit < p.maxTransit {
 		if n := len(p.idle); n > 0 {
 			w := p.idle[n-1]
@@ -86,6 +96,7 @@ func (p *Pool) arrive(w *worker) bool {
 // wakeAllIdle signals every idle worker so that it re-checks the limits and
 // the closing flag. mu held.
 func (p *Pool) wakeAllIdle() {
+	p.kickSpinner()
 	for i, w := range p.idle {
 		p.idle[i] = nil
 		w.wake <- struct{}{}
@@ -112,20 +123,22 @@ func (p *Pool) work(w *worker) {
 		p.leaveWorker(w)
 		p.wg.Done()
 	}()
+	wokeLoop := true
 	for {
-		e := p.next(w)
+		e := p.next(w, !wokeLoop)
 		if e == nil {
 			exited = true
 			return
 		}
-		p.run(e)
+		wokeLoop = p.run(e)
 	}
 }
 
 // next returns the next request to run, waiting while there is none, or nil
 // when the worker must exit: it is above max, the pool is closing with nothing
-// queued, or the reaper retired it.
-func (p *Pool) next(w *worker) *element {
+// queued, or the reaper retired it. maySpin allows it to spin before it parks
+// (spin.go): its last request did not wake the completion loop.
+func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.mu.Lock()
 	p.doneRunning(w)
 	for {
@@ -144,6 +157,11 @@ func (p *Pool) next(w *worker) *element {
 			}
 			p.mu.Unlock()
 			return e
+		}
+		if maySpin && p.shouldSpin() {
+			maySpin = false // once per wait
+			p.spin(w)
+			continue
 		}
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
@@ -175,10 +193,11 @@ func (p *Pool) doneRunning(w *worker) {
 	}
 }
 
-// run runs one request and publishes its result. A panic is recovered into a
+// run runs one request and publishes its result, and reports whether the
+// publication woke the completion loop. A panic is recovered into a
 // *PanicError; a runtime.Goexit still completes the request before the worker
 // goroutine ends.
-func (p *Pool) run(e *element) {
+func (p *Pool) run(e *element) (wokeLoop bool) {
 	var err error
 	normal := false
 	defer func() {
@@ -192,8 +211,9 @@ func (p *Pool) run(e *element) {
 		}
 		p.completed.Add(1)
 		e.err = err
-		p.publish(e)
+		wokeLoop = p.publish(e)
 	}()
 	err = e.fn()
 	normal = true
+	return
 }

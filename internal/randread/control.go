@@ -33,7 +33,7 @@ func share(n int64, parts, i int) int64 {
 }
 
 // cpuClock reads the process's CPU time; tests replace it.
-var cpuClock = processCPU
+var cpuClock = ProcessCPU
 
 // timed runs body(0) to body(n-1) on n goroutines, waits for them all, and
 // returns the wall time they took and the CPU time the whole process used

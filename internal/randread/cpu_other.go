@@ -4,5 +4,5 @@ package randread
 
 import "time"
 
-// processCPU returns 0: the process's CPU time is read only on Unix systems.
-func processCPU() time.Duration { return 0 }
+// ProcessCPU returns 0: the process's CPU time is read only on Unix systems.
+func ProcessCPU() time.Duration { return 0 }

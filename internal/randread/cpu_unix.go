@@ -8,9 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// processCPU returns the user plus system CPU time the whole process has used
+// ProcessCPU returns the user plus system CPU time the whole process has used
 // so far (getrusage RUSAGE_SELF), or 0 if it cannot be read.
-func processCPU() time.Duration {
+func ProcessCPU() time.Duration {
 	var ru unix.Rusage
 	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
 		return 0
