@@ -9,9 +9,9 @@
 // DeferCall a notification (an eventfd write, a socket flush) and have it
 // happen once per batch instead of once per completion. Workers wake the loop
 // at most once per batch, too: a burst of completions costs one wake-up.
-// Between two bursts, the last worker to finish spins for a few tens of
-// microseconds, so that the next burst finds a processor awake (WithSpin);
-// a pool with nothing pending does not spin.
+// Between two large bursts, the last worker to finish spins for a few tens
+// of microseconds, so that the next burst finds a processor awake
+// (WithSpin); lone requests and an idle pool never make a worker spin.
 //
 // By default the pool runs its own completion goroutine. WithExternalLoop
 // hands the loop to the caller instead: wait until Fd is readable, then call

@@ -9,21 +9,30 @@ import (
 
 // spinningPool returns a pool, with an external completion loop that the
 // test runs, in which one worker spins, for up to an hour unless opts say
-// otherwise: only what the test does ends the spin. The first completion writes the loop's wake-up, so its
-// worker parks; the second finds the wake-up pending, and its worker spins
-// while both wait for their callbacks.
+// otherwise: only what the test does ends the spin. The first completion
+// writes the loop's wake-up, so its worker parks; the rest of a round of
+// spinPending requests finds the wake-up pending, and the worker that ends
+// the round spins while they all wait for their callbacks.
 func spinningPool(t *testing.T, opts ...Option) *Pool {
 	t.Helper()
 	p := newPool(t, append([]Option{WithExternalLoop(), WithMaxWorkers(1), WithSpin(time.Hour)}, opts...)...)
-	_, err := p.Submit(func() error { return nil }, nil)
-	require.NoError(t, err)
+	submitRound(t, p, 1)
 	eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == s.Workers },
 		"the worker that woke the loop parks")
 	require.False(t, p.isSpinning())
-	_, err = p.Submit(func() error { return nil }, nil)
-	require.NoError(t, err)
-	eventually(t, func() bool { return p.Stats().Spins == 1 }, "the worker that found the wake-up pending spins")
+	submitRound(t, p, spinPending-1)
+	eventually(t, func() bool { return p.Stats().Spins == 1 }, "the worker that ends the round spins")
 	return p
+}
+
+// submitRound submits n empty requests in one Batch.
+func submitRound(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	b := p.NewBatch()
+	for range n {
+		require.NoError(t, b.Add(func() error { return nil }, nil))
+	}
+	require.NoError(t, b.Flush())
 }
 
 func (p *Pool) isSpinning() bool {
@@ -44,8 +53,8 @@ func TestSpinnerTakesTheNextRequest(t *testing.T) {
 	_, err := p.Submit(func() error { close(ran); return nil }, nil)
 	require.NoError(t, err)
 	<-ran
-	eventually(t, func() bool { return p.Stats().Completed == 3 }, "the request completes")
-	require.Equal(t, 3, p.RunCompletions())
+	eventually(t, func() bool { return p.Stats().Completed == spinPending+1 }, "the request completes")
+	require.Equal(t, spinPending+1, p.RunCompletions())
 	require.Equal(t, 1, p.Stats().Workers)
 }
 
@@ -54,7 +63,7 @@ func TestSpinEndsAtItsBound(t *testing.T) {
 	p := spinningPool(t, WithSpin(time.Millisecond))
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the spinner parks")
 	require.False(t, p.isSpinning())
-	require.Equal(t, 2, p.RunCompletions())
+	require.Equal(t, spinPending, p.RunCompletions())
 }
 
 // SetLimits below the live workers ends a spin while callbacks are still
@@ -63,32 +72,41 @@ func TestSetLimitsEndsSpin(t *testing.T) {
 	p := spinningPool(t, WithMaxWorkers(2), WithMinWorkers(2))
 	require.NoError(t, p.SetLimits(0, 1))
 	eventually(t, func() bool { return p.Stats().Workers == 1 }, "a worker exits")
-	require.Equal(t, 2, p.RunCompletions())
+	require.Equal(t, spinPending, p.RunCompletions())
 }
 
-// Close ends a spin and delivers what is pending.
+// Close ends a spin, and delivers what is pending.
 func TestCloseEndsSpin(t *testing.T) {
 	p := spinningPool(t)
-	n := 0
-	_, err := p.Submit(func() error { return nil }, func(error) { n++ })
-	require.NoError(t, err)
 	require.NoError(t, p.Close())
-	require.Equal(t, 1, n)
-	require.Zero(t, p.Stats().Workers)
+	s := p.Stats()
+	require.Zero(t, s.Workers)
+	require.Equal(t, uint64(spinPending), s.Delivered)
 }
 
-// WithSpin(0) turns spinning off: the worker whose completion found the
-// wake-up pending parks like the first.
-func TestWithSpinZeroParks(t *testing.T) {
-	p := newPool(t, WithExternalLoop(), WithMaxWorkers(1), WithSpin(0))
-	for i := 1; i <= 2; i++ {
-		_, err := p.Submit(func() error { return nil }, nil)
-		require.NoError(t, err)
-		eventually(t, func() bool { s := p.Stats(); return s.Completed == uint64(i) && s.IdleWorkers == 1 },
-			"request %d done and its worker parked", i)
-		require.False(t, p.isSpinning())
+// A round one request short of spinPending ends with every worker parked,
+// as does a full round WithSpin(0).
+func TestNoSpin(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		round int
+		opts  []Option
+	}{
+		{"short round", spinPending - 1, nil},
+		{"WithSpin(0)", spinPending, []Option{WithSpin(0)}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPool(t, append([]Option{WithExternalLoop(), WithMaxWorkers(1)}, c.opts...)...)
+			submitRound(t, p, 1)
+			eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == 1 },
+				"the first request done and its worker parked")
+			submitRound(t, p, c.round-1)
+			eventually(t, func() bool { s := p.Stats(); return s.Completed == uint64(c.round) && s.IdleWorkers == 1 },
+				"the round done and its worker parked")
+			require.Zero(t, p.Stats().Spins)
+			require.Equal(t, c.round, p.RunCompletions())
+		})
 	}
-	require.Equal(t, 2, p.RunCompletions())
 }
 
 func TestWithSpinNegative(t *testing.T) {
