@@ -108,15 +108,14 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 //
 // Only one worker spins at a time: the one that finds the queue empty when no
 // other worker runs a request, while 16 requests or more are still waiting
-// for their callbacks (the work that usually follows them) and its own last
-// request did not wake the completion loop. Lone requests never make a
-// worker spin. It yields its processor at every turn,
-// so that the loop and the submitters run first, and it stops at once when a
-// request is queued, and on Close, Shutdown or SetLimits. Between rounds of
-// submissions this keeps a processor awake for the next round instead of
-// letting its thread sleep (tens of microseconds to wake on a virtual
-// machine). A pool with nothing pending never starts a spin, so an idle pool
-// stops spinning within d of its last request.
+// for their callbacks (the work that usually follows them), and whose own
+// last request did not wake the completion loop. It yields its processor at
+// every turn, so that the loop and the submitters run first, and it stops at
+// once when a request is queued, and on Close, Shutdown or SetLimits.
+// Between rounds of submissions this keeps a processor awake for the next
+// round instead of letting its thread sleep (tens of microseconds to wake on
+// a virtual machine). Lone requests never make a worker spin, and an idle
+// pool stops spinning within d of its last request.
 func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 
 // WithExternalLoop makes the pool start no completion goroutine. The caller's
