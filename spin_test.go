@@ -9,27 +9,30 @@ import (
 
 // spinningPool returns a pool, with an external completion loop that the
 // test runs, in which one worker spins, for up to an hour unless opts say
-// otherwise: only what the test does ends the spin. The first completion
-// writes the loop's wake-up, so its worker parks; the rest of a round of
-// spinPending requests finds the wake-up pending, and the worker that ends
-// the round spins while they all wait for their callbacks.
+// otherwise: only what the test does ends the spin. The worker that ends a
+// round of spinPending requests spins while they all wait for their
+// callbacks.
 func spinningPool(t *testing.T, opts ...Option) *Pool {
 	t.Helper()
 	p := newPool(t, append([]Option{WithExternalLoop(), WithMaxWorkers(1), WithSpin(time.Hour)}, opts...)...)
-	submitRound(t, p, 1)
-	eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == s.Workers },
-		"the worker that woke the loop parks")
-	require.False(t, p.isSpinning())
-	submitRound(t, p, spinPending-1)
+	submitRound(t, p, spinPending)
 	eventually(t, func() bool { return p.Stats().Spins == 1 }, "the worker that ends the round spins")
 	return p
 }
 
-// submitRound submits n empty requests in one Batch.
+// submitRound submits a round of n empty requests to p, whose loop the test
+// runs and has not run: one request, which wakes the loop, and once its
+// worker has parked, the other n-1 in one Batch, whose completions find the
+// wake-up pending.
 func submitRound(t *testing.T, p *Pool, n int) {
 	t.Helper()
+	_, err := p.Submit(func() error { return nil }, nil)
+	require.NoError(t, err)
+	eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == s.Workers },
+		"the worker that woke the loop parks")
+	require.False(t, p.isSpinning())
 	b := p.NewBatch()
-	for range n {
+	for range n - 1 {
 		require.NoError(t, b.Add(func() error { return nil }, nil))
 	}
 	require.NoError(t, b.Flush())
@@ -97,10 +100,7 @@ func TestNoSpin(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := newPool(t, append([]Option{WithExternalLoop(), WithMaxWorkers(1)}, c.opts...)...)
-			submitRound(t, p, 1)
-			eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == 1 },
-				"the first request done and its worker parked")
-			submitRound(t, p, c.round-1)
+			submitRound(t, p, c.round)
 			eventually(t, func() bool { s := p.Stats(); return s.Completed == uint64(c.round) && s.IdleWorkers == 1 },
 				"the round done and its worker parked")
 			require.Zero(t, p.Stats().Spins)
