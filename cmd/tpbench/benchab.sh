@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Compares the library's Go benchmarks between two builds of this
+# repository on this machine: BASE (a git revision) and REV (a revision, or
+# by default the working tree with its uncommitted changes). The builds
+# alternate group by group: in every round, each benchmark group runs once
+# per build, back to back, in a random order, so that both builds of a group
+# meet the same phase of a noisy host (a shared VM swings between fast and
+# slow phases over tens of seconds, which swamps a comparison of whole runs
+# made one after the other).
+#
+# Usage: cmd/tpbench/benchab.sh [-r ROUNDS] [-t BENCHTIME] [-o FILE] [-g REGEXP]... BASE [REV]
+#   -r  rounds (default 8)
+#   -t  -test.benchtime of every benchmark (default 0.3s)
+#   -o  where to keep the results (default benchab.txt): benchmark lines
+#       tagged /v=base and /v=rev, for `benchstat -col /v FILE`
+#   -g  a benchmark group, a -test.bench regexp; repeat for several
+#       (default: RandReadDesign at iodepth 64 and 1, RandRead with 8 jobs
+#       at iodepth 64 and 1, Submit)
+# It prints, for every benchmark, the median over the rounds of the ratio
+# REV/BASE (of IOPS where the benchmark reports them, else of the time per
+# op) with its range, and in how many rounds REV was ahead.
+set -euo pipefail
+
+rounds=8 benchtime=0.3s out=benchab.txt groups=()
+while getopts "r:t:o:g:" opt; do
+	case $opt in
+	r) rounds=$OPTARG ;;
+	t) benchtime=$OPTARG ;;
+	o) out=$OPTARG ;;
+	g) groups+=("$OPTARG") ;;
+	*) sed -n '2,21p' "$0"; exit 2 ;;
+	esac
+done
+shift $((OPTIND - 1))
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+	sed -n '2,21p' "$0"
+	exit 2
+fi
+if [ ${#groups[@]} -eq 0 ]; then
+	groups=(
+		'RandReadDesign/iodepth=64/design=(pool|goroutine|chanpool)$'
+		'RandRead/iodepth=64/numjobs=8/mode=(each|defer|ceiling)$'
+		'RandReadDesign/iodepth=1/design=(pool|goroutine|chanpool)$'
+		'RandRead/iodepth=1/numjobs=8/mode=(each|defer|ceiling)$'
+		'Submit/'
+	)
+fi
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d /tmp/benchab.XXXXXX)
+trap 'rm -rf "$work"' EXIT INT TERM
+
+# build NAME REV: the test binary of revision REV (empty: the working tree).
+build() {
+	if [ -z "$2" ]; then
+		(cd "$repo" && go test -c -o "$work/$1.test" .)
+		return
+	fi
+	if ! git -C "$repo" rev-parse -q --verify "$2^{commit}" >/dev/null; then
+		echo "$(basename "$0"): $2: no such revision in $repo" >&2
+		exit 2
+	fi
+	mkdir "$work/$1"
+	git -C "$repo" archive "$2" | tar -x -C "$work/$1"
+	(cd "$work/$1" && go test -c -o "$work/$1.test" .)
+}
+build base "$1"
+build rev "${2:-}"
+
+# Every line of $work/raw is "ROUND BENCHMARK-LINE", the benchmark's name
+# tagged with /v=base or /v=rev.
+for r in $(seq "$rounds"); do
+	for g in "${groups[@]}"; do
+		for v in $(printf '%s\n' base rev | shuf); do
+			"$work/$v.test" -test.run '^$' -test.bench "$g" -test.benchtime "$benchtime" \
+				-randread.file "$work/data.dat" |
+				sed -n "s|^\(Benchmark[^ ]*\)-\([0-9]*\) |$r \1/v=$v-\2 |p" >>"$work/raw"
+		done
+	done
+	echo "round $r of $rounds done" >&2
+done
+if [ ! -s "$work/raw" ]; then
+	echo "$(basename "$0"): no benchmark matched ${groups[*]}" >&2
+	exit 1
+fi
+cut -d' ' -f2- "$work/raw" >"$out"
+
+# The metric of a line: IOPS where reported, else ns/op (lower is better).
+awk '
+{
+	name = $2; sub(/\/v=(base|rev)-[0-9]+$/, "", name)
+	v = ($2 ~ /\/v=rev-/) ? "rev" : "base"
+	m = $4; up = 0
+	for (i = 5; i < NF; i++) if ($(i + 1) == "IOPS") { m = $i; up = 1 }
+	key = name SUBSEP $1
+	val[key, v] = m; higher[name] = up; seen[key] = name
+}
+END {
+	for (k in seen) {
+		if ((k, "base") in val && (k, "rev") in val && val[k, "base"] > 0) {
+			n = seen[k]
+			print n, val[k, "rev"] / val[k, "base"], higher[n]
+		}
+	}
+}' "$work/raw" | sort -k1,1 -k2,2g | awk '
+BEGIN { print "rev/base, median of the per-round ratios [range], rounds rev was ahead:" }
+function flush() {
+	if (name == "") return
+	med = (c % 2) ? r[(c + 1) / 2] : (r[c / 2] + r[c / 2 + 1]) / 2
+	printf "  %-56s %s %.3f [%.2f-%.2f] ahead in %d/%d\n", name, (up ? "IOPS" : "time"), med, r[1], r[c], ahead, c
+}
+$1 != name { flush(); name = $1; c = 0; ahead = 0; up = $3 }
+{ r[++c] = $2; if ((up && $2 > 1) || (!up && $2 < 1)) ahead++ }
+END { flush() }'
+echo "results in $out (benchstat -col /v $out)"
