@@ -116,6 +116,13 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 // round instead of letting its thread sleep (tens of microseconds to wake on
 // a virtual machine). Lone requests never make a worker spin, and an idle
 // pool stops spinning within d of its last request.
+//
+// What a spin costs: its thread keeps a CPU busy that other processes cannot
+// use meanwhile, and its processor does not poll the network, so a goroutine
+// woken by a descriptor (a socket, an eventfd) runs on another processor or
+// after the spin. WithSpin(0) suits a machine whose CPUs other processes
+// need (a client on the same machine, say) more than the pool needs its
+// next round started early.
 func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 
 // WithExternalLoop makes the pool start no completion goroutine. The caller's
