@@ -37,21 +37,28 @@ func (b *budget) init(maxReqs int, maxBytes int64) {
 // acquire takes one request and n bytes, waiting while the budget is
 // spent. A request larger than the whole byte budget proceeds when nothing
 // else is held. It reports false, taking nothing, once the budget is
-// closed; idle reports that nothing else was held, that is, every earlier
-// request's reply has been sent (or dropped).
-func (b *budget) acquire(n int64) (ok, idle bool) {
+// closed; held is how many earlier requests were still held, that is,
+// whose replies had not been sent (or dropped).
+func (b *budget) acquire(n int64) (ok bool, held int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for !b.closed && (b.reqs >= b.maxReqs || (b.reqs > 0 && b.bytes+n > b.maxBytes)) {
 		b.cond.Wait()
 	}
 	if b.closed {
-		return false, false
+		return false, 0
 	}
-	idle = b.reqs == 0
+	held = b.reqs
 	b.reqs++
 	b.bytes += n
-	return true, idle
+	return true, held
+}
+
+// wouldWait reports whether acquire(n) would wait while g is all that is
+// held. g's holder must give it back first, or acquire could wait for
+// itself.
+func (b *budget) wouldWait(g grant, n int64) bool {
+	return g.reqs >= b.maxReqs || (g.reqs > 0 && g.bytes+n > b.maxBytes)
 }
 
 // release gives g back.

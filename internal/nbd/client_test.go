@@ -265,19 +265,26 @@ func (c *client) connect(name string) exportInfo {
 // request sends one transmission request and returns its cookie.
 func (c *client) request(typ, flags uint16, offset uint64, length uint32, payload []byte) uint64 {
 	c.t.Helper()
+	b, cookie := c.appendRequest(nil, typ, flags, offset, length, payload)
+	c.send(b)
+	return cookie
+}
+
+// appendRequest appends one transmission request to b, to be sent later
+// (several in one write, pipelined), and returns b and the request's cookie.
+func (c *client) appendRequest(b []byte, typ, flags uint16, offset uint64, length uint32, payload []byte) ([]byte, uint64) {
 	c.nextCookie++
 	cookie := c.nextCookie
-	b := binary.BigEndian.AppendUint32(nil, magicRequest)
+	b = binary.BigEndian.AppendUint32(b, magicRequest)
 	b = binary.BigEndian.AppendUint16(b, flags)
 	b = binary.BigEndian.AppendUint16(b, typ)
 	b = binary.BigEndian.AppendUint64(b, cookie)
 	b = binary.BigEndian.AppendUint64(b, offset)
 	b = binary.BigEndian.AppendUint32(b, length)
-	c.send(append(b, payload...))
 	if typ == cmdRead {
 		c.readLens[cookie] = length
 	}
-	return cookie
+	return append(b, payload...), cookie
 }
 
 // reply reads one simple reply; a successful read reply carries data.

@@ -112,7 +112,9 @@ func (c *conn) abort() {
 // readRequests reads requests until the client disconnects, sends
 // NBD_CMD_DISC, breaks the protocol, or the connection is stopped.
 func (c *conn) readRequests() {
+	defer c.sendInline()
 	for !c.stopping.Load() {
+		c.sendInlineBeforeWait(len(c.hdr))
 		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 			c.readError(err)
 			return
@@ -156,16 +158,25 @@ func (c *conn) submit(r *request) bool {
 	case r.typ == cmdBlockStatus && r.errno == 0:
 		need = descriptorBufLen
 	}
-	ok, idle := c.budget.acquire(need)
+	// Replies served inline and not yet sent hold budget that only this
+	// goroutine gives back, and a run of them is kept short.
+	if c.inline.held.reqs >= inlineRun || c.budget.wouldWait(c.inline.held, need) {
+		c.sendInline()
+	}
+	ok, held := c.budget.acquire(need)
 	if !ok {
 		r.recycle()
 		return false
 	}
+	// Nothing in flight but the replies this goroutine served and has not
+	// sent yet (which it may send before it serves r).
+	idle := held == c.inline.held.reqs
 	r.grant = need
 	if need > 0 {
 		r.buf = getBuf(int(need))
 	}
 	if r.typ == cmdWrite && need > 0 {
+		c.sendInlineBeforeWait(int(need))
 		if _, err := io.ReadFull(c.br, r.payload()); err != nil {
 			c.budget.release(grant{reqs: 1, bytes: need})
 			r.recycle()
@@ -173,12 +184,12 @@ func (c *conn) submit(r *request) bool {
 			return false
 		}
 	}
-	// Nothing in flight and no request waiting in the buffer: the client
-	// waits for this reply before it sends more, so there is nothing to
-	// batch it with.
-	if idle && c.br.Buffered() == 0 && c.serveInline(r) {
+	if idle && c.serveInline(r, c.br.Buffered() == 0) {
 		return true
 	}
+	// The completion goroutine may send this connection's replies from
+	// now on: the socket must be free of this goroutine's.
+	c.sendInline()
 	if err := c.exec.Submit(r.workFn, r.doneFn); err != nil {
 		c.budget.release(grant{reqs: 1, bytes: need})
 		r.recycle()
@@ -189,24 +200,31 @@ func (c *conn) submit(r *request) bool {
 }
 
 // serveInline answers r on the reader goroutine itself, without handing it
-// to the Executor (with Server.Inline), if it is a read shorter than
-// sparseReadMin whose data is all in the page cache (Linux only) or a
-// write without FUA; it reports false, having done nothing, otherwise.
-// The caller must have found no other request of the connection in flight
-// and none waiting in the buffer: only then may this goroutine write to
-// the socket (see outbox), and then the client waits for this reply before
-// it sends more, so the reply loses nothing by not waiting for a batch. A
-// request served here costs its system call and a copy, where the
-// Executor would add two hand-offs between goroutines. Over TLS this
-// goroutine writes the reply through TLS itself, waiting for the client as
-// the writer goroutine would (see outbox.sendTLS): the client waits for it
-// anyway.
-func (c *conn) serveInline(r *request) bool {
+// to the Executor (with Server.Inline), if it is a write without FUA, or,
+// when it is lone (no other request waits in the buffer), a read shorter
+// than sparseReadMin whose data is all in the page cache (Linux only); it
+// reports false, having done nothing, otherwise. The reply goes into
+// c.inline, which sendInline sends: the reader sends it before it waits
+// for the client, before it hands a request to the Executor, and after a
+// run of inlineRun replies, so the replies of a run of pipelined writes go
+// out together, as the completion goroutine batches the others.
+//
+// The caller must have found no request of the connection in flight but
+// the ones this goroutine served and has not sent: only then may this
+// goroutine write to the socket (see outbox). A lone request costs its
+// system call and a copy here, where the Executor would add two hand-offs
+// between goroutines; so does a pipelined write, whose copy into the page
+// cache would wait for the file's lock behind the other writes anyway.
+// Reads that are not lone go to the Executor, whose workers read in
+// parallel. Over TLS this goroutine writes the replies through TLS itself,
+// waiting for the client as the writer goroutine would (see
+// outbox.sendTLS): the client waits for them anyway.
+func (c *conn) serveInline(r *request, lone bool) bool {
 	switch {
 	case !c.srv.Inline || r.errno != 0:
 		return false
 	case r.typ == cmdRead:
-		if r.length >= sparseReadMin || !c.cached.readCached(r.payload(), int64(r.offset)) {
+		if !lone || r.length >= sparseReadMin || !c.cached.readCached(r.payload(), int64(r.offset)) {
 			return false
 		}
 		if c.ext.structured {
@@ -222,8 +240,24 @@ func (c *conn) serveInline(r *request) bool {
 	}
 	c.inline.appendReply(r)
 	r.recycle()
-	c.out.send(&c.inline, &c.inlineW)
 	return true
+}
+
+// inlineRun is the most replies served inline that the reader keeps before
+// it sends them.
+const inlineRun = 64
+
+// sendInline sends the replies served inline and not sent yet. Reader
+// goroutine only.
+func (c *conn) sendInline() { c.out.send(&c.inline, &c.inlineW) }
+
+// sendInlineBeforeWait sends the replies served inline before a read of n
+// bytes that would wait for the client: the client may be waiting for them
+// before it sends more. Reader goroutine only.
+func (c *conn) sendInlineBeforeWait(n int) {
+	if c.br.Buffered() < n {
+		c.sendInline()
+	}
 }
 
 // readError logs a read failure that is not an ordinary end of the

@@ -198,3 +198,133 @@ func TestInlineOverTLSOneWritePerReply(t *testing.T) {
 		require.Zero(t, ts.exec.submittedCount(), "lone requests served inline")
 	}
 }
+
+// TestInlineServesPipelinedWrites checks that writes without FUA that a
+// client sends back to back, without waiting for replies, are served by
+// the connection's goroutine, every one replied to, with budgets small
+// enough that the replies must be sent before the budget runs out.
+func TestInlineServesPipelinedWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		maxReqs  int
+		maxBytes int64
+	}{
+		{"default budget", 0, 0},
+		{"4 requests", 4, 0},
+		{"8 KiB", 0, 8 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+				s.Inline, s.MaxRequests, s.MaxBytes = true, tc.maxReqs, tc.maxBytes
+			}})
+			c := dial(t, ts)
+			c.connect("")
+			pipelineWrites(t, c, 200) // more than inlineRun
+			require.Zero(t, ts.exec.submittedCount())
+		})
+	}
+}
+
+// pipelineWrites sends n 4 KiB writes without FUA in one go, to the first
+// 256 blocks of the export, checks that each gets its reply, then reads the
+// blocks back.
+func pipelineWrites(t *testing.T, c *client, n int) {
+	t.Helper()
+	var b []byte
+	cookies := map[uint64]bool{}
+	for i := range n {
+		var cookie uint64
+		b, cookie = c.appendRequest(b, cmdWrite, 0, uint64(i%256)*4096, 4096, pattern(byte(i), 4096))
+		cookies[cookie] = true
+	}
+	c.send(b)
+	for range n {
+		cookie, errno, _ := c.reply()
+		require.Zero(t, errno)
+		require.True(t, cookies[cookie], "reply to cookie %d", cookie)
+		delete(cookies, cookie)
+	}
+	for i := max(0, n-256); i < n; i++ { // the last write to each block
+		errno, data := c.read(uint64(i%256)*4096, 4096)
+		require.Zero(t, errno)
+		require.Equal(t, pattern(byte(i), 4096), data)
+	}
+}
+
+// TestInlineServesPipelinedWritesOverTLS checks pipelined writes served
+// inline over TLS, where their replies go through TLS in one write.
+func TestInlineServesPipelinedWritesOverTLS(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+		certs.tlsServer(TLSRequire, false)(s)
+		s.Inline = true
+	}})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	pipelineWrites(t, c, 200)
+	require.Zero(t, ts.exec.submittedCount())
+}
+
+// TestInlineSendsBeforeTheExecutor checks that the replies of pipelined
+// writes served inline are sent before a request goes to the executor
+// (which may then send replies on the same socket), and that requests
+// arriving while one is in flight go to the executor too, reads included.
+func TestInlineSendsBeforeTheExecutor(t *testing.T) {
+	ts := inlineServer(t)
+	c := dial(t, ts)
+	c.connect("")
+	release := ts.exec.holdWork()
+	var b []byte
+	b, w1 := c.appendRequest(b, cmdWrite, 0, 0, 4096, pattern(1, 4096))
+	b, w2 := c.appendRequest(b, cmdWrite, 0, 4096, 4096, pattern(2, 4096))
+	b, fua := c.appendRequest(b, cmdWrite, cmdFlagFUA, 8192, 4096, pattern(3, 4096))
+	b, w3 := c.appendRequest(b, cmdWrite, 0, 12288, 4096, pattern(4, 4096))
+	b, rd := c.appendRequest(b, cmdRead, 0, 0, 4096, nil)
+	c.send(b)
+	// The FUA write is held in the executor; the two writes before it were
+	// served inline and their replies must already be on their way.
+	got := map[uint64]bool{}
+	for range 2 {
+		cookie, errno, _ := c.reply()
+		require.Zero(t, errno)
+		got[cookie] = true
+	}
+	require.Equal(t, map[uint64]bool{w1: true, w2: true}, got)
+	ts.exec.waitSubmitted(3)
+	release()
+	var data []byte
+	for range 3 {
+		cookie, errno, d := c.reply()
+		require.Zero(t, errno)
+		got[cookie] = true
+		if cookie == rd {
+			data = d
+		}
+	}
+	require.Len(t, got, 5)
+	require.True(t, got[fua] && got[w3] && got[rd])
+	require.Equal(t, pattern(1, 4096), data)
+	require.Equal(t, 3, ts.exec.submittedCount())
+}
+
+// TestInlineSendsPipelinedReadsToTheExecutor checks that cached reads that
+// are not lone go to the executor, whose workers read in parallel.
+func TestInlineSendsPipelinedReadsToTheExecutor(t *testing.T) {
+	ts := inlineServer(t)
+	c := dial(t, ts)
+	c.connect("")
+	require.Zero(t, c.write(0, pattern(5, 32<<10), 0)) // lone: inline, and cached
+	var b []byte
+	const n = 8
+	for i := range n {
+		b, _ = c.appendRequest(b, cmdRead, 0, uint64(i)*4096, 4096, nil)
+	}
+	c.send(b)
+	for range n {
+		_, errno, data := c.reply()
+		require.Zero(t, errno)
+		require.Len(t, data, 4096)
+	}
+	require.Equal(t, n, ts.exec.submittedCount())
+}

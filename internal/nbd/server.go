@@ -51,14 +51,19 @@ type Server struct {
 	// TLSConfig configures the server side of each TLS session: its
 	// certificates and, to verify clients, ClientAuth and ClientCAs.
 	TLSConfig *tls.Config
-	// Inline lets a connection with no request in flight and none
-	// waiting in its buffer answer, on its own goroutine and without the
-	// Executor, a read shorter than 64 KiB whose data is all in the page
-	// cache (preadv2 with RWF_NOWAIT; Linux only) or a write without FUA:
-	// nothing could be batched with that reply, and two hand-offs between
-	// goroutines would cost more than the I/O. Every other request goes to
-	// the Executor. Over TLS such a reply is encrypted and sent like every
-	// other reply, one write to the socket.
+	// Inline lets a connection with no request in the Executor answer
+	// some requests on its own goroutine: a write without FUA, whether it
+	// came alone or pipelined behind others, and a lone read (none other
+	// waiting in the connection's buffer) shorter than 64 KiB whose data
+	// is all in the page cache (preadv2 with RWF_NOWAIT; Linux only). Two
+	// hand-offs between goroutines would cost more than such I/O: a lone
+	// reply has nothing to be batched with, and buffered writes to one
+	// file take its lock one at a time anyway. The replies of a run of
+	// pipelined writes are sent together, before the goroutine waits for
+	// the client or hands a request to the Executor, and at least every 64
+	// replies. Every other request goes to the Executor, and so does every
+	// request that arrives while one is there. Over TLS such replies are
+	// encrypted and sent like every other reply, one write to the socket.
 	Inline bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
