@@ -184,7 +184,7 @@ func (c *conn) submit(r *request) bool {
 			return false
 		}
 	}
-	if idle && c.serveInline(r, c.br.Buffered() == 0) {
+	if idle && c.serveInline(r) {
 		return true
 	}
 	// The completion goroutine may send this connection's replies from
@@ -200,31 +200,32 @@ func (c *conn) submit(r *request) bool {
 }
 
 // serveInline answers r on the reader goroutine itself, without handing it
-// to the Executor (with Server.Inline), if it is a write without FUA, or,
-// when it is lone (no other request waits in the buffer), a read shorter
-// than sparseReadMin whose data is all in the page cache (Linux only); it
-// reports false, having done nothing, otherwise. The reply goes into
-// c.inline, which sendInline sends: the reader sends it before it waits
-// for the client, before it hands a request to the Executor, and after a
-// run of inlineRun replies, so the replies of a run of pipelined writes go
-// out together, as the completion goroutine batches the others.
+// to the Executor (with Server.Inline), if it is a write without FUA or a
+// read shorter than sparseReadMin whose data is all in the page cache
+// (Linux only); it reports false, having done nothing, otherwise. The
+// reply goes into c.inline, which sendInline sends: the reader sends it
+// before it waits for the client, before it hands a request to the
+// Executor, and after a run of inlineRun replies, so the replies of
+// pipelined requests go out together, as the completion goroutine batches
+// the others.
 //
 // The caller must have found no request of the connection in flight but
 // the ones this goroutine served and has not sent: only then may this
-// goroutine write to the socket (see outbox). A lone request costs its
+// goroutine write to the socket (see outbox). Such a request costs its
 // system call and a copy here, where the Executor would add two hand-offs
-// between goroutines; so does a pipelined write, whose copy into the page
-// cache would wait for the file's lock behind the other writes anyway.
-// Reads that are not lone go to the Executor, whose workers read in
-// parallel. Over TLS this goroutine writes the replies through TLS itself,
-// waiting for the client as the writer goroutine would (see
-// outbox.sendTLS): the client waits for them anyway.
-func (c *conn) serveInline(r *request, lone bool) bool {
+// between goroutines: a lone one has nothing to be batched with, a write
+// copies into the page cache under the file's lock, one at a time anyway,
+// and a cached read does not wait. A read that would wait for the disk,
+// and every request behind it while it is in the Executor, goes to the
+// Executor, whose workers wait in parallel. Over TLS this goroutine writes
+// the replies through TLS itself, waiting for the client as the writer
+// goroutine would (see outbox.sendTLS): the client waits for them anyway.
+func (c *conn) serveInline(r *request) bool {
 	switch {
 	case !c.srv.Inline || r.errno != 0:
 		return false
 	case r.typ == cmdRead:
-		if !lone || r.length >= sparseReadMin || !c.cached.readCached(r.payload(), int64(r.offset)) {
+		if r.length >= sparseReadMin || !c.cached.readCached(r.payload(), int64(r.offset)) {
 			return false
 		}
 		if c.ext.structured {

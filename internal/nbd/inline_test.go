@@ -308,23 +308,34 @@ func TestInlineSendsBeforeTheExecutor(t *testing.T) {
 	require.Equal(t, 3, ts.exec.submittedCount())
 }
 
-// TestInlineSendsPipelinedReadsToTheExecutor checks that cached reads that
-// are not lone go to the executor, whose workers read in parallel.
-func TestInlineSendsPipelinedReadsToTheExecutor(t *testing.T) {
+// TestInlineServesPipelinedCachedReads checks that cached reads sent back
+// to back are served inline too (Linux), and that all their replies
+// arrive with the right data.
+func TestInlineServesPipelinedCachedReads(t *testing.T) {
 	ts := inlineServer(t)
 	c := dial(t, ts)
 	c.connect("")
-	require.Zero(t, c.write(0, pattern(5, 32<<10), 0)) // lone: inline, and cached
+	want := pattern(5, 32<<10)
+	require.Zero(t, c.write(0, want, 0)) // lone: inline, and cached
 	var b []byte
 	const n = 8
+	offsets := map[uint64]uint64{}
 	for i := range n {
-		b, _ = c.appendRequest(b, cmdRead, 0, uint64(i)*4096, 4096, nil)
+		var cookie uint64
+		b, cookie = c.appendRequest(b, cmdRead, 0, uint64(i)*4096, 4096, nil)
+		offsets[cookie] = uint64(i) * 4096
 	}
 	c.send(b)
 	for range n {
-		_, errno, data := c.reply()
+		cookie, errno, data := c.reply()
 		require.Zero(t, errno)
-		require.Len(t, data, 4096)
+		off, ok := offsets[cookie]
+		require.True(t, ok, "reply to cookie %d", cookie)
+		require.Equal(t, want[off:off+4096], data)
 	}
-	require.Equal(t, n, ts.exec.submittedCount())
+	wantSubmitted := 0
+	if !cachedReadsInline {
+		wantSubmitted = n
+	}
+	require.Equal(t, wantSubmitted, ts.exec.submittedCount())
 }

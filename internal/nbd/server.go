@@ -51,19 +51,19 @@ type Server struct {
 	// TLSConfig configures the server side of each TLS session: its
 	// certificates and, to verify clients, ClientAuth and ClientCAs.
 	TLSConfig *tls.Config
-	// Inline lets a connection with no request in the Executor answer
-	// some requests on its own goroutine: a write without FUA, whether it
-	// came alone or pipelined behind others, and a lone read (none other
-	// waiting in the connection's buffer) shorter than 64 KiB whose data
-	// is all in the page cache (preadv2 with RWF_NOWAIT; Linux only). Two
-	// hand-offs between goroutines would cost more than such I/O: a lone
-	// reply has nothing to be batched with, and buffered writes to one
-	// file take its lock one at a time anyway. The replies of a run of
-	// pipelined writes are sent together, before the goroutine waits for
-	// the client or hands a request to the Executor, and at least every 64
+	// Inline lets a connection with no request in the Executor answer, on
+	// its own goroutine, a write without FUA and a read shorter than 64
+	// KiB whose data is all in the page cache (preadv2 with RWF_NOWAIT;
+	// Linux only), whether the request came alone or pipelined behind
+	// others. Two hand-offs between goroutines would cost more than such
+	// I/O: a cached read does not wait, and buffered writes to one file
+	// take its lock one at a time anyway. The replies of a run of such
+	// requests are sent together, before the goroutine waits for the
+	// client or hands a request to the Executor, and at least every 64
 	// replies. Every other request goes to the Executor, and so does every
-	// request that arrives while one is there. Over TLS such replies are
-	// encrypted and sent like every other reply, one write to the socket.
+	// request that arrives while one is there, so reads that wait for the
+	// disk wait in parallel. Over TLS such replies are encrypted and sent
+	// like every other reply, one write to the socket.
 	Inline bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
