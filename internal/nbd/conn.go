@@ -176,7 +176,8 @@ func (c *conn) submit(r *request) bool {
 		r.buf = getBuf(int(need))
 	}
 	if r.typ == cmdWrite && need > 0 {
-		c.sendInlineBeforeWait(int(need))
+		// The client sends the rest of a request without waiting for
+		// replies, so the ones served inline can wait for the next header.
 		if _, err := io.ReadFull(c.br, r.payload()); err != nil {
 			c.budget.release(grant{reqs: 1, bytes: need})
 			r.recycle()
@@ -204,7 +205,7 @@ func (c *conn) submit(r *request) bool {
 // read shorter than sparseReadMin whose data is all in the page cache
 // (Linux only); it reports false, having done nothing, otherwise. The
 // reply goes into c.inline, which sendInline sends: the reader sends it
-// before it waits for the client, before it hands a request to the
+// before it waits for the client's next request, before it hands a request to the
 // Executor, and after a run of inlineRun replies, so the replies of
 // pipelined requests go out together, as the completion goroutine batches
 // the others.
@@ -253,8 +254,9 @@ const inlineRun = 64
 func (c *conn) sendInline() { c.out.send(&c.inline, &c.inlineW) }
 
 // sendInlineBeforeWait sends the replies served inline before a read of n
-// bytes that would wait for the client: the client may be waiting for them
-// before it sends more. Reader goroutine only.
+// bytes, the next request's header, that would wait for the client: the
+// client may be waiting for them before it sends more. Reader goroutine
+// only.
 func (c *conn) sendInlineBeforeWait(n int) {
 	if c.br.Buffered() < n {
 		c.sendInline()

@@ -59,8 +59,8 @@ type Server struct {
 	// I/O: a cached read does not wait, and buffered writes to one file
 	// take its lock one at a time anyway. The replies of a run of such
 	// requests are sent together, before the goroutine waits for the
-	// client or hands a request to the Executor, and at least every 64
-	// replies. Every other request goes to the Executor, and so does every
+	// client's next request or hands a request to the Executor, and at
+	// least every 64 replies. Every other request goes to the Executor, and so does every
 	// request that arrives while one is there, so reads that wait for the
 	// disk wait in parallel. Over TLS such replies are encrypted and sent
 	// like every other reply, one write to the socket.
