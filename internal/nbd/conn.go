@@ -114,7 +114,11 @@ func (c *conn) abort() {
 func (c *conn) readRequests() {
 	defer c.sendInline()
 	for !c.stopping.Load() {
-		c.sendInlineBeforeWait(len(c.hdr))
+		if c.br.Buffered() < len(c.hdr) {
+			// About to wait for the client, which may be waiting for
+			// the replies served inline before it sends more.
+			c.sendInline()
+		}
 		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 			c.readError(err)
 			return
@@ -205,10 +209,10 @@ func (c *conn) submit(r *request) bool {
 // read shorter than sparseReadMin whose data is all in the page cache
 // (Linux only); it reports false, having done nothing, otherwise. The
 // reply goes into c.inline, which sendInline sends: the reader sends it
-// before it waits for the client's next request, before it hands a request to the
-// Executor, and after a run of inlineRun replies, so the replies of
-// pipelined requests go out together, as the completion goroutine batches
-// the others.
+// before it waits for the client's next request, before it hands a
+// request to the Executor, and after a run of inlineRun replies, so the
+// replies of pipelined requests go out together, as the completion
+// goroutine batches the others.
 //
 // The caller must have found no request of the connection in flight but
 // the ones this goroutine served and has not sent: only then may this
@@ -252,16 +256,6 @@ const inlineRun = 64
 // sendInline sends the replies served inline and not sent yet. Reader
 // goroutine only.
 func (c *conn) sendInline() { c.out.send(&c.inline, &c.inlineW) }
-
-// sendInlineBeforeWait sends the replies served inline before a read of n
-// bytes, the next request's header, that would wait for the client: the
-// client may be waiting for them before it sends more. Reader goroutine
-// only.
-func (c *conn) sendInlineBeforeWait(n int) {
-	if c.br.Buffered() < n {
-		c.sendInline()
-	}
-}
 
 // readError logs a read failure that is not an ordinary end of the
 // connection.
