@@ -77,7 +77,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&cfg.readOnly, "readonly", false, "export read-only")
 	fs.BoolVar(&cfg.structured, "structured", true, "offer structured replies, metadata contexts and block status (false: simple replies only, for comparison)")
 	fs.BoolVar(&cfg.inline, "inline", true, "let a connection with nothing in the pool answer writes and cached reads itself (false: every request goes through the pool, for comparison)")
-	fs.StringVar(&cfg.flush, "flush", "defer", "reply sends: defer (one per connection per batch of completions) or each (one per reply)")
+	fs.StringVar(&cfg.flush, "flush", "defer", "sends of the pool's replies: defer (one per connection per batch of completions) or each (one per reply); replies served inline go out per run either way")
 	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
 	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
 	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server (0: Go's default, one per CPU)")
