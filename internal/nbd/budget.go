@@ -42,7 +42,7 @@ func (b *budget) init(maxReqs int, maxBytes int64) {
 func (b *budget) acquire(n int64) (ok bool, held int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for !b.closed && (b.reqs >= b.maxReqs || (b.reqs > 0 && b.bytes+n > b.maxBytes)) {
+	for !b.closed && b.spent(grant{b.reqs, b.bytes}, n) {
 		b.cond.Wait()
 	}
 	if b.closed {
@@ -54,11 +54,12 @@ func (b *budget) acquire(n int64) (ok bool, held int) {
 	return true, held
 }
 
-// wouldWait reports whether acquire(n) would wait while g is all that is
-// held. g's holder must give it back first, or acquire could wait for
-// itself.
-func (b *budget) wouldWait(g grant, n int64) bool {
-	return g.reqs >= b.maxReqs || (g.reqs > 0 && g.bytes+n > b.maxBytes)
+// spent reports whether one more request of n bytes must wait while held
+// is held: acquire waits while it is true of what the connection holds, and
+// a holder that would make acquire wait for itself gives its share back
+// first.
+func (b *budget) spent(held grant, n int64) bool {
+	return held.reqs >= b.maxReqs || (held.reqs > 0 && held.bytes+n > b.maxBytes)
 }
 
 // release gives g back.

@@ -164,7 +164,7 @@ func (c *conn) submit(r *request) bool {
 	}
 	// Replies served inline and not yet sent hold budget that only this
 	// goroutine gives back, and a run of them is kept short.
-	if c.inline.held.reqs >= inlineRun || c.budget.wouldWait(c.inline.held, need) {
+	if c.inline.held.reqs >= inlineRun || c.budget.spent(c.inline.held, need) {
 		c.sendInline()
 	}
 	ok, held := c.budget.acquire(need)

@@ -60,10 +60,10 @@ type Server struct {
 	// take its lock one at a time anyway. The replies of a run of such
 	// requests are sent together, before the goroutine waits for the
 	// client's next request or hands a request to the Executor, and at
-	// least every 64 replies. Every other request goes to the Executor, and so does every
-	// request that arrives while one is there, so reads that wait for the
-	// disk wait in parallel. Over TLS such replies are encrypted and sent
-	// like every other reply, one write to the socket.
+	// least every 64 replies. Every other request goes to the Executor,
+	// and so does every request that arrives while one is there, so reads
+	// that wait for the disk wait in parallel. Over TLS such replies are
+	// encrypted and sent like every other reply, one write to the socket.
 	Inline bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
