@@ -29,6 +29,7 @@ type config struct {
 	panicHandler func(v any)
 	loopWake     wakeKind
 	spin         time.Duration
+	spinTurn     time.Duration // longest turn of a spin (spin.go); changed by tests only
 }
 
 // wakeKind selects how workers wake the pool's own completion goroutine.
@@ -49,6 +50,7 @@ func defaultConfig() config {
 		idleTimeout: DefaultIdleTimeout,
 		loopWake:    wakeChan,
 		spin:        DefaultSpin,
+		spinTurn:    maxSpinTurn,
 	}
 }
 
@@ -111,7 +113,11 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 // for their callbacks (the work that usually follows them), and whose own
 // last request did not wake the completion loop. It yields its processor at
 // every turn, so that the loop and the submitters run first, and it stops at
-// once when a request is queued, and on Close, Shutdown or SetLimits.
+// once when a request is queued, and on Close, Shutdown or SetLimits. It
+// also stops, and the worker parks, when its processor, having run other
+// goroutines for more than 2µs between two of its turns, has nothing else
+// to run: a goroutine that ran there may now wait for a descriptor, which
+// the processor polls only once it runs dry.
 // Between rounds of submissions this keeps a processor awake for the next
 // round instead of letting its thread sleep (tens of microseconds to wake on
 // a virtual machine). Lone requests never make a worker spin, and an idle

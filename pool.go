@@ -56,6 +56,7 @@ type Pool struct {
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
 	maxTransit   int           // most workers in transit at once (see dispatch)
 	spinFor      time.Duration // longest spin of a worker; 0: none (spin.go)
+	spinTurn     time.Duration // longest turn of a spin before it ends (spin.go)
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -165,6 +166,7 @@ func New(opts ...Option) (*Pool, error) {
 		maxWorkers:   c.maxWorkers,
 		maxTransit:   max(2, runtime.GOMAXPROCS(0)),
 		spinFor:      c.spin,
+		spinTurn:     c.spinTurn,
 		quiet:        make(chan struct{}),
 		loopDone:     make(chan struct{}),
 	}

@@ -29,7 +29,7 @@ import (
 // worker in transit (worker.go), and dispatch kicks it instead of waking
 // another.
 //
-// Two rules keep the spin from costing what it saves:
+// Three rules keep the spin from costing what it saves:
 //   - A worker whose last request woke the completion loop does not spin.
 //     The loop is about to run, and a spinning worker, always runnable,
 //     keeps its processor from ever running dry and polling the network,
@@ -43,12 +43,26 @@ import (
 //     idle stops spinning within spinFor of its last request. Eight jobs at
 //     iodepth 1 lost a tenth of their reads when any pending request
 //     sufficed.
+//   - A spin whose processor runs other goroutines ends once that
+//     processor goes quiet again: a turn longer than spinTurn means that
+//     others ran (the loop delivering the round, a submitter), and the
+//     first short turn after it that they are done, perhaps waiting for
+//     the network (a submitter notified through an eventfd), which the
+//     processor polls only when it runs dry. Spinning on would hold that
+//     wake-up until the spin's end. On the 2-CPU VM, whose kernel packs
+//     threads onto busy CPUs, about half the rounds of one job at iodepth
+//     64 ran on one processor with the loop, the job and the spinner, and
+//     waited so; this rule gained 1.10-1.25x there (cmd/tpbench/README.md).
 
 // spinPending is the fewest undelivered requests for which a worker spins:
 // a round that ends with that many is likely to be followed by another as
 // large, while lone requests (a few jobs at iodepth 1) are not worth a
 // processor that no longer polls the network.
 const spinPending = 16
+
+// maxSpinTurn is the default spinTurn: a turn of a spin with nothing else to
+// run takes well under a microsecond (a Gosched, a clock read).
+const maxSpinTurn = 2 * time.Microsecond
 
 // shouldSpin reports whether a worker that found the queue empty may spin:
 // no other worker spins or runs a request, and at least spinPending
@@ -58,10 +72,11 @@ func (p *Pool) shouldSpin() bool {
 }
 
 // spin makes w the spinner, in transit, and waits without mu until it is
-// kicked or spinFor has passed. It does not stop when the last callback
-// starts: that callback is what submits the next round. mu held on
-// entry and on return; the caller then looks at the queue again, and w
-// arrives there.
+// kicked, spinFor has passed, or its processor went quiet after running
+// other goroutines (a turn longer than spinTurn, then a short one). It
+// does not stop when the last callback starts: that callback is what
+// submits the next round. mu held on entry and on return; the caller then
+// looks at the queue again, and w arrives there.
 func (p *Pool) spin(w *worker) {
 	w.transit = true
 	p.transit++
@@ -70,8 +85,16 @@ func (p *Pool) spin(w *worker) {
 	p.spins++
 	p.mu.Unlock()
 	start := time.Now()
-	for !w.kick.Load() && time.Since(start) < p.spinFor {
+	shared := false // other goroutines have run on this processor
+	for last := time.Duration(0); !w.kick.Load(); {
 		runtime.Gosched()
+		d := time.Since(start)
+		long := d-last > p.spinTurn
+		if d >= p.spinFor || (shared && !long) {
+			break // spent, or the processor went quiet after other work
+		}
+		shared = shared || long
+		last = d
 	}
 	p.mu.Lock()
 	if p.spinner == w { // not kicked: nobody else will take it off

@@ -1,6 +1,7 @@
 package threadpool
 
 import (
+	"runtime"
 	"testing"
 	"time"
 
@@ -8,13 +9,14 @@ import (
 )
 
 // spinningPool returns a pool, with an external completion loop that the
-// test runs, in which one worker spins, for up to an hour unless opts say
-// otherwise: only what the test does ends the spin. The worker that ends a
-// round of spinPending requests spins while they all wait for their
-// callbacks.
+// test runs, in which one worker spins, for up to an hour and whatever else
+// runs on its processor, unless opts say otherwise: only what the test does
+// ends the spin. The worker that ends a round of spinPending requests spins
+// while they all wait for their callbacks.
 func spinningPool(t *testing.T, opts ...Option) *Pool {
 	t.Helper()
-	p := newPool(t, append([]Option{WithExternalLoop(), WithMaxWorkers(1), WithSpin(time.Hour)}, opts...)...)
+	base := []Option{WithExternalLoop(), WithMaxWorkers(1), WithSpin(time.Hour), withSpinTurn(time.Hour)}
+	p := newPool(t, append(base, opts...)...)
 	submitRound(t, p, spinPending)
 	eventually(t, func() bool { return p.Stats().Spins == 1 }, "the worker that ends the round spins")
 	return p
@@ -37,6 +39,9 @@ func submitRound(t *testing.T, p *Pool, n int) {
 	}
 	require.NoError(t, b.Flush())
 }
+
+// withSpinTurn sets the longest turn of a spin (spin.go).
+func withSpinTurn(d time.Duration) Option { return func(c *config) { c.spinTurn = d } }
 
 func (p *Pool) isSpinning() bool {
 	p.mu.Lock()
@@ -66,6 +71,23 @@ func TestSpinEndsAtItsBound(t *testing.T) {
 	p := spinningPool(t, WithSpin(time.Millisecond))
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the spinner parks")
 	require.False(t, p.isSpinning())
+	require.Equal(t, spinPending, p.RunCompletions())
+}
+
+// A spin whose processor ran other goroutines ends once it goes quiet, long
+// before its bound: with one processor, the test's goroutine holds it for a
+// millisecond, then waits; the spinner's turn was that long, its next one is
+// short, and it parks.
+func TestSpinEndsWhenItsProcessorIsBusy(t *testing.T) {
+	procs := runtime.GOMAXPROCS(1)
+	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
+	p := spinningPool(t, withSpinTurn(maxSpinTurn))
+	for start := time.Now(); time.Since(start) < time.Millisecond; {
+		// Busy: the spinner cannot run on the one processor meanwhile.
+	}
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the spinner parks")
+	require.False(t, p.isSpinning())
+	require.Equal(t, uint64(1), p.Stats().Spins)
 	require.Equal(t, spinPending, p.RunCompletions())
 }
 
