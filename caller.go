@@ -105,17 +105,27 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 	}()
 	for {
 		p.mu.Lock()
-		alone := p.workers <= p.funcClosers
-		if alone && p.head == nil {
-			p.mu.Unlock()
-			return nil
-		}
-		if alone && ctx.Err() == nil {
-			e := p.head
-			p.takeHere(e)
-			p.mu.Unlock()
-			p.runHere(e)
-			continue
+		if p.workers <= p.funcClosers { // alone
+			// Take what is queued, then what is left in a hand (this
+			// worker's own, perhaps: its Func is the one closing).
+			var e *element
+			if ctx.Err() == nil {
+				if e = p.head; e != nil {
+					p.unqueue(e)
+				} else {
+					e = p.steal()
+				}
+			}
+			if e != nil {
+				p.running++
+				p.mu.Unlock()
+				p.runHere(e)
+				continue
+			}
+			if p.head == nil && (ctx.Err() == nil || p.inHand.Load() == 0) {
+				p.mu.Unlock()
+				return nil
+			}
 		}
 		if p.waiters == nil {
 			p.waiters = make(chan struct{})
@@ -130,14 +140,8 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 	}
 }
 
-// takeHere takes the queued request e off the queue for the calling worker,
-// which runs it with runHere instead of waiting for another worker. mu held.
-func (p *Pool) takeHere(e *element) {
-	p.unqueue(e)
-	p.running++
-}
-
-// runHere runs e, taken with takeHere, on the calling worker and publishes
+// runHere runs e, taken off the queue or out of a hand and counted in
+// Pool.running, on the calling worker and publishes
 // its result, like any worker would.
 func (p *Pool) runHere(e *element) {
 	defer func() { // also when e's Func calls runtime.Goexit
@@ -158,11 +162,11 @@ func (p *Pool) runCoHere(e *element, gen uint64) bool {
 		return false
 	}
 	p.mu.Lock()
-	if e.gen.Load() != gen || !e.queued {
+	if e.gen.Load() != gen || !p.takeUnstarted(e) {
 		p.mu.Unlock()
 		return false
 	}
-	p.takeHere(e)
+	p.running++
 	p.mu.Unlock()
 	p.runHere(e)
 	return true

@@ -129,21 +129,16 @@ func (p *Pool) beginClose(cancel bool) {
 		p.closing.Store(true)
 		p.wakeAllIdle()
 	}
-	var first, last *element // canceled requests, oldest first, linked by next
+	var canceled cancelChain
 	if cancel {
 		for e := p.head; e != nil; e = p.head {
 			p.unqueue(e)
-			e.err = ErrCanceled
-			if last != nil {
-				last.next = e
-			} else {
-				first = e
-			}
-			last = e
+			canceled.add(e)
 		}
+		p.cancelHands(&canceled)
 	}
 	p.mu.Unlock()
-	for e := first; e != nil; {
+	for e := canceled.first; e != nil; {
 		next := e.next
 		e.next = nil
 		p.canceled.Add(1)
@@ -153,6 +148,20 @@ func (p *Pool) beginClose(cancel bool) {
 	if p.pending.Load() == 0 {
 		p.signalQuiet()
 	}
+}
+
+// cancelChain links the requests Close cancels, oldest first, by next.
+type cancelChain struct{ first, last *element }
+
+// add sets e's result to ErrCanceled and links it at the end.
+func (c *cancelChain) add(e *element) {
+	e.err = ErrCanceled
+	if c.last != nil {
+		c.last.next = e
+	} else {
+		c.first = e
+	}
+	c.last = e
 }
 
 // runUntilQuiet runs the completion loop on the caller until every accepted

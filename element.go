@@ -37,6 +37,11 @@ type element struct {
 	// only (a worker dequeuing it, a canceler, Close). Guarded by Pool.mu.
 	queued bool
 
+	// hold is set, under Pool.mu, while the element waits in a worker's
+	// hand (hand.go): off the queue, not started. Whoever runs or cancels
+	// it clears it first (Pool.claim), with or without mu.
+	hold atomic.Bool
+
 	// err is the result. It is written once, by the worker or the canceler,
 	// before the element is published (doneNext push or coCh send).
 	err error
@@ -70,6 +75,19 @@ func (p *Pool) enqueue(e *element) {
 		p.head = e
 	}
 	p.tail = e
+	p.queued++
+}
+
+// enqueueFront puts e at the front of the pending queue. mu held.
+func (p *Pool) enqueueFront(e *element) {
+	e.queued = true
+	e.prev, e.next = nil, p.head
+	if p.head != nil {
+		p.head.prev = e
+	} else {
+		p.tail = e
+	}
+	p.head = e
 	p.queued++
 }
 

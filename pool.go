@@ -11,7 +11,11 @@
 // at most once per batch, too: a burst of completions costs one wake-up.
 // Between two large bursts, the last worker to finish spins for a few tens
 // of microseconds, so that the next burst finds a processor awake
-// (WithSpin); lone requests and an idle pool never make a worker spin.
+// (WithSpin); lone requests and an idle pool never make a worker spin. When
+// every worker is busy and more requests wait than there are workers, a
+// worker takes its share of the queue at once, so that many processors do
+// not take turns at the pool's lock for every request; those requests have
+// not started, and Cancel and Close still find them.
 //
 // By default the pool runs its own completion goroutine. WithExternalLoop
 // hands the loop to the caller instead: wait until Fd is readable, then call
@@ -72,6 +76,7 @@ type Pool struct {
 	workers    int       // live worker goroutines
 	idle       []*worker // idle workers, most recently idle last
 	spinner    *worker   // the worker spinning for work, if any (spin.go)
+	hands      []*worker // the workers whose hand is not empty (hand.go)
 	running    int       // requests taken by workers and not yet counted done
 	// transit counts workers woken or started for queued work that have not
 	// yet looked at the queue: each will take a request if one is left.
@@ -92,6 +97,9 @@ type Pool struct {
 
 	// closing is set, under mu, when Shutdown or Close begins; read anywhere.
 	closing atomic.Bool
+	// inHand counts the requests in workers' hands that nobody has claimed
+	// yet (hand.go). Incremented under mu, decremented by any claimant.
+	inHand atomic.Int64
 	// pending counts accepted requests whose callback has not started (or
 	// whose SubmitCo work has not finished). Incremented under mu.
 	pending   atomic.Int64
@@ -345,11 +353,10 @@ func (p *Pool) cancel(e *element, gen uint64) bool {
 	p.cancelMu.RLock()
 	defer p.cancelMu.RUnlock()
 	p.mu.Lock()
-	if e.gen.Load() != gen || !e.queued {
+	if e.gen.Load() != gen || !p.takeUnstarted(e) {
 		p.mu.Unlock()
 		return false
 	}
-	p.unqueue(e)
 	e.err = ErrCanceled
 	p.mu.Unlock()
 	p.canceled.Add(1)
@@ -417,7 +424,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	for p.workers < p.minWorkers {
 		p.spawn(false)
 	}
-	for p.queued > p.transit && p.workers < p.maxWorkers {
+	for p.unstarted() > p.transit && p.workers < p.maxWorkers {
 		p.spawn(true)
 	}
 	if p.workers > p.maxWorkers {
@@ -438,7 +445,7 @@ type Stats struct {
 	Workers     int    // live worker goroutines
 	IdleWorkers int    // workers waiting for work
 	Running     int    // Funcs running now
-	Queued      int    // requests waiting for a worker
+	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next
 	Spins       uint64 // times a worker spun for the next request (WithSpin)
 	MinWorkers  int    // the current lower limit (New or SetLimits)
 	MaxWorkers  int    // the current upper limit (New or SetLimits)
@@ -461,7 +468,7 @@ func (p *Pool) Stats() Stats {
 		Workers:     p.workers,
 		IdleWorkers: len(p.idle),
 		Running:     p.running,
-		Queued:      p.queued,
+		Queued:      p.unstarted(),
 		MinWorkers:  p.minWorkers,
 		MaxWorkers:  p.maxWorkers,
 		Submitted:   p.submitted,

@@ -30,6 +30,12 @@ type worker struct {
 
 	self workerSelf // the worker's identity for its Funcs' calls (caller.go)
 
+	// hand holds the requests the worker runs after its current one
+	// (hand.go): written under Pool.mu by the worker itself, read by it
+	// without mu and by others under mu.
+	hand  [maxHand]*element
+	nhand int
+
 	// kick ends the worker's spin (spin.go): set, under Pool.mu, by whoever
 	// takes it off Pool.spinner; read by the spinning worker without mu.
 	kick atomic.Bool
@@ -58,7 +64,7 @@ func (p *Pool) dispatch() {
 	if p.queued > 0 {
 		p.kickSpinner()
 	}
-	for p.queued > p.transit && p.transit < p.maxTransit {
+	for p.unstarted() > p.transit && p.transit < p.maxTransit {
 		if n := len(p.idle); n > 0 {
 			w := p.idle[n-1]
 			p.idle[n-1] = nil
@@ -74,12 +80,22 @@ func (p *Pool) dispatch() {
 	}
 }
 
+// unstarted returns how many accepted requests wait to start: queued, or in
+// a worker's hand, where another worker may take them too (hand.go). mu held.
+func (p *Pool) unstarted() int {
+	if len(p.hands) == 0 { // no hand holds any: skip the shared counter
+		return p.queued
+	}
+	return p.queued + int(p.inHand.Load())
+}
+
 // waiting returns how many queued requests would have no worker to take
-// them if n more were queued: the queued ones beyond the workers in transit,
+// them if n more were queued: the queued ones (those in workers' hands too,
+// which another worker may yet take) beyond the workers in transit,
 // the idle workers and the workers that may still start. WithMaxQueued bounds
 // it. mu held.
 func (p *Pool) waiting(n int) int {
-	return p.queued + n - p.transit - len(p.idle) - (p.maxWorkers - p.workers)
+	return p.unstarted() + n - p.transit - len(p.idle) - (p.maxWorkers - p.workers)
 }
 
 // arrive ends w's transit, if it was in transit, and reports whether it was.
@@ -112,6 +128,7 @@ func (p *Pool) work(w *worker) {
 		if !exited { // the Func called runtime.Goexit: replace this worker
 			p.mu.Lock()
 			p.doneRunning(w)
+			p.requeueHand(w)
 			p.arrive(w)
 			p.workers--
 			if p.workers < p.minWorkers && !p.closing.Load() {
@@ -130,28 +147,38 @@ func (p *Pool) work(w *worker) {
 			exited = true
 			return
 		}
-		wokeLoop = p.run(e)
+		wokeLoop = p.playHand(w, p.run(e))
 	}
 }
 
 // next returns the next request to run, waiting while there is none, or nil
 // when the worker must exit: it is above max, the pool is closing with nothing
-// queued, or the reaper retired it. maySpin allows it to spin before it parks
+// queued, or the reaper retired it. It takes the queue's oldest request (and,
+// the queue long, a hand of the next ones), or else one from another
+// worker's hand (hand.go), before it spins, parks or exits. maySpin allows it to spin before it parks
 // (spin.go): its last request did not wake the completion loop.
 func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.mu.Lock()
 	p.doneRunning(w)
+	p.dropHand(w)
 	for {
 		chain := p.arrive(w)
-		if p.workers > p.maxWorkers || (p.head == nil && p.closing.Load()) {
-			p.workers--
-			p.dispatch() // pass on the transit to another worker
-			p.mu.Unlock()
+		if p.workers > p.maxWorkers {
+			p.quit()
 			return nil
 		}
-		if e := p.head; e != nil {
+		e := p.head
+		if e != nil {
 			p.unqueue(e)
 			p.take(w)
+			p.fillHand(w)
+		} else if e = p.steal(); e != nil {
+			p.take(w)
+		} else if p.closing.Load() {
+			p.quit()
+			return nil
+		}
+		if e != nil {
 			if chain {
 				p.dispatch()
 			}
@@ -172,6 +199,14 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			return nil
 		}
 	}
+}
+
+// quit uncounts a worker that exits, passes its transit on to another
+// worker and releases mu. mu held.
+func (p *Pool) quit() {
+	p.workers--
+	p.dispatch()
+	p.mu.Unlock()
 }
 
 // take records that w runs a request, which has left the queue or never
