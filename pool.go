@@ -406,8 +406,8 @@ func (p *Pool) signalQuiet() {
 // SetLimits changes the worker limits while the pool runs, validated like New:
 // min < 0, max <= 0 and min > max return an error wrapping ErrInvalidLimits.
 // Workers up to min start at once; workers above max exit as soon as they are
-// idle or finish their current request; queued work gets new workers if max
-// grew. After Shutdown or Close began it returns ErrClosed. SetLimits never
+// idle or finish their current request (and the few queued requests a busy
+// worker may have taken with it); queued work gets new workers if max grew. After Shutdown or Close began it returns ErrClosed. SetLimits never
 // waits for a worker, so the same holds from any goroutine: a Callback, a
 // Func (its own worker, if above the new max, exits once the Func returns),
 // or any other goroutine.
