@@ -141,8 +141,8 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 }
 
 // runHere runs e, taken off the queue or out of a hand and counted in
-// Pool.running, on the calling worker and publishes
-// its result, like any worker would.
+// Pool.running, on the calling worker and publishes its result, like any
+// worker would.
 func (p *Pool) runHere(e *element) {
 	defer func() { // also when e's Func calls runtime.Goexit
 		p.mu.Lock()

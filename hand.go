@@ -9,11 +9,14 @@ package threadpool
 // takes a request also takes its share of the rest, up to maxHand, and runs
 // them one after the other without the mutex. A request in a hand has not
 // started: Cancel, Close and a SubmitCo caller that runs its own request
-// claim it as they would take it off the queue. There, with eight jobs at
-// iodepth 64, hands took the pool from 0.85M to 1.13-1.21M reads a second
-// with a tenth fewer cores, and from 0.85M to 1.29-1.46M with 16 jobs; the
-// 99th percentile latency grew by about half (1.9 to 2.8 ms at 8 jobs), as a
-// request in the hand of a worker that its thread lost waits for it.
+// claim it as they would take it off the queue. On those 16 cores, eight
+// jobs at iodepth 64 went from 0.85M to 1.13-1.21M reads a second with a
+// tenth fewer cores, sixteen jobs from 0.85M to 1.29-1.46M; the 99th
+// percentile latency grew by about half (1.5-2.0 to 2.5-3.0 ms at eight
+// jobs), as a request in the hand of a worker whose thread was descheduled
+// waits for it. In the same benchmarks on two processors no hand formed (the
+// pool never had all of its 64 workers started with none idle); Funcs that
+// block long enough to keep every worker busy make hands on any machine.
 //
 // Whoever runs or cancels a request in a hand first claims it (element.hold,
 // true to false), so each one is taken exactly once: by its worker, by

@@ -407,10 +407,11 @@ func (p *Pool) signalQuiet() {
 // min < 0, max <= 0 and min > max return an error wrapping ErrInvalidLimits.
 // Workers up to min start at once; workers above max exit as soon as they are
 // idle or finish their current request (and the few queued requests a busy
-// worker may have taken with it); queued work gets new workers if max grew. After Shutdown or Close began it returns ErrClosed. SetLimits never
-// waits for a worker, so the same holds from any goroutine: a Callback, a
-// Func (its own worker, if above the new max, exits once the Func returns),
-// or any other goroutine.
+// worker may have taken with it); queued work gets new workers if max grew.
+// After Shutdown or Close began it returns ErrClosed. SetLimits never waits
+// for a worker, so the same holds from any goroutine: a Callback, a Func (its
+// own worker, if above the new max, exits once the Func returns), or any
+// other goroutine.
 func (p *Pool) SetLimits(min, max int) error {
 	if err := validateLimits(min, max); err != nil {
 		return err
