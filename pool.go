@@ -172,7 +172,7 @@ func New(opts ...Option) (*Pool, error) {
 		idleTimeout:  c.idleTimeout,
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
-		maxTransit:   max(2, runtime.GOMAXPROCS(0)),
+		maxTransit:   max(2, min(maxTransitCap, runtime.GOMAXPROCS(0))),
 		spinFor:      c.spin,
 		spinTurn:     c.spinTurn,
 		quiet:        make(chan struct{}),

@@ -53,6 +53,16 @@ func (p *Pool) spawn(transit bool) {
 	go p.work(w)
 }
 
+// maxTransitCap bounds Pool.maxTransit, which is otherwise one worker in
+// transit per processor (at least two). Each woken worker takes the pool's
+// mutex to take its request, so many of them at once take turns at it: on
+// 16 cores, one job at iodepth 64 (about 9 requests a batch) did 0.65M reads
+// a second with up to 16 workers in transit, 0.72M with 4 and 0.77M with 2,
+// on fewer cores; eight jobs at iodepth 64 did 1.21M, 1.25M and 1.17M, and
+// eight at iodepth 1 0.30M, 0.30M and 0.29M (three alternated rounds each,
+// cmd/tpbench/README.md). Four keeps most of the gain and loses nothing.
+const maxTransitCap = 4
+
 // dispatch makes sure that queued work has workers on their way to it: when
 // more requests are queued than workers are in transit, it wakes the most
 // recently idle worker, or starts one while fewer than max exist. At most
