@@ -18,7 +18,11 @@
 #       at iodepth 64 and 1, Submit)
 # It prints, for every benchmark, the median over the rounds of the ratio
 # REV/BASE (of IOPS where the benchmark reports them, else of the time per
-# op) with its range, and in how many rounds REV was ahead.
+# op) with its range, and in how many rounds REV was ahead; then, within
+# each build, the ratios the pool is judged by (the pool against a
+# goroutine per request and a channel-fed pool, defer against the ceiling
+# and against each, Submit against a goroutine per request), again as
+# medians of the per-round ratios, for the pairs that both ran.
 set -euo pipefail
 
 rounds=8 benchtime=0.3s out=benchab.txt groups=()
@@ -28,12 +32,12 @@ while getopts "r:t:o:g:" opt; do
 	t) benchtime=$OPTARG ;;
 	o) out=$OPTARG ;;
 	g) groups+=("$OPTARG") ;;
-	*) sed -n '2,21p' "$0"; exit 2 ;;
+	*) sed -n '2,25p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	sed -n '2,21p' "$0"
+	sed -n '2,25p' "$0"
 	exit 2
 fi
 if [ ${#groups[@]} -eq 0 ]; then
@@ -112,4 +116,53 @@ function flush() {
 $1 != name { flush(); name = $1; c = 0; ahead = 0; up = $3 }
 { r[++c] = $2; if ((up && $2 > 1) || (!up && $2 < 1)) ahead++ }
 END { flush() }'
+
+# Within each build, the ratios that the pool is judged by: the pool against
+# the designs a Go program would use instead and against the ceiling, and
+# defer against each, as medians of the per-round ratios (of IOPS, or of the
+# time per op for Submit), wherever both benchmarks of a pair ran.
+awk '
+BEGIN {
+	npairs = split("RandReadDesign/iodepth=64/design=pool RandReadDesign/iodepth=64/design=goroutine " \
+		"RandReadDesign/iodepth=64/design=pool RandReadDesign/iodepth=64/design=chanpool " \
+		"RandReadDesign/iodepth=1/design=pool RandReadDesign/iodepth=1/design=goroutine " \
+		"RandReadDesign/iodepth=1/design=pool RandReadDesign/iodepth=1/design=chanpool " \
+		"RandRead/iodepth=64/numjobs=8/mode=defer RandRead/iodepth=64/numjobs=8/mode=ceiling " \
+		"RandRead/iodepth=64/numjobs=8/mode=defer RandRead/iodepth=64/numjobs=8/mode=each " \
+		"RandRead/iodepth=1/numjobs=8/mode=defer RandRead/iodepth=1/numjobs=8/mode=each " \
+		"Submit/inflight=1/design=pool Submit/inflight=1/design=goroutine " \
+		"Submit/inflight=64/design=pool Submit/inflight=64/design=goroutine", w, " ") / 2
+	for (i = 1; i <= npairs; i++) { a[i] = w[2 * i - 1]; b[i] = w[2 * i] }
+}
+{
+	name = $2; sub(/^Benchmark/, "", name); sub(/\/v=(base|rev)-[0-9]+$/, "", name)
+	v = ($2 ~ /\/v=rev-/) ? "rev" : "base"
+	m = $4; up[name] = 0
+	for (i = 5; i < NF; i++) if ($(i + 1) == "IOPS") { m = $i; up[name] = 1 }
+	val[$1, name, v] = m; rounds[$1] = 1
+}
+END {
+	print "within each build, median of the per-round ratios [range]:"
+	for (i = 1; i <= npairs; i++) {
+		nb = split(b[i], parts, "/")
+		line = sprintf("  %-58s", a[i] " / " parts[nb])
+		any = 0
+		for (k = 1; k <= 2; k++) {
+			v = (k == 1) ? "base" : "rev"
+			c = 0
+			for (r in rounds)
+				if ((r, a[i], v) in val && (r, b[i], v) in val && val[r, b[i], v] > 0)
+					x[++c] = val[r, a[i], v] / val[r, b[i], v]
+			if (c == 0) { line = line sprintf(" %s -", v); continue }
+			any = 1
+			sortn(x, c)
+			med = (c % 2) ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
+			line = line sprintf(" %s %.2f [%.2f-%.2f]", v, med, x[1], x[c])
+		}
+		if (any) print line (up[a[i]] ? "" : " (time)")
+	}
+}
+function sortn(x, n,   i, j, t) {
+	for (i = 2; i <= n; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+}' "$work/raw"
 echo "results in $out (benchstat -col /v $out)"
