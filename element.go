@@ -66,28 +66,26 @@ type Handle struct {
 }
 
 // enqueue appends e to the pending queue. mu held.
-func (p *Pool) enqueue(e *element) {
-	e.queued = true
-	e.prev, e.next = p.tail, nil
-	if p.tail != nil {
-		p.tail.next = e
+func (p *Pool) enqueue(e *element) { p.link(e, p.tail, nil) }
+
+// enqueueFront puts e at the front of the pending queue. mu held.
+func (p *Pool) enqueueFront(e *element) { p.link(e, nil, p.head) }
+
+// link puts e on the pending queue between prev and next, neighbours on it
+// (nil at either end), the reverse of unqueue. mu held.
+func (p *Pool) link(e, prev, next *element) {
+	e.prev, e.next = prev, next
+	if prev != nil {
+		prev.next = e
 	} else {
 		p.head = e
 	}
-	p.tail = e
-	p.queued++
-}
-
-// enqueueFront puts e at the front of the pending queue. mu held.
-func (p *Pool) enqueueFront(e *element) {
-	e.queued = true
-	e.prev, e.next = nil, p.head
-	if p.head != nil {
-		p.head.prev = e
+	if next != nil {
+		next.prev = e
 	} else {
 		p.tail = e
 	}
-	p.head = e
+	e.queued = true
 	p.queued++
 }
 

@@ -133,11 +133,7 @@ func (p *Pool) requeueHand(w *worker) {
 // cancelHands claims every request held in a hand and adds it to c, for
 // Close to cancel. mu held.
 func (p *Pool) cancelHands(c *cancelChain) {
-	for _, w := range p.hands {
-		for _, e := range w.hand[:w.nhand] {
-			if p.claim(e) {
-				c.add(e)
-			}
-		}
+	for e := p.steal(); e != nil; e = p.steal() {
+		c.add(e)
 	}
 }
