@@ -62,6 +62,14 @@ func (b *budget) spent(held grant, n int64) bool {
 	return held.reqs >= b.maxReqs || (held.reqs > 0 && held.bytes+n > b.maxBytes)
 }
 
+// idle reports whether nothing is held: every request taken has had its
+// reply sent or dropped.
+func (b *budget) idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reqs == 0
+}
+
 // release gives g back.
 func (b *budget) release(g grant) {
 	if g.reqs == 0 && g.bytes == 0 {

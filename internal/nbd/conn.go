@@ -30,6 +30,11 @@ type conn struct {
 	br  *bufio.Reader          // serve goroutine only
 	hdr [requestHeaderLen]byte // serve goroutine only
 
+	// Serve goroutine only, for lockstep: requests read since the reader
+	// last ran out of buffered requests, and how many times in a row it
+	// found one request then, with nothing left in flight.
+	sinceWait, loneRun int
+
 	budget budget     // see budget
 	out    outbox     // see outbox
 	ext    extensions // see extensions
@@ -118,8 +123,12 @@ func (c *conn) readRequests() {
 			// About to wait for the client, which may be waiting for
 			// the replies served inline before it sends more.
 			c.sendInline()
+			c.src.lockstep = c.lockstep()
 		}
-		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+		_, err := io.ReadFull(c.br, c.hdr[:])
+		c.src.lockstep = false
+		c.sinceWait++
+		if err != nil {
 			c.readError(err)
 			return
 		}
@@ -147,6 +156,27 @@ func (c *conn) readRequests() {
 			return
 		}
 	}
+}
+
+// lockstepRun is how many lone requests in a row make a client lockstep.
+const lockstepRun = 4
+
+// lockstep reports whether the client, whose buffered requests the reader
+// has all read, sends one request at a time and waits for its reply: the
+// last lockstepRun times the reader ran out of buffered requests it had
+// read one since the time before, and now nothing of the connection's is
+// in flight. A client that keeps several requests in flight, which the
+// reader is better off taking together, is not lockstep. Serve goroutine
+// only.
+func (c *conn) lockstep() bool {
+	lone := c.sinceWait == 1
+	c.sinceWait = 0
+	if !lone || !c.budget.idle() {
+		c.loneRun = 0
+		return false
+	}
+	c.loneRun++
+	return c.loneRun >= lockstepRun
 }
 
 // submit takes budget for r, reads its payload and hands it to the

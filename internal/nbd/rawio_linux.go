@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -51,4 +52,17 @@ func preadNoWait(fd int, b []byte, off int64) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// waitReadable waits up to d for fd to become readable, in ppoll(2), and
+// reports whether it did (or has an error to read). Unlike the calls above
+// it is made through the scheduler, as a call that may block: the runtime
+// may give the goroutine's processor to another thread meanwhile. (Made
+// raw, it measured no better over TCP loopback, and a little worse for
+// lone reads.)
+func waitReadable(fd int, d time.Duration) bool {
+	ts := unix.NsecToTimespec(int64(d))
+	pfd := unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	n, _, e := unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&pfd)), 1, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	return e == 0 && n > 0
 }

@@ -3,6 +3,7 @@ package nbd
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -120,4 +121,105 @@ func tcpAfterWrite(t *testing.T, inline bool) (*testServer, *client) {
 	c.connect("")
 	require.Zero(t, c.write(0, pattern(1, 4096), 0))
 	return ts, c
+}
+
+// TestLockstepNeedsLoneRequestsWithNothingInFlight checks when a connection
+// counts as lockstep (conn.lockstep): after lockstepRun lone requests in a
+// row, each read when no other was buffered and answered before the next;
+// not after a request that came with another, nor with a request in
+// flight, and the run starts again after either.
+func TestLockstepNeedsLoneRequestsWithNothingInFlight(t *testing.T) {
+	var c conn
+	c.budget.init(16, 1<<20)
+	lone := func() bool {
+		c.sinceWait = 1
+		return c.lockstep()
+	}
+	for i := 1; i < lockstepRun; i++ {
+		require.False(t, lone(), "after %d lone requests", i)
+	}
+	require.True(t, lone())
+	require.True(t, lone())
+
+	c.sinceWait = 2 // two requests came together
+	require.False(t, c.lockstep())
+	for i := 1; i < lockstepRun; i++ {
+		require.False(t, lone(), "after %d lone requests, following two together", i)
+	}
+	require.True(t, lone())
+
+	ok, _ := c.budget.acquire(4096) // a request in flight
+	require.True(t, ok)
+	require.False(t, lone())
+	c.budget.release(grant{reqs: 1, bytes: 4096})
+	for i := 1; i < lockstepRun; i++ {
+		require.False(t, lone(), "after %d lone requests, following one in flight", i)
+	}
+	require.True(t, lone())
+}
+
+// TestLockstepWaitIsBounded checks that a serve goroutine waits for a
+// lockstep client only while fewer than maxLockstepWaiters do: beyond
+// that, waitClient returns at once, without looking at the socket, even
+// one with data to read.
+func TestLockstepWaitIsBounded(t *testing.T) {
+	a, b := tcpPair(t)
+	_, err := b.Write([]byte{1})
+	require.NoError(t, err)
+	fd := socketFd(t, a)
+
+	lockstepWaiters.Add(maxLockstepWaiters())
+	var r sockReader
+	got := r.waitClient(fd)
+	lockstepWaiters.Add(-maxLockstepWaiters())
+	require.False(t, got, "waited with every waiting place taken")
+	require.True(t, r.waited, "a Read waits at most once")
+	require.Zero(t, lockstepWaiters.Load())
+}
+
+// TestTCPShutdownStopsLockstepConnection checks that Shutdown stops a TCP
+// connection whose client sends one request at a time, whose reader waits
+// for the next one as for a lockstep client, and that the lone requests
+// before it were answered right, inline or not.
+func TestTCPShutdownStopsLockstepConnection(t *testing.T) {
+	eachInline(t, func(t *testing.T, inline bool) {
+		ts := startServer(t, serverConfig{tcp: true, tune: func(s *Server) { s.Inline = inline }})
+		c := dial(t, ts)
+		c.connect("")
+		for i := range 3 * lockstepRun {
+			want := pattern(byte(i), 4096)
+			require.Zero(t, c.write(uint64(i)*4096, want, 0))
+			errno, got := c.read(uint64(i)*4096, 4096)
+			require.Zero(t, errno)
+			require.Equal(t, want, got)
+		}
+		require.NoError(t, ts.srv.Shutdown(context.Background()))
+		c.expectEOF()
+	})
+}
+
+// tcpPair returns the two ends of a TCP connection over loopback, closed
+// when the test ends.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	b, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	a, err := ln.Accept()
+	require.NoError(t, err)
+	t.Cleanup(func() { a.Close() })
+	return a.(*net.TCPConn), b.(*net.TCPConn)
+}
+
+// socketFd returns c's descriptor, which stays valid while c is open.
+func socketFd(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	require.NoError(t, err)
+	fd := -1
+	require.NoError(t, rc.Control(func(s uintptr) { fd = int(s) }))
+	return fd
 }
