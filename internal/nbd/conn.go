@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -161,13 +162,17 @@ func (c *conn) readRequests() {
 // lockstepRun is how many lone requests in a row make a client lockstep.
 const lockstepRun = 4
 
-// lockstep reports whether the client, whose buffered requests the reader
-// has all read, sends one request at a time and waits for its reply: the
-// last lockstepRun times the reader ran out of buffered requests it had
-// read one since the time before, and now nothing of the connection's is
-// in flight. A client that keeps several requests in flight, which the
-// reader is better off taking together, is not lockstep. Serve goroutine
-// only.
+// lockstep reports whether the reader, which has read every buffered
+// request, is to wait for the client's next one before it parks (see
+// sockReader): the client sends one request at a time and waits for its
+// reply (the last lockstepRun times the reader ran out of buffered
+// requests it had read one since the time before, and now nothing of the
+// connection's is in flight), it is the server's only connection in
+// transmission, and the program has more than one processor. The wait
+// holds a processor and costs a system call; where several connections
+// share the processors (fio with four connections at iodepth 1 or 64),
+// each of their readers sees lone requests too, and waiting cost them a
+// twentieth to a seventh of their requests a second. Serve goroutine only.
 func (c *conn) lockstep() bool {
 	lone := c.sinceWait == 1
 	c.sinceWait = 0
@@ -176,7 +181,7 @@ func (c *conn) lockstep() bool {
 		return false
 	}
 	c.loneRun++
-	return c.loneRun >= lockstepRun
+	return c.loneRun >= lockstepRun && c.srv.transmitting.Load() == 1 && runtime.GOMAXPROCS(0) > 1
 }
 
 // submit takes budget for r, reads its payload and hands it to the

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,6 +75,9 @@ type Server struct {
 	listeners map[net.Listener]struct{} // guarded by mu
 	conns     map[*conn]struct{}        // guarded by mu
 	wg        sync.WaitGroup            // one per connection goroutine; Add under mu while !closing
+	// transmitting counts the connections past negotiation, not yet
+	// forgotten: written under mu, read anywhere (see conn.lockstep).
+	transmitting atomic.Int32
 }
 
 // Serve accepts connections on l and serves each on its own goroutines
@@ -205,6 +209,7 @@ func (s *Server) startTransmission(c *conn) bool {
 		return false
 	}
 	c.transmitting = true
+	s.transmitting.Add(1)
 	return true
 }
 
@@ -212,6 +217,9 @@ func (s *Server) startTransmission(c *conn) bool {
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
+	if c.transmitting {
+		s.transmitting.Add(-1)
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }

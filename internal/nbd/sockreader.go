@@ -4,8 +4,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -41,19 +39,7 @@ type sockReader struct {
 // only then does it park in the runtime's poller, as every read did before.
 // Over TCP loopback that gave a client doing one request at a time a fifth
 // more writes a second and up to a fifth more reads (cmd/tpnbd/README.md).
-// At most maxLockstepWaiters serve goroutines wait so at once, since each
-// holds its processor while it waits: with four lockstep clients and two
-// processors, every serve goroutine waiting so cost a fifth of their reads.
-// One processor is always left to the rest of the program, and a program
-// with one processor never waits so.
 const lockstepWait = 20 * time.Microsecond
-
-// lockstepWaiters counts the serve goroutines waiting in waitReadable.
-var lockstepWaiters atomic.Int32
-
-// maxLockstepWaiters returns how many serve goroutines may wait for a
-// lockstep client at once: one fewer than GOMAXPROCS.
-func maxLockstepWaiters() int32 { return int32(runtime.GOMAXPROCS(0) - 1) }
 
 // useRaw switches r to raw reads of nc, a TCP socket that carries the
 // protocol itself (no TLS). With the replies' writes and the inline reads
@@ -116,13 +102,8 @@ func (r *sockReader) read(fd uintptr) bool {
 }
 
 // waitClient waits up to lockstepWait for the lockstep client's next
-// request, unless enough serve goroutines wait so already, and reports
-// whether fd became readable.
+// request and reports whether fd became readable.
 func (r *sockReader) waitClient(fd int) bool {
 	r.waited = true
-	defer lockstepWaiters.Add(-1)
-	if lockstepWaiters.Add(1) > maxLockstepWaiters() {
-		return false
-	}
 	return waitReadable(fd, lockstepWait)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -129,8 +130,7 @@ func tcpAfterWrite(t *testing.T, inline bool) (*testServer, *client) {
 // not after a request that came with another, nor with a request in
 // flight, and the run starts again after either.
 func TestLockstepNeedsLoneRequestsWithNothingInFlight(t *testing.T) {
-	var c conn
-	c.budget.init(16, 1<<20)
+	c := lockstepConn(t)
 	lone := func() bool {
 		c.sinceWait = 1
 		return c.lockstep()
@@ -158,23 +158,41 @@ func TestLockstepNeedsLoneRequestsWithNothingInFlight(t *testing.T) {
 	require.True(t, lone())
 }
 
-// TestLockstepWaitIsBounded checks that a serve goroutine waits for a
-// lockstep client only while fewer than maxLockstepWaiters do: beyond
-// that, waitClient returns at once, without looking at the socket, even
-// one with data to read.
-func TestLockstepWaitIsBounded(t *testing.T) {
-	a, b := tcpPair(t)
-	_, err := b.Write([]byte{1})
-	require.NoError(t, err)
-	fd := socketFd(t, a)
+// TestLockstepNeedsTheOnlyConnectionAndTwoProcessors checks that a lockstep
+// client's reader does not wait while another connection is in
+// transmission, nor on a single processor.
+func TestLockstepNeedsTheOnlyConnectionAndTwoProcessors(t *testing.T) {
+	c := lockstepConn(t)
+	for range lockstepRun - 1 {
+		c.sinceWait = 1
+		require.False(t, c.lockstep())
+	}
+	c.sinceWait = 1
+	require.True(t, c.lockstep())
 
-	lockstepWaiters.Add(maxLockstepWaiters())
-	var r sockReader
-	got := r.waitClient(fd)
-	lockstepWaiters.Add(-maxLockstepWaiters())
-	require.False(t, got, "waited with every waiting place taken")
-	require.True(t, r.waited, "a Read waits at most once")
-	require.Zero(t, lockstepWaiters.Load())
+	c.srv.transmitting.Store(2)
+	c.sinceWait = 1
+	require.False(t, c.lockstep(), "another connection is in transmission")
+	c.srv.transmitting.Store(1)
+	c.sinceWait = 1
+	require.True(t, c.lockstep())
+
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c.sinceWait = 1
+	require.False(t, c.lockstep(), "one processor")
+}
+
+// lockstepConn returns a connection, with its budget, that is its server's
+// only one in transmission, on at least two processors.
+func lockstepConn(t *testing.T) *conn {
+	if runtime.GOMAXPROCS(0) < 2 {
+		old := runtime.GOMAXPROCS(2)
+		t.Cleanup(func() { runtime.GOMAXPROCS(old) })
+	}
+	c := &conn{srv: &Server{}}
+	c.srv.transmitting.Store(1)
+	c.budget.init(16, 1<<20)
+	return c
 }
 
 // TestTCPShutdownStopsLockstepConnection checks that Shutdown stops a TCP
