@@ -6,7 +6,7 @@
 # the same jobs, the servers alternating within each round; the table shows
 # the median IOPS over the rounds.
 #
-# Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS] [-b REV]
+# Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS] [-b REV] [-j JOBS]
 #   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
 #   -tcp  serve and connect over TCP loopback instead of Unix sockets
 #   -r, -t  rounds and seconds per job; default 5 rounds of 1 second
@@ -16,17 +16,20 @@
 #   -b  also run tpnbd -flush=defer built from git revision REV of this
 #       repository (tpnbd-base), alternating with the others, to measure a
 #       change against nbdkit and its own base in the same run
+#   -j  run only these jobs, comma-separated RW:IODEPTH:NUMJOBS, e.g.
+#       -j randread:1:1,randwrite:1:1 (default: randread and randwrite at
+#       iodepth 1 and 64 with 1 and 4 jobs)
 # Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
-rounds=5 runtime=1 size_mib=256 procs=0 transport=unix base=
+rounds=5 runtime=1 size_mib=256 procs=0 transport=unix base= only=
 # getopts takes single letters: turn the long -tcp into -T.
 args=()
 for a in "$@"; do
 	if [ "$a" = -tcp ]; then args+=(-T); else args+=("$a"); fi
 done
 set -- "${args[@]+"${args[@]}"}"
-while getopts "qTr:t:s:p:b:" opt; do
+while getopts "qTr:t:s:p:b:j:" opt; do
 	case $opt in
 	q) rounds=1 runtime=1 ;;
 	T) transport=tcp ;;
@@ -35,9 +38,20 @@ while getopts "qTr:t:s:p:b:" opt; do
 	s) size_mib=$OPTARG ;;
 	p) procs=$OPTARG ;;
 	b) base=$OPTARG ;;
-	*) sed -n '2,20p' "$0"; exit 2 ;;
+	j) only=$OPTARG ;;
+	*) sed -n '2,23p' "$0"; exit 2 ;;
 	esac
 done
+
+if [ -n "$only" ]; then
+	IFS=, read -r -a want <<<"$only"
+	for job in "${want[@]}"; do
+		if ! [[ $job =~ ^(randread|randwrite):[1-9][0-9]*:[1-9][0-9]*$ ]]; then
+			echo "$(basename "$0"): -j: $job: want RW:IODEPTH:NUMJOBS, RW randread or randwrite, e.g. randread:1:1" >&2
+			exit 2
+		fi
+	done
+fi
 
 # shellcheck source=cmd/tpnbd/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -109,6 +123,9 @@ for rw in randread randwrite; do
 		done
 	done
 done
+if [ -n "$only" ]; then
+	IFS=, read -r -a jobs <<<"$only"
+fi
 
 # cpu_ticks PID: user + system CPU time of a process, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
