@@ -169,10 +169,11 @@ const lockstepRun = 4
 // requests it had read one since the time before, and now nothing of the
 // connection's is in flight), it is the server's only connection in
 // transmission, and the program has more than one processor. The wait
-// holds a processor and costs a system call; where several connections
-// share the processors (fio with four connections at iodepth 1 or 64),
-// each of their readers sees lone requests too, and waiting cost them 4%
-// to 21% of their requests a second. Serve goroutine only.
+// costs a system call and keeps a thread, with its processor until the
+// runtime takes it back; where several connections share the processors
+// (fio with four connections at iodepth 1 or 64), each of their readers
+// sees lone requests too, and waiting cost them 4% to 21% of their
+// requests a second. Serve goroutine only.
 func (c *conn) lockstep() bool {
 	lone := c.sinceWait == 1
 	c.sinceWait = 0
