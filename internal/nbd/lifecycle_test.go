@@ -107,8 +107,14 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
 		s.WriteTimeout = 200 * time.Millisecond
 	}})
+	// No reply goes out, so no send can time out, until the stuck
+	// client's 64 requests are all in: a slow reader (the race detector,
+	// four processors) was otherwise dropped with fewer submitted, and
+	// waitSubmitted waited for ever.
+	release := ts.exec.holdWork()
 	stuck := stuckClient(t, ts)
 	ts.exec.waitSubmitted(64)
+	release()
 	c := dial(t, ts)
 	c.connect("")
 	for i := range 50 {
