@@ -124,7 +124,9 @@ func (c *conn) readRequests() {
 			// About to wait for the client, which may be waiting for
 			// the replies served inline before it sends more.
 			c.sendInline()
-			c.src.lockstep = c.lockstep()
+			// Only a raw reader waits for a lockstep client: the
+			// others skip the bookkeeping.
+			c.src.lockstep = c.src.raw != nil && c.lockstep()
 		}
 		_, err := io.ReadFull(c.br, c.hdr[:])
 		c.src.lockstep = false

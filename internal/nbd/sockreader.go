@@ -92,8 +92,11 @@ func (r *sockReader) read(fd uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			if r.lockstep && !r.waited && r.waitClient(int(fd)) {
-				continue
+			if r.lockstep && !r.waited {
+				r.waited = true
+				if waitReadable(int(fd), lockstepWait) {
+					continue
+				}
 			}
 			return false
 		default:
@@ -101,11 +104,4 @@ func (r *sockReader) read(fd uintptr) bool {
 			return true
 		}
 	}
-}
-
-// waitClient waits up to lockstepWait for the lockstep client's next
-// request and reports whether fd became readable.
-func (r *sockReader) waitClient(fd int) bool {
-	r.waited = true
-	return waitReadable(fd, lockstepWait)
 }
