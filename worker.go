@@ -165,8 +165,9 @@ func (p *Pool) work(w *worker) {
 // when the worker must exit: it is above max, the pool is closing with nothing
 // queued, or the reaper retired it. It takes the queue's oldest request (and,
 // the queue long, a hand of the next ones), or else one from another
-// worker's hand (hand.go), before it spins, parks or exits. maySpin allows it to spin before it parks
-// (spin.go): its last request did not wake the completion loop.
+// worker's hand (hand.go), before it spins, parks or exits. maySpin allows
+// it to spin before it parks (spin.go): its last request did not wake the
+// completion loop.
 func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.mu.Lock()
 	p.doneRunning(w)
