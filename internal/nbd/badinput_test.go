@@ -2,7 +2,10 @@ package nbd
 
 import (
 	"encoding/binary"
+	"errors"
+	"net"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -113,6 +116,39 @@ func TestBadRequestMagicDisconnects(t *testing.T) {
 	binary.BigEndian.PutUint32(hdr, 0xdeadbeef)
 	c.send(hdr)
 	c.expectEOF()
+}
+
+// Over TCP, the replies due before a bad request magic reach the client
+// although it sent more after it, which the server never reads: the server
+// discards that input until the client closes its side rather than close
+// with it unread, which would reset the connection and drop the replies.
+func TestBadRequestMagicRepliesSurviveUnreadInput(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, tune: func(s *Server) {
+		s.WriteTimeout = time.Hour
+	}})
+	c := dialSmallWindow(t, ts)
+	c.connect("")
+	const n = 64 << 10
+	var b []byte
+	want := map[uint64]bool{}
+	for i := range 2 {
+		var cookie uint64
+		b, cookie = c.appendRequest(b, cmdRead, 0, uint64(i)*n, n, nil)
+		want[cookie] = true
+	}
+	bad := make([]byte, requestHeaderLen)
+	binary.BigEndian.PutUint32(bad, 0xdeadbeef)
+	b = append(b, bad...)
+	b = append(b, make([]byte, 256<<10)...) // more than the server reads
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.nc.Write(b)
+		wrote <- errors.Join(err, c.nc.(*net.TCPConn).CloseWrite())
+	}()
+	expectReads(c, want, n)
+	c.expectEOF()
+	require.NoError(t, <-wrote)
+	waitForgotten(ts)
 }
 
 func TestClientHangsUpMidRequest(t *testing.T) {

@@ -15,6 +15,7 @@ type budget struct {
 	maxReqs  int       // set before use, then read-only
 	maxBytes int64     // set before use, then read-only
 	closed   bool      // guarded by mu; acquire fails once set
+	waiting  int       // acquires waiting for budget; guarded by mu
 }
 
 // grant is an amount of budget travelling with replies.
@@ -43,7 +44,9 @@ func (b *budget) acquire(n int64) (ok bool, held int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for !b.closed && b.spent(grant{b.reqs, b.bytes}, n) {
+		b.waiting++
 		b.cond.Wait()
+		b.waiting--
 	}
 	if b.closed {
 		return false, 0
@@ -52,6 +55,14 @@ func (b *budget) acquire(n int64) (ok bool, held int) {
 	b.reqs++
 	b.bytes += n
 	return true, held
+}
+
+// force takes one request and no bytes at once, past the bounds and after
+// close: for a reply that must be sent anyway (see conn.refuseStopping).
+func (b *budget) force() {
+	b.mu.Lock()
+	b.reqs++
+	b.mu.Unlock()
 }
 
 // spent reports whether one more request of n bytes must wait while held

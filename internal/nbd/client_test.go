@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -128,6 +129,28 @@ type client struct {
 func dial(t *testing.T, ts *testServer) *client {
 	t.Helper()
 	nc, err := net.Dial(ts.network, ts.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))
+	return &client{t: t, nc: nc, br: bufio.NewReader(nc), readLens: map[uint64]uint32{}}
+}
+
+// dialSmallWindow dials a TCP server with a receive buffer of 4 KiB, so
+// that replies the client has not read yet stay in the server's send queue
+// rather than in the client's receive queue.
+func dialSmallWindow(t *testing.T, ts *testServer) *client {
+	t.Helper()
+	require.Equal(t, "tcp", ts.network)
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	nc, err := d.Dial(ts.network, ts.addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { nc.Close() })
 	require.NoError(t, nc.SetDeadline(time.Now().Add(time.Minute)))

@@ -115,6 +115,27 @@ func (c *conn) abort() {
 	_ = c.nc.SetReadDeadline(time.Now())
 }
 
+// lingerTimeout bounds how long a closing TCP connection reads and
+// discards what its client still sends (see linger).
+const lingerTimeout = 2 * time.Second
+
+// linger shuts down the sending side of a TCP connection, whose replies
+// have all been written, and reads and discards what the client still
+// sends until it closes its side, lingerTimeout passes, or Shutdown's
+// context ends and closes the socket. A TCP socket closed with input it
+// has not read makes Linux reset the connection, which throws away the
+// replies still queued for the client: one that kept sending after the
+// server stopped reading (Shutdown, a request the server refuses to read
+// past) would lose replies already due. A Unix socket delivers what it
+// queued either way. Serve goroutine only.
+func (c *conn) linger() {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok || tc.CloseWrite() != nil || tc.SetReadDeadline(time.Now().Add(lingerTimeout)) != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, tc)
+}
+
 // readRequests reads requests until the client disconnects, sends
 // NBD_CMD_DISC, breaks the protocol, or the connection is stopped.
 func (c *conn) readRequests() {
@@ -206,8 +227,8 @@ func (c *conn) submit(r *request) bool {
 		c.sendInline()
 	}
 	ok, held := c.budget.acquire(need)
-	if !ok {
-		r.recycle()
+	if !ok { // stopped while waiting: Shutdown, or the replies' stream broke
+		c.refuseStopping(r)
 		return false
 	}
 	// Nothing in flight but the replies this goroutine served and has not
@@ -222,8 +243,12 @@ func (c *conn) submit(r *request) bool {
 		// replies, so the ones served inline can wait for the next header.
 		if _, err := io.ReadFull(c.br, r.payload()); err != nil {
 			c.budget.release(grant{reqs: 1, bytes: need})
-			r.recycle()
 			c.readError(err)
+			if c.stopping.Load() { // Shutdown cut the payload short
+				c.refuseStopping(r)
+			} else {
+				r.recycle()
+			}
 			return false
 		}
 	}
@@ -240,6 +265,28 @@ func (c *conn) submit(r *request) bool {
 		return false
 	}
 	return true
+}
+
+// refuseStopping answers r, whose header was read but which the stopped
+// connection will not serve, with NBD_ESHUTDOWN, so that Shutdown's promise
+// holds: every request read is answered. Its payload, if any, stays
+// unread; the connection closes after the reply. The reply goes through
+// the Executor like any refused request, since requests of the connection
+// may be in flight; it takes one request of budget past the bounds, which
+// Shutdown's wait for the budget to drain then covers.
+func (c *conn) refuseStopping(r *request) {
+	r.errno, r.msg = errShutdown, ""
+	r.grant = 0
+	if r.buf != nil {
+		putBuf(r.buf)
+		r.buf = nil
+	}
+	c.budget.force()
+	c.sendInline()
+	if err := c.exec.Submit(r.workFn, r.doneFn); err != nil {
+		c.budget.release(grant{reqs: 1})
+		r.recycle()
+	}
 }
 
 // serveInline answers r on the reader goroutine itself, without handing it

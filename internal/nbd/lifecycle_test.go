@@ -20,6 +20,60 @@ func waitClosing(ts *testServer) {
 	}
 }
 
+// waitForgotten waits until the server has closed and forgotten every
+// connection.
+func waitForgotten(ts *testServer) {
+	for {
+		ts.srv.mu.Lock()
+		n := len(ts.srv.conns)
+		ts.srv.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// expectReads reads a reply for every cookie in want, in any order: to a
+// read of n bytes of a 1 MiB export of pattern(0, ...), at (cookie-1)*n.
+func expectReads(c *client, want map[uint64]bool, n uint64) {
+	c.t.Helper()
+	file := pattern(0, 1<<20)
+	for len(want) > 0 {
+		cookie, errno, data := c.reply()
+		require.True(c.t, want[cookie])
+		delete(want, cookie)
+		require.Zero(c.t, errno)
+		require.Equal(c.t, file[(cookie-1)*n:cookie*n], data)
+	}
+}
+
+// onlyConn returns the server's one connection.
+func onlyConn(t *testing.T, ts *testServer) *conn {
+	t.Helper()
+	ts.srv.mu.Lock()
+	defer ts.srv.mu.Unlock()
+	require.Len(t, ts.srv.conns, 1)
+	for c := range ts.srv.conns {
+		return c
+	}
+	return nil
+}
+
+// waitBudget waits until c holds held requests of its budget while waiting
+// of its acquires wait for more.
+func waitBudget(c *conn, held, waiting int) {
+	for {
+		c.budget.mu.Lock()
+		ok := c.budget.reqs == held && c.budget.waiting == waiting
+		c.budget.mu.Unlock()
+		if ok {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
 func TestDiscAnswersRequestsInFlight(t *testing.T) {
 	ts := startServer(t, serverConfig{})
 	c := dial(t, ts)
@@ -79,6 +133,85 @@ func TestShutdownAnswersRequestsInFlight(t *testing.T) {
 	require.NoError(t, <-shut)
 	_, err := net.Dial("unix", ts.addr)
 	require.Error(t, err, "listener closed")
+}
+
+// A request whose header was read while the connection's budget was
+// spent, and which waits for it, is answered too: with NBD_ESHUTDOWN.
+func TestShutdownAnswersRequestWaitingForBudget(t *testing.T) {
+	ts := startServer(t, serverConfig{tune: func(s *Server) { s.MaxRequests = 1 }})
+	c := dial(t, ts)
+	c.connect("")
+	release := ts.exec.holdWork()
+	first := c.request(cmdWrite, cmdFlagFUA, 0, 4096, pattern(1, 4096))
+	ts.exec.waitSubmitted(1)
+	second := c.request(cmdRead, 0, 4096, 4096, nil)
+	waitBudget(onlyConn(t, ts), 1, 1) // the second's header read, its budget awaited
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	waitClosing(ts)
+	release()
+	got := map[uint64]uint32{}
+	for range 2 {
+		cookie, errno, _ := c.reply()
+		got[cookie] = errno
+	}
+	require.Equal(t, map[uint64]uint32{first: 0, second: errShutdown}, got)
+	c.expectEOF()
+	require.NoError(t, <-shut)
+}
+
+// A write whose payload Shutdown cuts short is answered with
+// NBD_ESHUTDOWN.
+func TestShutdownAnswersWriteCutShort(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	c := dial(t, ts)
+	c.connect("")
+	b, cookie := c.appendRequest(nil, cmdWrite, 0, 0, 8192, pattern(1, 8192))
+	c.send(b[:len(b)-4096])
+	waitBudget(onlyConn(t, ts), 1, 0) // the header read, the payload awaited
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	got, errno, _ := c.reply()
+	require.Equal(t, cookie, got)
+	require.Equal(t, uint32(errShutdown), errno)
+	c.expectEOF()
+	require.NoError(t, <-shut)
+}
+
+// Over TCP, replies written before the connection closes reach a client
+// that goes on sending meanwhile: the server does not close with unread
+// input, which would make the kernel reset the connection and drop the
+// replies still queued. The client here never closes its side, so the
+// server gives up discarding its input after lingerTimeout.
+func TestShutdownRepliesSurviveUnreadInput(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, tune: func(s *Server) {
+		s.WriteTimeout = time.Hour
+	}})
+	c := dialSmallWindow(t, ts)
+	c.connect("")
+	release := ts.exec.holdWork()
+	const n = 64 << 10 // large enough to go to the executor
+	want := map[uint64]bool{}
+	for i := range 2 {
+		want[c.request(cmdRead, 0, uint64(i)*n, n, nil)] = true
+	}
+	ts.exec.waitSubmitted(2)
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	waitClosing(ts)
+	// More requests than the server's input buffer holds, which it no
+	// longer reads: not answered.
+	var more []byte
+	for i := range 10000 {
+		more, _ = c.appendRequest(more, cmdRead, 0, uint64(i%256)*4096, 4096, nil)
+	}
+	wrote := make(chan error, 1)
+	go func() { _, err := c.nc.Write(more); wrote <- err }()
+	release()
+	require.NoError(t, <-shut)
+	expectReads(c, want, n)
+	c.expectEOF()
+	require.NoError(t, <-wrote)
 }
 
 func TestShutdownClosesNegotiatingConnections(t *testing.T) {

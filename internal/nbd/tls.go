@@ -138,10 +138,14 @@ func (t *tlsConn) Write(b []byte) (int, error) {
 // close ends the connection: the TLS session first, with close_notify,
 // when one runs and sending has not failed (a close_notify that cannot be
 // sent gives up after a few seconds, or at once when Shutdown has closed
-// the socket), then the socket. Serve goroutine only.
+// the socket), then, over TCP, the sending side (see linger), then the
+// socket. Serve goroutine only.
 func (c *conn) close() {
-	if tc, ok := c.rw.(*tlsConn); ok && !c.out.hasFailed() {
-		_ = tc.Conn.Close()
+	if !c.out.hasFailed() {
+		if tc, ok := c.rw.(*tlsConn); ok {
+			_ = tc.Conn.CloseWrite() // fails, sending nothing, before the handshake ends
+		}
+		c.linger()
 	}
 	_ = c.nc.Close()
 }
