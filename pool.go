@@ -422,6 +422,7 @@ func (p *Pool) SetLimits(min, max int) error {
 		return ErrClosed
 	}
 	p.minWorkers, p.maxWorkers = min, max
+	p.kickSpinner() // the spinner looks at the new limits
 	for p.workers < p.minWorkers {
 		p.spawn(false)
 	}

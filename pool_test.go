@@ -703,6 +703,26 @@ func TestMaxQueuedCountsOnlyWaitingRequests(t *testing.T) {
 	g.release()
 }
 
+// TestMaxQueuedAfterLoweringMax: workers left above a lowered max, busy,
+// do not make requests count as waiting when none waits.
+func TestMaxQueuedAfterLoweringMax(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2), WithMaxQueued(1), WithSpin(0))
+	g := newGate(3)
+	defer g.release()
+	for i := range 2 {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	<-g.started
+	<-g.started
+	require.NoError(t, p.SetLimits(0, 1))
+	require.Zero(t, p.Stats().Queued)
+	_, err := p.Submit(g.fn(2, nil), nil)
+	require.NoError(t, err, "nothing waits; the bound is 1")
+	_, err = p.Submit(g.fn(3, nil), nil)
+	require.ErrorIs(t, err, ErrQueueFull, "one waits now")
+}
+
 // TestGoexitWorkerReplacedUpToMin: a worker lost to runtime.Goexit is
 // replaced even when nothing is queued, so that min workers stay alive.
 func TestGoexitWorkerReplacedUpToMin(t *testing.T) {

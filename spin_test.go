@@ -100,6 +100,15 @@ func TestSetLimitsEndsSpin(t *testing.T) {
 	require.Equal(t, spinPending, p.RunCompletions())
 }
 
+// SetLimits ends a spin whatever the new limits.
+func TestSetLimitsRaisingMaxEndsSpin(t *testing.T) {
+	p := spinningPool(t)
+	require.True(t, p.isSpinning())
+	require.NoError(t, p.SetLimits(0, 2))
+	require.False(t, p.isSpinning())
+	require.Equal(t, spinPending, p.RunCompletions())
+}
+
 // Close ends a spin, and delivers what is pending.
 func TestCloseEndsSpin(t *testing.T) {
 	p := spinningPool(t)

@@ -102,10 +102,10 @@ func (p *Pool) unstarted() int {
 // waiting returns how many queued requests would have no worker to take
 // them if n more were queued: the queued ones (those in workers' hands too,
 // which another worker may yet take) beyond the workers in transit,
-// the idle workers and the workers that may still start. WithMaxQueued bounds
-// it. mu held.
+// the idle workers and the workers that may still start (none while SetLimits
+// has left more workers than max). WithMaxQueued bounds it. mu held.
 func (p *Pool) waiting(n int) int {
-	return p.unstarted() + n - p.transit - len(p.idle) - (p.maxWorkers - p.workers)
+	return p.unstarted() + n - p.transit - len(p.idle) - max(0, p.maxWorkers-p.workers)
 }
 
 // arrive ends w's transit, if it was in transit, and reports whether it was.
