@@ -106,14 +106,15 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 	for {
 		p.mu.Lock()
 		if p.workers <= p.funcClosers { // alone
-			// Take what is queued, then what is left in a hand (this
-			// worker's own, perhaps: its Func is the one closing).
+			// Take what is left in a hand (this worker's own, perhaps:
+			// its Func is the one closing), queued first, then what is
+			// queued.
 			var e *element
 			if ctx.Err() == nil {
-				if e = p.head; e != nil {
-					p.unqueue(e)
-				} else {
-					e = p.steal()
+				if e = p.steal(); e == nil {
+					if e = p.head; e != nil {
+						p.unqueue(e)
+					}
 				}
 			}
 			if e != nil {

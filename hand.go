@@ -20,10 +20,11 @@ package threadpool
 //
 // Whoever runs or cancels a request in a hand first claims it (element.hold,
 // true to false), so each one is taken exactly once: by its worker, by
-// another worker that found the queue empty (which steals from the hands
-// before it spins, parks or exits, so that no request waits in the hand of a
-// worker whose Func blocks, perhaps on that very request), by Cancel, by
-// Close, or by a Func that closes the pool and runs what is left itself.
+// another worker that looks for work (which takes from the hands before the
+// queue, since their requests were queued first, so that no request waits in
+// the hand of a worker whose Func blocks, perhaps on that very request, while
+// later ones run), by Cancel, by Close, or by a Func that closes the pool and
+// runs what is left itself.
 
 // maxHand is the most requests a worker takes besides the one it runs next.
 // Hands of 4, 8 and 32 measured the same on 16 cores; the smallest keeps the

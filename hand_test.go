@@ -240,3 +240,51 @@ func TestGoexitPutsTheHandBackOnTheQueue(t *testing.T) {
 	require.Zero(t, held)
 	require.Zero(t, hands)
 }
+
+// A worker freed while another's hand holds requests takes those first:
+// they were queued before the queue's. Here head waits for request 0, in
+// head's worker's hand; the freed worker must run 0 before 2 and 3, queued
+// after it, and 3 waits for 0 too: taking the queue first, it would block
+// in 3 and nothing would run 0.
+func TestHandIsTakenBeforeNewerQueuedRequests(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2), WithSpin(0))
+	gA, gB := newGate(1), newGate(1)
+	t.Cleanup(gA.release)
+	t.Cleanup(gB.release)
+	for _, g := range []*gate{gA, gB} {
+		_, err := p.Submit(g.fn(0, nil), nil)
+		require.NoError(t, err)
+		<-g.started
+	}
+	ran0 := make(chan struct{})
+	waitFor0 := func() error {
+		select {
+		case <-ran0:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("request 0 never ran: newer requests went first")
+		}
+	}
+	results := make(chan error, 5)
+	cb := func(err error) { results <- err }
+	headStarted := make(chan struct{})
+	_, err := p.Submit(func() error { close(headStarted); return waitFor0() }, cb)
+	require.NoError(t, err)
+	for _, fn := range []Func{
+		func() error { close(ran0); return nil },
+		func() error { return nil },
+		func() error { return nil },
+		waitFor0,
+	} {
+		_, err = p.Submit(fn, cb)
+		require.NoError(t, err)
+	}
+	gA.release()
+	<-headStarted
+	held, _ := (&handFixture{p: p}).inHand()
+	require.Equal(t, 2, held, "head's worker took 0 and 1 into its hand")
+	gB.release()
+	for range 5 {
+		require.NoError(t, <-results)
+	}
+}

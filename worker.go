@@ -163,9 +163,10 @@ func (p *Pool) work(w *worker) {
 
 // next returns the next request to run, waiting while there is none, or nil
 // when the worker must exit: it is above max, the pool is closing with nothing
-// queued, or the reaper retired it. It takes the queue's oldest request (and,
-// the queue long, a hand of the next ones), or else one from another
-// worker's hand (hand.go), before it spins, parks or exits. maySpin allows
+// queued, or the reaper retired it. It takes the oldest request not started:
+// one from another worker's hand (hand.go), whose requests were queued before
+// the queue's, or else the queue's oldest (and, the queue long, a hand of the
+// next ones), before it spins, parks or exits. maySpin allows
 // it to spin before it parks (spin.go): its last request did not wake the
 // completion loop.
 func (p *Pool) next(w *worker, maySpin bool) *element {
@@ -178,13 +179,16 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			p.quit()
 			return nil
 		}
-		e := p.head
+		// What waits in the hands was queued before what is queued now:
+		// oldest first, so that a Func waiting for an earlier request
+		// never waits behind later ones.
+		e := p.steal()
 		if e != nil {
+			p.take(w)
+		} else if e = p.head; e != nil {
 			p.unqueue(e)
 			p.take(w)
 			p.fillHand(w)
-		} else if e = p.steal(); e != nil {
-			p.take(w)
 		} else if p.closing.Load() {
 			p.quit()
 			return nil
