@@ -39,12 +39,24 @@ func (p *Pool) leaveWorker(w *worker) {
 	}
 	p.mu.Lock()
 	p.signalWaiters()
+	p.mu.Unlock()
+	p.stopWhenGone()
+}
+
+// stopWhenGone stops the reaper, and the pool's own completion loop once it
+// has delivered everything, if no worker is left and nothing is queued: the
+// last worker to leave a closing pool calls it, and so does a Close or
+// Shutdown that returns without waiting for the workers, since none may be
+// left to leave. The pool must be closing.
+func (p *Pool) stopWhenGone() {
+	p.mu.Lock()
 	last := p.workers == 0 && p.head == nil
 	p.mu.Unlock()
-	if last {
-		p.stopReaper()
+	if !last {
+		return
 	}
-	if last && !p.external {
+	p.stopReaper()
+	if !p.external {
 		// No request is queued or running and none can be accepted: every
 		// completion is published once a Cancel that took a request from the
 		// queue has published it, and Cancel holds cancelMu meanwhile.

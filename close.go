@@ -52,9 +52,11 @@ func (p *Pool) close(w *worker, onLoop bool) error {
 		p.flushNested()
 		return p.notifier.Close()
 	case onLoop:
+		// Stop first: should a Callback delivered here call
+		// runtime.Goexit, the loop that restarts must still exit.
+		p.stopLoop.Store(true)
 		p.drain()
 		p.flushNested()
-		p.stopLoop.Store(true)
 		return nil
 	default:
 		p.stopLoop.Store(true)
@@ -97,6 +99,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	case p.external || onLoop:
 		if err = p.runUntilQuiet(ctx); err != nil {
 			p.beginClose(true)
+			p.stopWhenGone()
 			p.drain() // deliver the canceled requests on the loop, as Close does
 			p.flushNested()
 			return err
@@ -114,6 +117,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	}
 	if err != nil {
 		p.beginClose(true)
+		p.stopWhenGone() // no worker may be left to do it as it leaves
 		return err
 	}
 	return p.close(w, onLoop)

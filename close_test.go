@@ -348,6 +348,67 @@ func TestPoolReleasesItselfAfterEarlyReturn(t *testing.T) {
 	}
 }
 
+// A Shutdown whose context ended releases the pool by itself even when no
+// worker is left, none to leave later: here the only one ended in a
+// runtime.Goexit before Shutdown, while a callback was still undelivered.
+func TestPoolReleasesItselfWithNoWorkerLeft(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, mode := range loopKinds[:2] {
+		t.Run(mode.name, func(t *testing.T) {
+			leaks := goleak.IgnoreCurrent()
+			p, err := New(append(mode.opts, WithSpin(0))...)
+			require.NoError(t, err)
+			hold, inCallback := make(chan struct{}), make(chan struct{})
+			_, err = p.Submit(func() error { return nil }, func(error) { close(inCallback); <-hold })
+			require.NoError(t, err)
+			<-inCallback // the loop is busy
+			left := *p.left.Load()
+			got := make(chan error, 1)
+			_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(err error) { got <- err })
+			require.NoError(t, err)
+			<-left // the only worker ran it and exited, not replaced (min 0)
+			require.Zero(t, p.Stats().Workers)
+			require.ErrorIs(t, p.Shutdown(canceled), context.Canceled)
+			close(hold)
+			require.ErrorIs(t, <-got, ErrGoexit)
+			goleak.VerifyNone(t, leaks)
+			require.NoError(t, p.Close())
+		})
+	}
+}
+
+// A Close from a Callback, with no worker left, still ends the completion
+// goroutine when a callback it delivers nested calls runtime.Goexit, which
+// unwinds that Close and restarts the loop.
+func TestCloseFromCallbackWithGoexitNested(t *testing.T) {
+	for _, mode := range loopKinds[:2] {
+		t.Run(mode.name, func(t *testing.T) {
+			leaks := goleak.IgnoreCurrent()
+			p, err := New(append(mode.opts, WithSpin(0))...)
+			require.NoError(t, err)
+			left := *p.left.Load()
+			inFirst, closeNow := make(chan struct{}), make(chan struct{})
+			_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(error) {
+				close(inFirst)
+				<-closeNow
+				_ = p.Close() // delivers the second callback nested
+			})
+			require.NoError(t, err)
+			<-left // the worker is gone
+			<-inFirst
+			left = *p.left.Load()
+			_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(error) { runtime.Goexit() })
+			require.NoError(t, err)
+			<-left // its worker is gone too; its completion is published
+			require.Zero(t, p.Stats().Workers)
+			close(closeNow)
+			goleak.VerifyNone(t, leaks)
+			require.NoError(t, p.Close())
+		})
+	}
+}
+
 // Two Funcs that call Close at once do not wait for each other.
 func TestCloseFromTwoFuncs(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(2))
