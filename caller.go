@@ -96,8 +96,9 @@ func (p *Pool) signalWaiters() {
 
 // waitOthers is Close and Shutdown called from a Func: it waits, on worker w,
 // until nothing is queued and no other worker remains, bar the workers whose
-// Funcs wait here too. While no other worker can take a queued request, it
-// runs the request itself, as the worker it is. It returns ctx's error when
+// Funcs wait here too. While no other worker is free to take a queued
+// request (none is idle, on its way or may start), it runs the request
+// itself, as the worker it is. It returns ctx's error when
 // ctx ends first (checked before each request it runs, which it cannot
 // interrupt). The pool must be closing.
 func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
@@ -117,16 +118,18 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 	}()
 	for {
 		p.mu.Lock()
-		if p.workers <= p.funcClosers { // alone
+		alone := p.workers <= p.funcClosers
+		// Run a request here while no other worker will take it: none is
+		// left, or none is idle, on its way, or may still start (the
+		// others' Funcs may even wait for it).
+		if (alone || p.waiting(0) > 0) && ctx.Err() == nil {
 			// Take what is left in a hand (this worker's own, perhaps:
 			// its Func is the one closing), queued first, then what is
 			// queued.
-			var e *element
-			if ctx.Err() == nil {
-				if e = p.steal(); e == nil {
-					if e = p.head; e != nil {
-						p.unqueue(e)
-					}
+			e := p.steal()
+			if e == nil {
+				if e = p.head; e != nil {
+					p.unqueue(e)
 				}
 			}
 			if e != nil {
@@ -135,10 +138,10 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 				p.runHere(e)
 				continue
 			}
-			if p.head == nil && (ctx.Err() == nil || p.inHand.Load() == 0) {
-				p.mu.Unlock()
-				return nil
-			}
+		}
+		if alone && p.head == nil && (ctx.Err() == nil || p.inHand.Load() == 0) {
+			p.mu.Unlock()
+			return nil
 		}
 		if p.waiters == nil {
 			p.waiters = make(chan struct{})

@@ -429,6 +429,41 @@ func TestCloseFromTwoFuncs(t *testing.T) {
 	require.NoError(t, res.once(t, "b"))
 }
 
+// Shutdown from a Func runs a queued request itself while the only other
+// worker is busy, here in a Func that waits for that very request.
+func TestShutdownFromFuncRunsQueuedWhileOtherBusy(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2), WithSpin(0))
+	xRan, bStarted := make(chan struct{}), make(chan struct{})
+	bErr := make(chan error, 1)
+	_, err := p.Submit(func() error {
+		close(bStarted)
+		select {
+		case <-xRan:
+			return nil
+		case <-time.After(10 * time.Second):
+			return errors.New("the queued request never ran")
+		}
+	}, func(err error) { bErr <- err })
+	require.NoError(t, err)
+	<-bStarted
+	aStarted, aGo := make(chan struct{}), make(chan struct{})
+	shut := make(chan error, 1)
+	_, err = p.Submit(func() error {
+		close(aStarted)
+		<-aGo
+		shut <- p.Shutdown(context.Background())
+		return nil
+	}, nil)
+	require.NoError(t, err)
+	<-aStarted
+	// Both workers busy at the maximum: the request stays queued.
+	_, err = p.Submit(func() error { close(xRan); return nil }, nil)
+	require.NoError(t, err)
+	close(aGo)
+	require.NoError(t, <-bErr)
+	require.NoError(t, <-shut)
+}
+
 // Shutdown called by a Func lets queued work run and waits for the other
 // Funcs, not for its own; with no other worker, the calling worker runs the
 // queued work itself.
@@ -460,8 +495,10 @@ func TestShutdownFromFunc(t *testing.T) {
 	}
 }
 
-// Shutdown called by a Func whose context ends returns the context's error,
-// with the queued work canceled, while another Func still runs.
+// Shutdown called by a Func whose context has ended returns the context's
+// error, with the queued work canceled, not run, while another Func still
+// runs. (With its context alive it would run the queued request itself: no
+// other worker is free.)
 func TestShutdownFromFuncContextEnds(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(2))
 	res := newResults()
@@ -470,18 +507,21 @@ func TestShutdownFromFuncContextEnds(t *testing.T) {
 	require.NoError(t, err)
 	<-bStarted
 	ctx, cancel := context.WithCancel(context.Background())
-	shut := make(chan error, 1)
+	shut, queued, shutNow := make(chan error, 1), make(chan struct{}), make(chan struct{})
 	_, err = p.Submit(func() error {
 		_, err := p.Submit(func() error { t.Error("canceled request ran"); return nil }, res.cb("c"))
+		close(queued)
 		if err != nil {
 			return err
 		}
+		<-shutNow
 		shut <- p.Shutdown(ctx)
 		return nil
 	}, res.cb("a"))
 	require.NoError(t, err)
-	waitClosing(t, p)
+	<-queued
 	cancel()
+	close(shutNow)
 	require.ErrorIs(t, <-shut, context.Canceled)
 	close(bGate)
 	require.NoError(t, p.Close())
