@@ -357,7 +357,7 @@ func TestPoolReleasesItselfWithNoWorkerLeft(t *testing.T) {
 	for _, mode := range loopKinds[:2] {
 		t.Run(mode.name, func(t *testing.T) {
 			leaks := goleak.IgnoreCurrent()
-			p, err := New(append(mode.opts, WithSpin(0))...)
+			p, err := New(append(mode.opts, WithMaxWorkers(1), WithSpin(0))...)
 			require.NoError(t, err)
 			hold, inCallback := make(chan struct{}), make(chan struct{})
 			_, err = p.Submit(func() error { return nil }, func(error) { close(inCallback); <-hold })
@@ -367,7 +367,7 @@ func TestPoolReleasesItselfWithNoWorkerLeft(t *testing.T) {
 			got := make(chan error, 1)
 			_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(err error) { got <- err })
 			require.NoError(t, err)
-			<-left // the only worker ran it and exited, not replaced (min 0)
+			<-left // the only worker (max 1) ran it and exited, not replaced (min 0)
 			require.Zero(t, p.Stats().Workers)
 			require.ErrorIs(t, p.Shutdown(canceled), context.Canceled)
 			close(hold)
@@ -385,7 +385,7 @@ func TestCloseFromCallbackWithGoexitNested(t *testing.T) {
 	for _, mode := range loopKinds[:2] {
 		t.Run(mode.name, func(t *testing.T) {
 			leaks := goleak.IgnoreCurrent()
-			p, err := New(append(mode.opts, WithSpin(0))...)
+			p, err := New(append(mode.opts, WithMaxWorkers(1), WithSpin(0))...)
 			require.NoError(t, err)
 			left := *p.left.Load()
 			inFirst, closeNow := make(chan struct{}), make(chan struct{})

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -118,27 +117,29 @@ func TestBadRequestMagicDisconnects(t *testing.T) {
 	c.expectEOF()
 }
 
+// readsThenBadMagic returns two reads of n bytes, at 0 and n, followed by a
+// request header with a bad magic, and the reads' cookies.
+func readsThenBadMagic(c *client, n uint32) ([]byte, map[uint64]bool) {
+	var b []byte
+	want := map[uint64]bool{}
+	for i := range 2 {
+		var cookie uint64
+		b, cookie = c.appendRequest(b, cmdRead, 0, uint64(i)*uint64(n), n, nil)
+		want[cookie] = true
+	}
+	bad := make([]byte, requestHeaderLen)
+	binary.BigEndian.PutUint32(bad, 0xdeadbeef)
+	return append(b, bad...), want
+}
+
 // Over TCP, the replies due before a bad request magic reach the client
 // although it sent more after it, which the server never reads: the server
 // discards that input until the client closes its side rather than close
 // with it unread, which would reset the connection and drop the replies.
 func TestBadRequestMagicRepliesSurviveUnreadInput(t *testing.T) {
-	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, tune: func(s *Server) {
-		s.WriteTimeout = time.Hour
-	}})
-	c := dialSmallWindow(t, ts)
-	c.connect("")
+	ts, c := smallWindowServer(t)
 	const n = 64 << 10
-	var b []byte
-	want := map[uint64]bool{}
-	for i := range 2 {
-		var cookie uint64
-		b, cookie = c.appendRequest(b, cmdRead, 0, uint64(i)*n, n, nil)
-		want[cookie] = true
-	}
-	bad := make([]byte, requestHeaderLen)
-	binary.BigEndian.PutUint32(bad, 0xdeadbeef)
-	b = append(b, bad...)
+	b, want := readsThenBadMagic(c, n)
 	b = append(b, make([]byte, 256<<10)...) // more than the server reads
 	wrote := make(chan error, 1)
 	go func() {

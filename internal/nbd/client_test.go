@@ -157,6 +157,18 @@ func dialSmallWindow(t *testing.T, ts *testServer) *client {
 	return &client{t: t, nc: nc, br: bufio.NewReader(nc), readLens: map[uint64]uint32{}}
 }
 
+// smallWindowServer starts a TCP server of a 1 MiB export whose replies
+// never time out and connects a client to it with dialSmallWindow.
+func smallWindowServer(t *testing.T) (*testServer, *client) {
+	t.Helper()
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, tune: func(s *Server) {
+		s.WriteTimeout = time.Hour
+	}})
+	c := dialSmallWindow(t, ts)
+	c.connect("")
+	return ts, c
+}
+
 func (c *client) u16() uint16 {
 	var b [2]byte
 	c.full(b[:])

@@ -128,12 +128,24 @@ const lingerTimeout = 2 * time.Second
 // server stopped reading (Shutdown, a request the server refuses to read
 // past) would lose replies already due. A Unix socket delivers what it
 // queued either way. Serve goroutine only.
+//
+// A Shutdown that begins meanwhile sets a read deadline in the past on every
+// connection (abort): linger sets its own again and goes on.
 func (c *conn) linger() {
 	tc, ok := c.nc.(*net.TCPConn)
-	if !ok || tc.CloseWrite() != nil || tc.SetReadDeadline(time.Now().Add(lingerTimeout)) != nil {
+	if !ok || tc.CloseWrite() != nil {
 		return
 	}
-	_, _ = io.Copy(io.Discard, tc)
+	end := time.Now().Add(lingerTimeout)
+	for time.Now().Before(end) {
+		if tc.SetReadDeadline(end) != nil {
+			return
+		}
+		_, err := io.Copy(io.Discard, tc)
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return // the client closed its side, or the socket failed or was closed
+		}
+	}
 }
 
 // readRequests reads requests until the client disconnects, sends

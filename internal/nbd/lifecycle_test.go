@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"io"
@@ -45,6 +46,28 @@ func expectReads(c *client, want map[uint64]bool, n uint64) {
 		delete(want, cookie)
 		require.Zero(c.t, errno)
 		require.Equal(c.t, file[(cookie-1)*n:cookie*n], data)
+	}
+}
+
+// waitStack waits, at most 10 s, until some goroutine's stack holds every
+// one of parts; it fails the test otherwise.
+func waitStack(t *testing.T, parts ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	buf := make([]byte, 4<<20)
+	for {
+		n := runtime.Stack(buf, true)
+	next:
+		for _, g := range bytes.Split(buf[:n], []byte("\n\n")) {
+			for _, p := range parts {
+				if !bytes.Contains(g, []byte(p)) {
+					continue next
+				}
+			}
+			return
+		}
+		require.False(t, time.Now().After(deadline), "no goroutine in %q", parts)
+		runtime.Gosched()
 	}
 }
 
@@ -184,11 +207,7 @@ func TestShutdownAnswersWriteCutShort(t *testing.T) {
 // replies still queued. The client here never closes its side, so the
 // server gives up discarding its input after lingerTimeout.
 func TestShutdownRepliesSurviveUnreadInput(t *testing.T) {
-	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, tune: func(s *Server) {
-		s.WriteTimeout = time.Hour
-	}})
-	c := dialSmallWindow(t, ts)
-	c.connect("")
+	ts, c := smallWindowServer(t)
 	release := ts.exec.holdWork()
 	const n = 64 << 10 // large enough to go to the executor
 	want := map[uint64]bool{}
@@ -212,6 +231,43 @@ func TestShutdownRepliesSurviveUnreadInput(t *testing.T) {
 	expectReads(c, want, n)
 	c.expectEOF()
 	require.NoError(t, <-wrote)
+}
+
+// A Shutdown that begins while a TCP connection discards its client's
+// input before it closes (here after a bad request magic, with replies
+// still queued for a client that keeps sending) does not cut that short:
+// the replies still arrive.
+func TestShutdownDuringLingerKeepsReplies(t *testing.T) {
+	ts, c := smallWindowServer(t)
+	const n = 64 << 10
+	b, want := readsThenBadMagic(c, n)
+	c.send(b)
+	// The client goes on sending until told to stop, then closes its side.
+	stop, wrote := make(chan struct{}), make(chan error, 1)
+	go func() {
+		junk := make([]byte, 16<<10)
+		for {
+			select {
+			case <-stop:
+				wrote <- c.nc.(*net.TCPConn).CloseWrite()
+				return
+			default:
+			}
+			if _, err := c.nc.Write(junk); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	waitStack(t, "nbd.(*conn).linger", "waitRead") // the replies written, the input discarded
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	waitClosing(ts) // Shutdown has stopped every connection
+	close(stop)
+	require.NoError(t, <-wrote, "the client could send until it closed its side")
+	expectReads(c, want, n)
+	c.expectEOF()
+	require.NoError(t, <-shut)
 }
 
 func TestShutdownClosesNegotiatingConnections(t *testing.T) {
