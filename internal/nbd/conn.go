@@ -113,6 +113,7 @@ func (c *conn) abort() {
 	c.stopping.Store(true)
 	c.budget.close()
 	_ = c.nc.SetReadDeadline(time.Now())
+	c.out.boundStopping()
 }
 
 // lingerTimeout bounds how long a closing TCP connection reads and

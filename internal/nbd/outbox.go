@@ -38,7 +38,8 @@ const maxKeptOutput = 4 << 20
 // waits for its reply anyway, writes its reply through c.rw itself, owning
 // the socket meanwhile as the writer goroutine does (busy).
 type outbox struct {
-	c *conn // set by init, then read-only
+	c       *conn // set by init, then read-only
+	overTLS bool  // set by init, then read-only: the connection runs TLS
 
 	pending replyBuf  // completion goroutine only; replies not yet sent or queued
 	w       rawWriter // completion goroutine only
@@ -118,6 +119,7 @@ func (w *rawWriter) init(c *conn, mayBlock bool) {
 
 func (o *outbox) init(c *conn) {
 	o.c = c
+	_, o.overTLS = c.rw.(*tlsConn)
 	o.w.init(c, false)
 	o.wake = make(chan struct{}, 1)
 	o.quit = make(chan struct{})
@@ -296,7 +298,23 @@ func (o *outbox) writeBlocking(b []byte) error {
 	if derr := nc.SetWriteDeadline(time.Time{}); err == nil {
 		err = derr
 	}
+	o.boundStopping() // after the clear: see boundStopping
 	return err
+}
+
+// boundStopping gives the socket of a stopping TLS connection a write
+// deadline (the server's write timeout from now), for the writes the reader
+// goroutine makes inside crypto/tls: its answer to a client's KeyUpdate,
+// which has no deadline of its own and would wait forever for a client that
+// stopped reading, holding Shutdown. abort calls it once it has set
+// stopping, and writeBlocking after it cleared its own deadline, so one of
+// them sets the bound last. Over TLS no write depends on the socket having
+// no deadline: the completion goroutine hands every reply to the writer
+// goroutine, and every send sets its own deadline first.
+func (o *outbox) boundStopping() {
+	if o.overTLS && o.c.stopping.Load() {
+		_ = o.c.nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout()))
+	}
 }
 
 // hasFailed reports whether a send failed. Any goroutine.
