@@ -299,6 +299,7 @@ func (c *conn) refuseStopping(r *request) {
 	if err := c.exec.Submit(r.workFn, r.doneFn); err != nil {
 		c.budget.release(grant{reqs: 1})
 		r.recycle()
+		c.srv.logf("nbd: %s: submit: %v", c.nc.RemoteAddr(), err)
 	}
 }
 
