@@ -1,0 +1,244 @@
+package nbd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/hex"
+	"hash"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// A TLS 1.3 client that asks for key updates and stops reading, written
+// record by record (crypto/tls has no API to send a KeyUpdate), and the
+// socket's state read with TCP_INFO: Linux only.
+
+// recCounter counts the TLS records with outer type application_data (23)
+// that a client writes: in TLS 1.3 every encrypted record, the client's
+// Finished included.
+type recCounter struct {
+	net.Conn
+	hdr  []byte // a record header being gathered
+	left int    // bytes of the current record's body still to come
+	n    int    // application_data records begun
+}
+
+func (r *recCounter) Write(b []byte) (int, error) {
+	for p := b; len(p) > 0; {
+		if r.left > 0 {
+			k := min(r.left, len(p))
+			r.left -= k
+			p = p[k:]
+			continue
+		}
+		k := min(5-len(r.hdr), len(p))
+		r.hdr = append(r.hdr, p[:k]...)
+		p = p[k:]
+		if len(r.hdr) == 5 {
+			if r.hdr[0] == 23 {
+				r.n++
+			}
+			r.left = int(binary.BigEndian.Uint16(r.hdr[3:]))
+			r.hdr = r.hdr[:0]
+		}
+	}
+	return r.Conn.Write(b)
+}
+
+// expandLabel is TLS 1.3's HKDF-Expand-Label with an empty context.
+func expandLabel(h func() hash.Hash, secret []byte, label string, n int) []byte {
+	var info []byte
+	info = binary.BigEndian.AppendUint16(info, uint16(n))
+	info = append(info, byte(len("tls13 "+label)))
+	info = append(info, "tls13 "+label...)
+	info = append(info, 0)
+	out, err := hkdf.Expand(h, secret, string(info), n)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// rawSender writes a TLS 1.3 client's records itself, past the tls.Conn
+// that did the handshake: with the client's application traffic secret and
+// its sequence number, it can send what crypto/tls offers no API for, a
+// KeyUpdate.
+type rawSender struct {
+	h      func() hash.Hash
+	keyLen int
+	secret []byte
+	aead   cipher.AEAD
+	iv     []byte
+	seq    uint64
+}
+
+func (s *rawSender) setSecret(secret []byte) {
+	s.secret = secret
+	block, err := aes.NewCipher(expandLabel(s.h, secret, "key", s.keyLen))
+	if err != nil {
+		panic(err)
+	}
+	if s.aead, err = cipher.NewGCM(block); err != nil {
+		panic(err)
+	}
+	s.iv = expandLabel(s.h, secret, "iv", 12)
+	s.seq = 0
+}
+
+// record appends one encrypted record of inner type typ to b.
+func (s *rawSender) record(b []byte, typ byte, content []byte) []byte {
+	plain := append(append([]byte(nil), content...), typ)
+	hdr := []byte{23, 3, 3, 0, 0}
+	binary.BigEndian.PutUint16(hdr[3:], uint16(len(plain)+s.aead.Overhead()))
+	nonce := append([]byte(nil), s.iv...)
+	for i := range 8 {
+		nonce[4+i] ^= byte(s.seq >> (56 - 8*i))
+	}
+	s.seq++
+	b = append(b, hdr...)
+	return s.aead.Seal(b, nonce, plain, hdr)
+}
+
+// keyUpdate appends a KeyUpdate asking the peer to update too, then moves
+// to the next secret.
+func (s *rawSender) keyUpdate(b []byte) []byte {
+	b = s.record(b, 22, []byte{24, 0, 0, 1, 1}) // key_update, update_requested
+	s.setSecret(expandLabel(s.h, s.secret, "traffic upd", s.h().Size()))
+	return b
+}
+
+// waitZeroWindow waits, at most 10 s, until the peer of nc advertises a
+// window of zero bytes with data waiting to be sent.
+func waitZeroWindow(t *testing.T, nc *net.TCPConn) {
+	t.Helper()
+	rc, err := nc.SyscallConn()
+	require.NoError(t, err)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var info *unix.TCPInfo
+		var ierr error
+		require.NoError(t, rc.Control(func(fd uintptr) {
+			info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+		}))
+		require.NoError(t, ierr)
+		if info.Snd_wnd == 0 && info.Notsent_bytes > 0 {
+			return
+		}
+		require.False(t, time.Now().After(deadline), "the window never closed: %+v", info)
+		runtime.Gosched()
+	}
+}
+
+// smallSendListener gives every accepted TCP connection a small send
+// buffer, so that a client that does not read fills it soon.
+type smallSendListener struct{ net.Listener }
+
+func (l smallSendListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err == nil {
+		err = nc.(*net.TCPConn).SetWriteBuffer(4096)
+	}
+	return nc, err
+}
+
+// A TLS 1.3 client that sends KeyUpdates asking for one back, and does not
+// read, blocks the reader goroutine in crypto/tls's answer: a write to the
+// socket, which has no deadline between the writer goroutine's sends.
+// Shutdown bounds it by the write timeout, so Shutdown(context.Background())
+// returns. (Here no reply is due at all: the client is in the middle of a
+// write's payload.)
+func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
+		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.WriteTimeout = 200 * time.Millisecond
+		}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	rc := &recCounter{Conn: c.nc}
+	var keys bytes.Buffer
+	cfg := certs.clientConfig(nil)
+	cfg.KeyLogWriter = &keys
+	tc := tls.Client(rc, cfg)
+	require.NoError(t, tc.Handshake())
+	handshake := rc.n
+	c.nc, c.br = tc, bufio.NewReader(tc)
+	c.connect2()
+	st := tc.ConnectionState()
+	require.Equal(t, uint16(tls.VersionTLS13), st.Version)
+	s := &rawSender{h: sha256.New, keyLen: 16}
+	switch st.CipherSuite {
+	case tls.TLS_AES_128_GCM_SHA256:
+	case tls.TLS_AES_256_GCM_SHA384:
+		s.h, s.keyLen = sha512.New384, 32
+	default: // Go picks ChaCha20 only on a CPU without AES instructions
+		require.Failf(t, "no AES-GCM cipher suite", "the test's records are AES-GCM; got suite %#x", st.CipherSuite)
+	}
+	var secret []byte
+	for _, line := range strings.Split(keys.String(), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
+			var err error
+			secret, err = hex.DecodeString(f[2])
+			require.NoError(t, err)
+		}
+	}
+	require.NotNil(t, secret)
+	s.setSecret(secret)
+	s.seq = uint64(rc.n - handshake)
+	// A write of 1 MiB whose payload comes one byte per record, each after
+	// 15 KeyUpdates (crypto/tls allows 16 records in a row that carry no
+	// data), and never all of it.
+	hdr, _ := c.appendRequest(nil, cmdWrite, 0, 0, 1<<20, nil)
+	first := s.record(nil, 23, hdr)
+	sent := make(chan error, 1)
+	go func() {
+		b := first
+		for range 4000 {
+			for range 15 {
+				b = s.keyUpdate(b)
+			}
+			b = s.record(b, 23, []byte{0})
+			if _, err := rc.Conn.Write(b); err != nil {
+				sent <- err
+				return
+			}
+			b = b[:0]
+		}
+		sent <- nil
+	}()
+	// The client's window is shut (it reads nothing, and no data reaches
+	// it to make its kernel compact its queue), and then the reader waits
+	// for room in the socket to answer a KeyUpdate: it can wait forever.
+	waitZeroWindow(t, onlyConn(t, ts).nc.(*net.TCPConn))
+	waitStack(t, "crypto/tls.(*Conn).handleKeyUpdate", "waitWrite")
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	select {
+	case err := <-shut:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		c.nc.Close() // lets the server's write fail, and Shutdown return
+		<-sent
+		<-shut
+		require.Fail(t, "Shutdown(context.Background()) hangs on the reader's answer to a KeyUpdate")
+	}
+	c.nc.Close()
+	<-sent
+}
