@@ -47,6 +47,7 @@ type conn struct {
 
 	transmitting bool        // guarded by srv.mu; negotiation is over
 	stopping     atomic.Bool // set once the connection must stop reading requests
+	negotiateBy  time.Time   // serve goroutine only: when negotiation must be over
 }
 
 // serve runs the connection from handshake to close, on its own goroutine.
@@ -56,7 +57,8 @@ func (c *conn) serve() {
 	c.rw = c.nc
 	c.src.c = c
 	c.br = bufio.NewReaderSize(&c.src, 64<<10)
-	if err := c.nc.SetDeadline(time.Now().Add(c.srv.handshakeTimeout())); err != nil {
+	c.negotiateBy = time.Now().Add(c.srv.handshakeTimeout())
+	if err := c.nc.SetDeadline(c.negotiateBy); err != nil {
 		return
 	}
 	if !c.negotiate() {
@@ -128,7 +130,11 @@ const lingerTimeout = 2 * time.Second
 // replies still queued for the client: one that kept sending after the
 // server stopped reading (Shutdown, a request the server refuses to read
 // past) would lose replies already due. A Unix socket delivers what it
-// queued either way. Serve goroutine only.
+// queued either way. A connection closed in negotiation (after
+// NBD_OPT_ABORT, say, whose reply and those of the options before it may
+// still be queued) lingers too, but not past the negotiation's time limit.
+// Serve goroutine only (which alone writes c.transmitting, so it reads it
+// without srv.mu).
 //
 // A Shutdown that begins meanwhile sets a read deadline in the past on every
 // connection (abort): linger sets its own again and goes on.
@@ -138,6 +144,9 @@ func (c *conn) linger() {
 		return
 	}
 	end := time.Now().Add(lingerTimeout)
+	if !c.transmitting && c.negotiateBy.Before(end) {
+		end = c.negotiateBy // the negotiation's time limit bounds its connection's life
+	}
 	for time.Now().Before(end) {
 		if tc.SetReadDeadline(end) != nil {
 			return

@@ -2,6 +2,9 @@ package nbd
 
 import (
 	"encoding/binary"
+	"errors"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -213,5 +216,47 @@ func TestHandshakeTimeout(t *testing.T) {
 	ts := startServer(t, serverConfig{tune: func(s *Server) { s.HandshakeTimeout = 50 * time.Millisecond }})
 	c := dial(t, ts)
 	c.full(make([]byte, 18)) // the greeting; then say nothing
+	c.expectEOF()
+}
+
+// Over TCP, the replies to options pipelined before NBD_OPT_ABORT, and its
+// own, reach a client that keeps sending after it: a connection closed in
+// negotiation discards the client's input before it closes too, rather
+// than close with it unread, which would reset the connection and drop the
+// replies still queued (here more than the client's 4 KiB window).
+func TestAbortRepliesSurviveUnreadInput(t *testing.T) {
+	name := strings.Repeat("x", 4000)
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, name: name})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	const lists = 16 // 64 KiB of replies
+	var b []byte
+	opt := func(o uint32) {
+		b = binary.BigEndian.AppendUint64(b, magicOption)
+		b = binary.BigEndian.AppendUint32(b, o)
+		b = binary.BigEndian.AppendUint32(b, 0)
+	}
+	for range lists {
+		opt(optList)
+	}
+	opt(optAbort)
+	// More than the server reads at once: some is unread whenever it closes.
+	b = append(b, make([]byte, 1<<20)...)
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.nc.Write(b)
+		wrote <- errors.Join(err, c.nc.(*net.TCPConn).CloseWrite())
+	}()
+	require.NoError(t, <-wrote)
+	waitForgotten(ts) // the server has closed; the client has read nothing yet
+	for i := range lists {
+		typ, data := c.optReply(optList)
+		require.Equal(t, uint32(repServer), typ, "LIST reply %d", i)
+		require.Len(t, data, 4+len(name))
+		typ, _ = c.optReply(optList)
+		require.Equal(t, uint32(repAck), typ, "LIST reply %d", i)
+	}
+	typ, _ := c.optReply(optAbort)
+	require.Equal(t, uint32(repAck), typ)
 	c.expectEOF()
 }

@@ -139,19 +139,13 @@ func (t *tlsConn) Write(b []byte) (int, error) {
 // when one runs and sending has not failed (a close_notify that cannot be
 // sent gives up after a few seconds, or at once when Shutdown has closed
 // the socket), then, over TCP, the sending side (see linger), then the
-// socket. A connection that did not get past negotiation does not linger:
-// no reply of its is at risk (negotiation closes only where the protocol
-// has no reply to give), and its negotiation's time limit stays the bound
-// of its life. Serve goroutine only (which alone writes c.transmitting, so
-// it reads it without srv.mu).
+// socket. Serve goroutine only.
 func (c *conn) close() {
 	if !c.out.hasFailed() {
 		if tc, ok := c.rw.(*tlsConn); ok {
 			_ = tc.Conn.CloseWrite() // fails, sending nothing, before the handshake ends
 		}
-		if c.transmitting {
-			c.linger()
-		}
+		c.linger()
 	}
 	_ = c.nc.Close()
 }
