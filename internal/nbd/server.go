@@ -129,8 +129,8 @@ func (s *Server) Serve(l net.Listener) error {
 // payload) is answered with NBD_ESHUTDOWN. A TCP connection closes once its
 // client has closed its side too, or lingerTimeout after its last reply
 // (see conn.linger), so Shutdown may wait that long for a client that keeps
-// its connection open. If ctx ends first, it closes the remaining connections, waits for
-// their goroutines, and returns ctx's error. Requests are still completed
+// its connection open. If ctx ends first, it closes the remaining
+// connections, waits for their goroutines, and returns ctx's error. Requests are still completed
 // by the Executor, which must keep running until Shutdown returns. Any
 // goroutine but the Executor's completion goroutine (which Shutdown waits
 // for) may call Shutdown, once or more.
