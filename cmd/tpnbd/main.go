@@ -57,6 +57,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Once the first signal has begun the shutdown, a second one ends the
+	// process at once, as signals do by default.
+	context.AfterFunc(ctx, stop)
 	if err := run(ctx, cfg, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "tpnbd:", err)
 		os.Exit(1)
@@ -81,7 +84,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
 	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
 	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server (0: Go's default, one per CPU)")
-	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them")
+	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them (positive; a second signal ends the process at once)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems")
 	fs.BoolVar(&cfg.quiet, "q", false, "do not print the listening addresses")
@@ -97,6 +100,14 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.flush != "defer" && cfg.flush != "each" {
 		fmt.Fprintln(stderr, "tpnbd: -flush must be defer or each")
 		return cfg, errors.New("bad -flush")
+	}
+	if cfg.procs < 0 {
+		fmt.Fprintln(stderr, "tpnbd: -procs must be 0 (Go's default) or more")
+		return cfg, errors.New("bad -procs")
+	}
+	if cfg.shutdownWait <= 0 {
+		fmt.Fprintln(stderr, "tpnbd: -shutdown-wait must be positive")
+		return cfg, errors.New("bad -shutdown-wait")
 	}
 	if err := cfg.tls.check(); err != nil {
 		fmt.Fprintln(stderr, "tpnbd:", err)

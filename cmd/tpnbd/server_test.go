@@ -133,3 +133,18 @@ func TestMissingToolSkipsUnlessRequired(t *testing.T) {
 	require.True(t, fail)
 	require.Contains(t, msg, requireClientsEnv)
 }
+
+// Flag values that cannot mean anything are refused: a negative -procs, and
+// a -shutdown-wait that would give up before a shutdown begins.
+func TestFlagsRefuseNonsense(t *testing.T) {
+	for _, args := range [][]string{
+		{"-procs", "-1"},
+		{"-shutdown-wait", "0"},
+		{"-shutdown-wait", "-1s"},
+	} {
+		var stderr strings.Builder
+		_, err := parseFlags(append(args, "disk.img"), &stderr)
+		require.Error(t, err, "%v", args)
+		require.Contains(t, stderr.String(), args[0], "%v", args)
+	}
+}

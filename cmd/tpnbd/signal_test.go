@@ -2,12 +2,16 @@ package main
 
 import (
 	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -54,4 +58,107 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	got, err := os.ReadFile(disk)
 	require.NoError(t, err)
 	require.Equal(t, want, got)
+}
+
+// TestSecondSignalEndsShutdown runs the real binary with a client that
+// does not read its replies, so that a SIGTERM'd shutdown waits for it
+// (-shutdown-wait 1h, each blocked send bounded by the 30 s write timeout).
+// A second SIGTERM (or Ctrl-C) ends the process at once. The test sends it
+// again until the process ends (at most 10 s): the first signal's handler
+// gives the signals back to their default action just after it begins the
+// shutdown.
+func TestSecondSignalEndsShutdown(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "tpnbd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	disk, sock := filepath.Join(dir, "disk.img"), filepath.Join(dir, "sock")
+	writeImage(t, disk, 64<<20, true)
+
+	cmd := exec.Command(bin, "-shutdown-wait", "1h", "-unix", sock, disk)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{}) // closed once cmd.Wait has returned
+	t.Cleanup(func() {
+		select {
+		case <-exited:
+		default:
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	line := make([]byte, 1)
+	for line[0] != '\n' { // the "serving" line: it accepts
+		_, err := stderr.Read(line)
+		require.NoError(t, err)
+	}
+	go func() {
+		io.Copy(io.Discard, stderr)
+		cmd.Wait()
+		close(exited)
+	}()
+
+	// A client that sends 16 reads of 4 MiB and reads none of the replies.
+	stuck := nbdConnect(t, sock)
+	for i := range 16 {
+		var req [28]byte
+		binary.BigEndian.PutUint32(req[0:], 0x25609513)
+		binary.BigEndian.PutUint64(req[8:], uint64(i))
+		binary.BigEndian.PutUint64(req[16:], uint64(i)*(4<<20))
+		binary.BigEndian.PutUint32(req[24:], 4<<20)
+		_, err := stuck.Write(req[:])
+		require.NoError(t, err)
+	}
+	// A client still negotiating: the server closes it once Shutdown
+	// has begun, which tells the test the first signal was handled.
+	watch, err := net.Dial("unix", sock)
+	require.NoError(t, err)
+	defer watch.Close()
+	_, err = io.ReadFull(watch, make([]byte, 18))
+	require.NoError(t, err)
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	_, _ = io.Copy(io.Discard, watch) // ends when the server closes it
+	select {
+	case <-exited:
+		t.Fatalf("exited before the second signal (%v): the client was not stuck", cmd.ProcessState)
+	default:
+	}
+
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		_ = cmd.Process.Signal(syscall.SIGTERM) // the user presses Ctrl-C again
+		select {
+		case <-exited:
+			return
+		case <-deadline:
+			t.Fatal("a second SIGTERM did not end tpnbd within 10 s while its shutdown waited for a stuck client")
+		case <-tick.C:
+		}
+	}
+}
+
+// nbdConnect negotiates with NBD_OPT_EXPORT_NAME for the default export and
+// returns the connection in transmission.
+func nbdConnect(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	greeting := make([]byte, 18)
+	_, err = io.ReadFull(c, greeting)
+	require.NoError(t, err)
+	require.Equal(t, "NBDMAGIC", string(greeting[:8]))
+	var hello [4 + 16]byte
+	binary.BigEndian.PutUint32(hello[0:], 3) // FIXED_NEWSTYLE | NO_ZEROES
+	binary.BigEndian.PutUint64(hello[4:], 0x49484156454F5054)
+	binary.BigEndian.PutUint32(hello[12:], 1) // NBD_OPT_EXPORT_NAME, empty name
+	_, err = c.Write(hello[:])
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, make([]byte, 10)) // size and flags
+	require.NoError(t, err)
+	return c
 }
