@@ -3,7 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
 	"github.com/batchio/threadpool/internal/randread"
 )
@@ -25,10 +27,9 @@ func openData(o *options) (*dataFile, error) {
 		}
 		tmpDir, path = dir, filepath.Join(dir, "randread.dat")
 	}
-	removeTmp := func() {
-		if tmpDir != "" {
-			os.RemoveAll(tmpDir)
-		}
+	removeTmp := func() {}
+	if tmpDir != "" {
+		removeTmp = removeOnSignal(tmpDir)
 	}
 	if _, err := randread.PrepareFile(path, o.size); err != nil {
 		removeTmp()
@@ -40,4 +41,34 @@ func openData(o *options) (*dataFile, error) {
 		return nil, err
 	}
 	return &dataFile{f: f, cleanup: func() { f.Close(); removeTmp() }}, nil
+}
+
+// removeOnSignal removes dir if the process gets SIGINT or SIGTERM before
+// the returned function is called, and then lets the signal end the
+// process as it would have; the returned function removes dir and stops
+// watching. A temporary data file of hundreds of MiB then does not outlive
+// an interrupted run.
+func removeOnSignal(dir string) (remove func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	done := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		select {
+		case sig := <-sigs:
+			os.RemoveAll(dir)
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			if p, err := os.FindProcess(os.Getpid()); err == nil {
+				_ = p.Signal(sig) // its default action now: the process ends
+			}
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+		<-watched
+		os.RemoveAll(dir)
+	}
 }

@@ -78,6 +78,7 @@ func TestParseFlagsRejects(t *testing.T) {
 		"bad progress":      {"-progress=often"},
 		"zero rounds":       {"-rounds", "0"},
 		"runtime too short": {"-runtime", "1ms", "-rounds", "4"},
+		"rounds overflow":   {"-rounds", "10000000000000"}, // rounds x 1ms overflows
 		"unknown flag":      {"-direct"},
 		"stray argument":    {"extra"},
 	} {
