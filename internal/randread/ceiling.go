@@ -78,18 +78,19 @@ func (c *Ceiling) Threads() int { return len(c.readers) }
 // happened. A read that fails or comes back short stops the run, and Run
 // returns an error wrapping ErrShortRead along with the figures so far.
 func (c *Ceiling) Run(n int64) (Result, error) {
+	c.begin()
 	return c.run(func(i int) int64 { return share(n, len(c.readers), i) })
 }
 
 // RunFor reads on every thread for d and returns what happened; errors as
 // Run.
 func (c *Ceiling) RunFor(d time.Duration) (Result, error) {
+	c.begin()
 	defer c.stopAfter(d).Stop()
 	return c.run(func(int) int64 { return -1 })
 }
 
 func (c *Ceiling) run(quota func(thread int) int64) (Result, error) {
-	c.stop.Store(false)
 	var r Result
 	r.Elapsed, r.CPU = timed(len(c.readers), func(i int) { c.read(c.readers[i], quota(i)) })
 	errs := make([]error, 0, len(c.readers))

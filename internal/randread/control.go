@@ -17,6 +17,11 @@ type runControl struct {
 // was made. Any goroutine may call it at any time.
 func (c *runControl) Progress() uint64 { return c.progress.Load() }
 
+// begin clears the stop flag for a run about to start: before its timer
+// (stopAfter) starts, so that a time up before the readers start is not
+// undone.
+func (c *runControl) begin() { c.stop.Store(false) }
+
 // stopAfter ends the current run after d; the caller stops the timer once
 // the run has returned.
 func (c *runControl) stopAfter(d time.Duration) *time.Timer {

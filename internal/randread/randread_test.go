@@ -175,3 +175,21 @@ func TestUsedListConcurrentPushes(t *testing.T) {
 	require.Equal(t, len(reqs), seen)
 	require.Nil(t, u.take())
 }
+
+// A RunFor so short that its time is up before its readers start still
+// ends: the stop it sets is not undone by the run's start.
+func TestRunForShorterThanItsStart(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 1, Mode: Defer})
+	require.NoError(t, err)
+	defer w.Close()
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 1})
+	require.NoError(t, err)
+	defer c.Close()
+	for range 200 {
+		_, err := w.RunFor(0)
+		require.NoError(t, err)
+		_, err = c.RunFor(0)
+		require.NoError(t, err)
+	}
+}

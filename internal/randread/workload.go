@@ -150,18 +150,19 @@ func New(c Config) (*Workload, error) {
 // happened. A read that fails or comes back short stops the run, and Run
 // returns an error wrapping ErrShortRead along with the figures so far.
 func (w *Workload) Run(n int64) (Result, error) {
+	w.begin()
 	return w.run(func(i int) int64 { return share(n, len(w.jobs), i) })
 }
 
 // RunFor keeps every job's depth for d, then waits for the reads in flight,
 // and returns what happened; errors as Run.
 func (w *Workload) RunFor(d time.Duration) (Result, error) {
+	w.begin()
 	defer w.stopAfter(d).Stop()
 	return w.run(func(int) int64 { return -1 })
 }
 
 func (w *Workload) run(quota func(job int) int64) (Result, error) {
-	w.stop.Store(false)
 	var r Result
 	before := w.snapshot()
 	r.Elapsed, r.CPU = timed(len(w.jobs), func(i int) { w.jobs[i].run(quota(i)) })
