@@ -50,7 +50,11 @@ func openData(o *options) (*dataFile, error) {
 // an interrupted run.
 func removeOnSignal(dir string) (remove func()) {
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	watch := []os.Signal{syscall.SIGTERM}
+	if !signal.Ignored(os.Interrupt) { // a background job's SIGINT stays ignored
+		watch = append(watch, os.Interrupt)
+	}
+	signal.Notify(sigs, watch...)
 	done := make(chan struct{})
 	watched := make(chan struct{})
 	go func() {
@@ -58,7 +62,7 @@ func removeOnSignal(dir string) (remove func()) {
 		select {
 		case sig := <-sigs:
 			os.RemoveAll(dir)
-			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			signal.Reset(watch...)
 			if p, err := os.FindProcess(os.Getpid()); err == nil {
 				_ = p.Signal(sig) // its default action now: the process ends
 			}
@@ -66,9 +70,9 @@ func removeOnSignal(dir string) (remove func()) {
 		}
 	}()
 	return func() {
+		os.RemoveAll(dir) // before Stop: a signal then finds nothing left
 		signal.Stop(sigs)
 		close(done)
 		<-watched
-		os.RemoveAll(dir)
 	}
 }

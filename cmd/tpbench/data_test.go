@@ -3,8 +3,10 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -61,4 +63,32 @@ func TestInterruptRemovesTempFile(t *testing.T) {
 			require.Empty(t, names, "the temporary data file outlives the interrupted run")
 		})
 	}
+}
+
+// ignoredSIGINTHelperEnv names, in the environment of the test binary run
+// as TestIgnoredSIGINTStaysIgnored's helper process, the directory to watch.
+const ignoredSIGINTHelperEnv = "TPBENCH_TEST_IGNORED_SIGINT_DIR"
+
+// reportIgnoredSIGINT is that helper process: it prints whether SIGINT is
+// ignored before removeOnSignal watches dir, while it does, and after.
+func reportIgnoredSIGINT(dir string) {
+	before := signal.Ignored(os.Interrupt)
+	remove := removeOnSignal(dir)
+	during := signal.Ignored(os.Interrupt)
+	remove()
+	fmt.Printf("ignored before=%v during=%v after=%v\n", before, during, signal.Ignored(os.Interrupt))
+}
+
+// A tpbench whose parent ignores SIGINT (a background job of a shell) keeps
+// ignoring it while its temporary data file is watched, and after. Run in
+// a process of its own: a process cannot ignore SIGINT and undo it.
+func TestIgnoredSIGINTStaysIgnored(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command("sh", "-c", `trap "" INT; exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), ignoredSIGINTHelperEnv+"="+dir)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "ignored before=true during=true after=true")
+	_, err = os.Stat(dir)
+	require.ErrorIs(t, err, os.ErrNotExist, "removed by the returned func")
 }

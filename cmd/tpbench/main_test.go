@@ -16,7 +16,13 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(ignoredSIGINTHelperEnv); dir != "" {
+		reportIgnoredSIGINT(dir) // the helper process of TestIgnoredSIGINTStaysIgnored
+		return
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestParseFlagsDefaults(t *testing.T) {
 	o, err := parseFlags(nil, &bytes.Buffer{})
