@@ -15,7 +15,6 @@ type budget struct {
 	maxReqs  int       // set before use, then read-only
 	maxBytes int64     // set before use, then read-only
 	closed   bool      // guarded by mu; acquire fails once set
-	waiting  int       // acquires waiting for budget; guarded by mu
 }
 
 // grant is an amount of budget travelling with replies.
@@ -44,9 +43,7 @@ func (b *budget) acquire(n int64) (ok bool, held int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for !b.closed && b.spent(grant{b.reqs, b.bytes}, n) {
-		b.waiting++
 		b.cond.Wait()
-		b.waiting--
 	}
 	if b.closed {
 		return false, 0
