@@ -16,21 +16,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestSIGTERMStopsCleanly runs the real binary: data written through it is
-// in the file once SIGTERM has made it exit, with status 0.
-func TestSIGTERMStopsCleanly(t *testing.T) {
-	qemuImg := requireTool(t, "qemu-img", "qemu-utils")
-	dir, err := os.MkdirTemp("", "tpnbd")
-	require.NoError(t, err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+// startBinary builds tpnbd into dir and runs it with args until it serves
+// (it prints one line per listener once it accepts); it returns the
+// process and its standard error past that line. The process is killed
+// when the test ends, if it has not exited.
+func startBinary(t *testing.T, dir string, args ...string) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
 	bin := filepath.Join(dir, "tpnbd")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	require.NoError(t, err, "%s", out)
-
-	disk, src, sock := filepath.Join(dir, "disk.img"), filepath.Join(dir, "src.img"), filepath.Join(dir, "sock")
-	writeImage(t, disk, 8<<20, false)
-	writeImage(t, src, 8<<20, true)
-	cmd := exec.Command(bin, "-unix", sock, disk)
+	cmd := exec.Command(bin, args...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -40,10 +35,23 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 			cmd.Wait()
 		}
 	})
-	// The server prints one line per listener once it accepts.
 	lines := bufio.NewScanner(stderr)
 	require.True(t, lines.Scan(), "no output from tpnbd")
 	require.Contains(t, lines.Text(), "serving")
+	return cmd, lines
+}
+
+// TestSIGTERMStopsCleanly runs the real binary: data written through it is
+// in the file once SIGTERM has made it exit, with status 0.
+func TestSIGTERMStopsCleanly(t *testing.T) {
+	qemuImg := requireTool(t, "qemu-img", "qemu-utils")
+	dir, err := os.MkdirTemp("", "tpnbd")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	disk, src, sock := filepath.Join(dir, "disk.img"), filepath.Join(dir, "src.img"), filepath.Join(dir, "sock")
+	writeImage(t, disk, 8<<20, false)
+	writeImage(t, src, 8<<20, true)
+	cmd, lines := startBinary(t, dir, "-unix", sock, disk)
 
 	uri := "nbd+unix:///?socket=" + sock
 	runTool(t, qemuImg, "convert", "-n", "-f", "raw", "-O", "raw", src, uri)
@@ -69,18 +77,17 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 // shutdown.
 func TestSecondSignalEndsShutdown(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "tpnbd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
 	disk, sock := filepath.Join(dir, "disk.img"), filepath.Join(dir, "sock")
 	writeImage(t, disk, 64<<20, true)
-
-	cmd := exec.Command(bin, "-shutdown-wait", "1h", "-unix", sock, disk)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
+	cmd, lines := startBinary(t, dir, "-shutdown-wait", "1h", "-unix", sock, disk)
 	exited := make(chan struct{}) // closed once cmd.Wait has returned
-	t.Cleanup(func() {
+	go func() {
+		for lines.Scan() {
+		}
+		cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() { // before startBinary's, which then finds it ended
 		select {
 		case <-exited:
 		default:
@@ -88,16 +95,6 @@ func TestSecondSignalEndsShutdown(t *testing.T) {
 			<-exited
 		}
 	})
-	line := make([]byte, 1)
-	for line[0] != '\n' { // the "serving" line: it accepts
-		_, err := stderr.Read(line)
-		require.NoError(t, err)
-	}
-	go func() {
-		io.Copy(io.Discard, stderr)
-		cmd.Wait()
-		close(exited)
-	}()
 
 	// A client that sends 16 reads of 4 MiB and reads none of the replies.
 	stuck := nbdConnect(t, sock)
