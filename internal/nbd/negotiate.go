@@ -65,8 +65,7 @@ func (n *negotiation) option() (done, ok bool) {
 	opt := binary.BigEndian.Uint32(h[8:])
 	length := binary.BigEndian.Uint32(h[12:])
 	if length > maxOptionLen {
-		n.c.srv.logf("nbd: %s: option %d with %d bytes of data", n.c.nc.RemoteAddr(), opt, length)
-		return false, false
+		return n.skip(opt, length)
 	}
 	data := make([]byte, length)
 	if _, err := io.ReadFull(br, data); err != nil {
@@ -98,6 +97,46 @@ func (n *negotiation) option() (done, ok bool) {
 	default:
 		return false, n.refuse(opt, repErrUnsup, "unknown option")
 	}
+}
+
+// skip answers an option whose data is longer than maxOptionLen: it reads
+// and drops the data, then refuses the option, with NBD_REP_ERR_TOO_BIG if
+// the server knows it and NBD_REP_ERR_UNSUP if not or if SimpleRepliesOnly
+// turns it off (NBD_REP_ERR_TLS_REQD while TLSRequire waits for the
+// upgrade), so the client can go on
+// negotiating; NBD_OPT_ABORT is acknowledged and closes the connection as
+// usual. NBD_OPT_EXPORT_NAME, which has no error reply (its name would
+// be over the protocol's 4096 bytes anyway), an option from a client
+// without fixed newstyle, which cannot be refused either, and data over
+// maxSkippedOption close the connection.
+func (n *negotiation) skip(opt, length uint32) (done, ok bool) {
+	if !n.fixed || opt == optExportName || length > maxSkippedOption {
+		n.c.srv.logf("nbd: %s: option %d with %d bytes of data", n.c.nc.RemoteAddr(), opt, length)
+		return false, false
+	}
+	if _, err := io.CopyN(io.Discard, n.c.br, int64(length)); err != nil {
+		return false, false
+	}
+	switch {
+	case opt == optAbort:
+		n.reply(opt, repAck, nil)
+		return false, false
+	case n.c.srv.TLS == TLSRequire && !n.tlsOn && opt != optStartTLS:
+		return n.tlsRequired(opt)
+	}
+	if opt == optSetMetaContext {
+		n.c.ext.baseAlloc = false // a SET replaces the selection even when it fails
+	}
+	switch opt {
+	case optStructuredReply, optListMetaContext, optSetMetaContext:
+		if n.c.srv.SimpleRepliesOnly {
+			return false, n.refuse(opt, repErrUnsup, "structured replies are turned off")
+		}
+	case optList, optStartTLS, optInfo, optGo:
+	default:
+		return false, n.refuse(opt, repErrUnsup, "unknown option")
+	}
+	return false, n.refuse(opt, repErrTooBig, "option data too long")
 }
 
 // exportName answers NBD_OPT_EXPORT_NAME, which has no error reply: an

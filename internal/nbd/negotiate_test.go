@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -210,6 +211,46 @@ func TestHandshakeProtocolViolationsClose(t *testing.T) {
 		c.send(b[:5])
 		require.NoError(t, c.nc.Close())
 	})
+}
+
+// An option longer than the server reads is refused, its data skipped, and
+// negotiation goes on; one within the protocol's limits (here a metadata
+// context option with queries of up to 4096 bytes) is served, however
+// long.
+func TestLongOptions(t *testing.T) {
+	ts := startServer(t, serverConfig{name: "disk"})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.structuredReply()
+	queries := []string{baseAllocation}
+	for i := range 8 {
+		queries = append(queries, fmt.Sprintf("x-long%d:%s", i, strings.Repeat("a", maxNameLen-8)))
+	}
+	data := metaData("disk", queries...)
+	require.Greater(t, len(data), 32<<10)
+	c.option(optSetMetaContext, data)
+	ctxs, typ := c.metaReplies(optSetMetaContext)
+	require.Equal(t, uint32(repAck), typ)
+	require.Equal(t, map[string]uint32{baseAllocation: baseAllocationID}, ctxs)
+
+	for _, tc := range []struct {
+		opt    uint32
+		length int
+		want   uint32
+	}{
+		{999, 64 << 10, repErrUnsup},
+		{optInfo, maxOptionLen + 1, repErrTooBig},
+		{optList, 1 << 20, repErrTooBig},
+	} {
+		c.option(tc.opt, make([]byte, tc.length))
+		typ, _ := c.optReply(tc.opt)
+		require.Equal(t, tc.want, typ, "option %d with %d bytes", tc.opt, tc.length)
+	}
+	c.connect2()
+	id, exts, cerr := c.blockStatus(0, 0, 4096)
+	require.Nil(t, cerr)
+	require.Equal(t, uint32(baseAllocationID), id)
+	require.NotEmpty(t, exts)
 }
 
 func TestHandshakeTimeout(t *testing.T) {

@@ -180,6 +180,8 @@ func TestTLSRequire(t *testing.T) {
 		{optListMetaContext, metaData("secret-disk", baseAllocation)},
 		{optSetMetaContext, metaData("secret-disk", baseAllocation)},
 		{999, []byte("x")},
+		{optGo, make([]byte, maxOptionLen+1)}, // too long to serve: skipped
+		{999, make([]byte, maxOptionLen+1)},
 	} {
 		c.option(tc.opt, tc.data)
 		typ, msg := c.optReply(tc.opt)

@@ -111,10 +111,20 @@ const (
 	preferredBlockSize = 4096
 )
 
-// maxOptionLen bounds the data of one negotiation option. The largest
-// option this server understands (NBD_OPT_GO with a 4096-byte name and a
-// few information requests) is far smaller.
-const maxOptionLen = 16 << 10
+// maxOptionLen bounds the data of one negotiation option that the server
+// reads and parses: room for the largest it can serve, a metadata context
+// option with a 4096-byte export name and maxMetaQueries queries of 4096
+// bytes each (NBD_OPT_GO, with a 4096-byte name and every one of 65535
+// information requests, is a little shorter). The data of a longer option
+// is read and dropped, and the option refused (see negotiation.skip).
+const maxOptionLen = 4 + maxNameLen + 4 + maxMetaQueries*(4+maxNameLen)
+
+// maxSkippedOption bounds the data of an option that is too long to serve
+// but is still read and dropped, so that negotiation goes on: the protocol
+// asks the server to refuse options, not to disconnect, unless the client's
+// behaviour amounts to a denial of service, which an option longer than the
+// largest payload of a write (MaxPayload) is taken to be.
+const maxSkippedOption = MaxPayload
 
 // maxNameLen is the protocol's limit on strings such as export names.
 const maxNameLen = 4096
