@@ -76,8 +76,12 @@ func (c *Ceiling) Threads() int { return len(c.readers) }
 
 // Run performs n reads, spread evenly over the threads, and returns what
 // happened. A read that fails or comes back short stops the run, and Run
-// returns an error wrapping ErrShortRead along with the figures so far.
+// returns an error wrapping ErrShortRead along with the figures so far. A
+// negative n is refused with an error, and nothing is read.
 func (c *Ceiling) Run(n int64) (Result, error) {
+	if err := checkCount(n); err != nil {
+		return Result{}, err
+	}
 	c.begin()
 	return c.run(func(i int) int64 { return share(n, len(c.readers), i) })
 }

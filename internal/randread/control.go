@@ -1,6 +1,7 @@
 package randread
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,15 @@ func (c *runControl) begin() { c.stop.Store(false) }
 // the run has returned.
 func (c *runControl) stopAfter(d time.Duration) *time.Timer {
 	return time.AfterFunc(d, func() { c.stop.Store(true) })
+}
+
+// checkCount refuses a negative read count for Run: its share per job or
+// thread would be negative, which means "until the run stops".
+func checkCount(n int64) error {
+	if n < 0 {
+		return fmt.Errorf("randread: %d reads: the count must not be negative", n)
+	}
+	return nil
 }
 
 // share returns the quota of part i of parts when n reads are spread evenly.

@@ -193,3 +193,49 @@ func TestRunForShorterThanItsStart(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// Run refuses a negative count rather than reading for ever (a share of -4
+// per job or thread means "until the run stops") or returning at once with
+// nothing read (a share of 0).
+func TestRunRefusesANegativeCount(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 2, Mode: Defer})
+	require.NoError(t, err)
+	defer w.Close()
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 2})
+	require.NoError(t, err)
+	defer c.Close()
+	for _, s := range []struct {
+		name string
+		Runner
+		stop func()
+	}{
+		{"workload", w, func() { w.stop.Store(true) }},
+		{"ceiling", c, func() { c.stop.Store(true) }},
+	} {
+		for _, n := range []int64{-8, -1} {
+			type outcome struct {
+				r   Result
+				err error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				r, err := s.Run(n)
+				done <- outcome{r, err}
+			}()
+			var o outcome
+			select {
+			case o = <-done:
+			case <-time.After(5 * time.Second):
+				s.stop() // end the endless run, so that the test fails, not hangs
+				<-done
+				t.Fatalf("%s: Run(%d) was still reading after 5s", s.name, n)
+			}
+			require.Error(t, o.err, "%s: Run(%d)", s.name, n)
+			require.Zero(t, o.r.IOs, "%s: Run(%d)", s.name, n)
+		}
+	}
+	r, err := w.Run(0)
+	require.NoError(t, err, "zero reads is a valid count")
+	require.Zero(t, r.IOs)
+}

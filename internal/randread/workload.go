@@ -85,6 +85,7 @@ func validateFile(f *os.File, size int64, bs int) error {
 type Runner interface {
 	// Run performs n reads and returns what happened; a read that fails or
 	// comes back short stops the run with an error wrapping ErrShortRead.
+	// A negative n is refused with an error, and nothing is read.
 	Run(n int64) (Result, error)
 	// RunFor reads for d, then waits for the reads in flight; errors as Run.
 	RunFor(d time.Duration) (Result, error)
@@ -148,8 +149,12 @@ func New(c Config) (*Workload, error) {
 
 // Run performs n reads, spread evenly over the jobs, and returns what
 // happened. A read that fails or comes back short stops the run, and Run
-// returns an error wrapping ErrShortRead along with the figures so far.
+// returns an error wrapping ErrShortRead along with the figures so far. A
+// negative n is refused with an error, and nothing is read.
 func (w *Workload) Run(n int64) (Result, error) {
+	if err := checkCount(n); err != nil {
+		return Result{}, err
+	}
 	w.begin()
 	return w.run(func(i int) int64 { return share(n, len(w.jobs), i) })
 }
