@@ -43,16 +43,23 @@ func openData(o *options) (*dataFile, error) {
 	return &dataFile{f: f, cleanup: func() { f.Close(); removeTmp() }}, nil
 }
 
-// removeOnSignal removes dir if the process gets SIGINT or SIGTERM before
-// the returned function is called, and then lets the signal end the
-// process as it would have; the returned function removes dir and stops
-// watching. A temporary data file of hundreds of MiB then does not outlive
-// an interrupted run.
+// removeOnSignal removes dir if the process gets SIGINT, SIGTERM or SIGHUP
+// (its terminal closed) before the returned function is called, and then
+// lets the signal end the process as it would have; the returned function
+// removes dir and stops watching. A temporary data file of hundreds of MiB
+// then does not outlive an interrupted run. A signal that the process
+// ignored from its start (SIGINT in a background job, SIGHUP under nohup)
+// stays ignored.
 func removeOnSignal(dir string) (remove func()) {
 	sigs := make(chan os.Signal, 1)
-	watch := []os.Signal{syscall.SIGTERM}
-	if !signal.Ignored(os.Interrupt) { // a background job's SIGINT stays ignored
-		watch = append(watch, os.Interrupt)
+	var watch []os.Signal
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
+		if !signal.Ignored(sig) {
+			watch = append(watch, sig)
+		}
+	}
+	if len(watch) == 0 {
+		return func() { os.RemoveAll(dir) }
 	}
 	signal.Notify(sigs, watch...)
 	done := make(chan struct{})

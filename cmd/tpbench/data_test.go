@@ -16,10 +16,17 @@ import (
 
 // TestInterruptRemovesTempFile: without -filename the data file is a
 // temporary file, 256 MiB by default, removed at exit: an interrupted run
-// (Ctrl-C, SIGTERM) removes it too, and does not exit 0.
+// (Ctrl-C, SIGTERM, or SIGHUP from a closed terminal) removes it too, and
+// does not exit 0.
 func TestInterruptRemovesTempFile(t *testing.T) {
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP} {
 		t.Run(sig.String(), func(t *testing.T) {
+			// A signal this process handles starts as the default action in
+			// a child, even where the test itself was started ignoring it
+			// (nohup, a background job), which the child would inherit.
+			handled := make(chan os.Signal, 1)
+			signal.Notify(handled, sig)
+			defer signal.Stop(handled)
 			dir := t.TempDir()
 			bin := filepath.Join(dir, "tpbench")
 			out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
@@ -65,30 +72,42 @@ func TestInterruptRemovesTempFile(t *testing.T) {
 	}
 }
 
-// ignoredSIGINTHelperEnv names, in the environment of the test binary run
-// as TestIgnoredSIGINTStaysIgnored's helper process, the directory to watch.
-const ignoredSIGINTHelperEnv = "TPBENCH_TEST_IGNORED_SIGINT_DIR"
+// ignoredSignalsHelperEnv names, in the environment of the test binary run
+// as TestIgnoredSignalsStayIgnored's helper process, the directory to watch.
+const ignoredSignalsHelperEnv = "TPBENCH_TEST_IGNORED_SIGNALS_DIR"
 
-// reportIgnoredSIGINT is that helper process: it prints whether SIGINT is
-// ignored before removeOnSignal watches dir, while it does, and after.
-func reportIgnoredSIGINT(dir string) {
-	before := signal.Ignored(os.Interrupt)
+// reportIgnoredSignals is that helper process: it prints whether SIGINT and
+// SIGHUP are ignored before removeOnSignal watches dir, while it does, and
+// after.
+func reportIgnoredSignals(dir string) {
+	sigs := []os.Signal{os.Interrupt, syscall.SIGHUP}
+	ignored := func() (out []bool) {
+		for _, sig := range sigs {
+			out = append(out, signal.Ignored(sig))
+		}
+		return out
+	}
+	before := ignored()
 	remove := removeOnSignal(dir)
-	during := signal.Ignored(os.Interrupt)
+	during := ignored()
 	remove()
-	fmt.Printf("ignored before=%v during=%v after=%v\n", before, during, signal.Ignored(os.Interrupt))
+	for i, sig := range sigs {
+		fmt.Printf("%v ignored before=%v during=%v after=%v\n", sig, before[i], during[i], ignored()[i])
+	}
 }
 
-// A tpbench whose parent ignores SIGINT (a background job of a shell) keeps
-// ignoring it while its temporary data file is watched, and after. Run in
-// a process of its own: a process cannot ignore SIGINT and undo it.
-func TestIgnoredSIGINTStaysIgnored(t *testing.T) {
+// A tpbench whose parent ignores SIGINT (a background job of a shell) or
+// SIGHUP (nohup) keeps ignoring it while its temporary data file is
+// watched, and after. Run in a process of its own: a process cannot ignore
+// SIGINT and undo it.
+func TestIgnoredSignalsStayIgnored(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command("sh", "-c", `trap "" INT; exec "$0" -test.run='^$'`, os.Args[0])
-	cmd.Env = append(os.Environ(), ignoredSIGINTHelperEnv+"="+dir)
+	cmd := exec.Command("sh", "-c", `trap "" INT HUP; exec "$0" -test.run='^$'`, os.Args[0])
+	cmd.Env = append(os.Environ(), ignoredSignalsHelperEnv+"="+dir)
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", out)
-	require.Contains(t, string(out), "ignored before=true during=true after=true")
+	require.Contains(t, string(out), "interrupt ignored before=true during=true after=true")
+	require.Contains(t, string(out), "hangup ignored before=true during=true after=true")
 	_, err = os.Stat(dir)
 	require.ErrorIs(t, err, os.ErrNotExist, "removed by the returned func")
 }

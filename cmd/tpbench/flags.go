@@ -94,7 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	o := &options{open: openData, isTerminal: writerIsTerminal, machine: readMachine, args: args}
 	var size, iodepth, numjobs, modes, designs string
-	fs.StringVar(&o.filename, "filename", "", "data file (made, or rewritten with random bytes if shorter than -size); default a temporary file, removed at exit or on SIGINT/SIGTERM")
+	fs.StringVar(&o.filename, "filename", "", "data file (made, or rewritten with random bytes if shorter than -size); default a temporary file, removed at exit or on SIGINT/SIGTERM/SIGHUP")
 	fs.StringVar(&size, "size", "256M", "bytes of the file to read, with an optional K, M or G suffix (powers of 1024)")
 	fs.IntVar(&o.bs, "bs", 4096, "bytes per read")
 	fs.StringVar(&iodepth, "iodepth", "64,1", "reads in flight per job; a comma list pairs with -numjobs")

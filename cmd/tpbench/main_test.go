@@ -17,8 +17,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if dir := os.Getenv(ignoredSIGINTHelperEnv); dir != "" {
-		reportIgnoredSIGINT(dir) // the helper process of TestIgnoredSIGINTStaysIgnored
+	if dir := os.Getenv(ignoredSignalsHelperEnv); dir != "" {
+		reportIgnoredSignals(dir) // the helper process of TestIgnoredSignalsStayIgnored
 		return
 	}
 	goleak.VerifyTestMain(m)
