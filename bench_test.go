@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/batchio/threadpool"
 	"github.com/batchio/threadpool/internal/randread"
 )
@@ -38,6 +40,9 @@ import (
 // process's user+system CPU time per read, from getrusage before and after
 // the measured reads) and cores (that CPU time over the wall time); the modes
 // also report latency quantiles and notification counts per read.
+// loopwakes/IO, the completion loop's wake-ups per read, is the pool's
+// Stats().LoopWakes: only the pool counts them, so only its sub-benchmarks
+// report it.
 func BenchmarkRandRead(b *testing.B) {
 	f := openDataFile(b)
 	for _, depth := range []int{1, 64} {
@@ -87,11 +92,33 @@ func benchWorkload(b *testing.B, c randread.Config) {
 	}
 	defer w.Close()
 	r := benchReads(b, w, int64(2*c.IODepth*c.NumJobs))
-	b.ReportMetric(float64(r.Latency.Quantile(0.5)), "p50-ns")
-	b.ReportMetric(float64(r.Latency.Quantile(0.99)), "p99-ns")
-	b.ReportMetric(r.WritesPerIO(), "irqwrites/IO")
-	b.ReportMetric(r.PerDrain(), "IOs/drain")
-	b.ReportMetric(r.WakesPerIO(), "loopwakes/IO")
+	for _, m := range workloadMetrics(c.Design, &r) {
+		b.ReportMetric(m.value, m.unit)
+	}
+}
+
+// metric is one figure a benchmark reports, with its unit.
+type metric struct {
+	value float64
+	unit  string
+}
+
+// workloadMetrics returns the notification figures of a run of design:
+// latency quantiles, irq writes per read, completions per batch, and the
+// loop's wake-ups per read for the pool only, the one design that counts
+// them (a channel-fed loop's wake-ups are not counted, so a 0 would claim
+// wake-ups that did not happen as none).
+func workloadMetrics(design randread.Design, r *randread.Result) []metric {
+	ms := []metric{
+		{float64(r.Latency.Quantile(0.5)), "p50-ns"},
+		{float64(r.Latency.Quantile(0.99)), "p99-ns"},
+		{r.WritesPerIO(), "irqwrites/IO"},
+		{r.PerDrain(), "IOs/drain"},
+	}
+	if design == randread.Pool {
+		ms = append(ms, metric{r.WakesPerIO(), "loopwakes/IO"})
+	}
+	return ms
 }
 
 // benchCeiling measures randread.Ceiling on f with GOMAXPROCS threads.
@@ -386,4 +413,35 @@ func openDataFile(b *testing.B) *os.File {
 	}
 	b.Cleanup(func() { f.Close() })
 	return f
+}
+
+// The workload benchmarks report only what was measured: every design's
+// notification figures, and the loop's wake-ups for the pool alone, the one
+// design whose loop counts them.
+func TestWorkloadMetricsReportOnlyWhatIsCounted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "data")
+	_, err := randread.PrepareFile(path, 64<<10)
+	require.NoError(t, err)
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	for _, d := range randread.Designs {
+		w, err := randread.New(randread.Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 4, NumJobs: 2, Mode: randread.Defer, Design: d})
+		require.NoError(t, err)
+		r, err := w.Run(200)
+		w.Close()
+		require.NoError(t, err)
+		got := map[string]float64{}
+		for _, m := range workloadMetrics(d, &r) {
+			got[m.unit] = m.value
+		}
+		for _, unit := range []string{"p50-ns", "p99-ns", "irqwrites/IO", "IOs/drain"} {
+			require.Positive(t, got[unit], "%v: %s", d, unit)
+		}
+		wakes, reported := got["loopwakes/IO"]
+		require.Equal(t, d == randread.Pool, reported, "%v reports loopwakes/IO", d)
+		if reported {
+			require.Positive(t, wakes, "the pool's loop was woken")
+		}
+	}
 }
