@@ -12,7 +12,7 @@ type Result struct {
 	IRQWrites uint64        // eventfd writes to the jobs' notifiers
 	Drains    uint64        // batches the completion loop delivered
 	Delivered uint64        // completions the loop delivered
-	LoopWakes uint64        // wake-ups written to the completion loop
+	LoopWakes uint64        // wake-ups written to the completion loop; counted by the Pool design alone, 0 for the others
 	Latency   Histogram     // submit to the job seeing the completion
 }
 
@@ -67,7 +67,8 @@ func (r *Result) WritesPerIO() float64 { return ratio(float64(r.IRQWrites), floa
 // PerDrain returns the average completions delivered per batch.
 func (r *Result) PerDrain() float64 { return ratio(float64(r.Delivered), float64(r.Drains)) }
 
-// WakesPerIO returns completion-loop wake-ups per read.
+// WakesPerIO returns completion-loop wake-ups per read: 0 for a design
+// other than Pool, which does not count them.
 func (r *Result) WakesPerIO() float64 { return ratio(float64(r.LoopWakes), float64(r.IOs)) }
 
 func ratio(a, b float64) float64 {

@@ -3,12 +3,14 @@
 // virtio disk served by one IOThread.
 //
 // numjobs jobs each play a virtqueue and the guest vCPU that drives it. A job
-// keeps iodepth reads in flight, each one Submit of a pread at a random
-// block-aligned offset. The pool's completion loop plays the IOThread: each
-// callback puts the request on its job's used list and notifies the job's
-// irq eventfd as the Mode says. The job waits on that eventfd through the
-// netpoller, takes every used request, checks that it read the whole block,
-// and resubmits it, so the depth stays constant.
+// keeps iodepth reads in flight, each one request (a pread at a random
+// block-aligned offset) to the Design's executor; on the pool, a job records
+// its requests in a Batch and flushes it once per round. The pool's
+// completion loop plays the IOThread: each callback puts the request on its
+// job's used list and notifies the job's irq eventfd as the Mode says. The
+// job waits on that eventfd through the netpoller, takes every used
+// request, checks that it read the whole block, and resubmits it, so the
+// depth stays constant.
 package randread
 
 import (
