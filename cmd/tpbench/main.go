@@ -40,13 +40,15 @@ import (
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 // run parses args, runs the comparison and writes its report to stdout, and
-// returns the exit status: 2 for bad flags, 1 for a failed run.
+// returns the exit status: 2 for bad flags, 1 for a failed run, 0 otherwise,
+// -h (the usage printed on stderr, nothing run) included.
 func run(args []string, stdout, stderr io.Writer) int {
 	o, err := parseFlags(args, stderr)
+	if err == errHelp {
+		return 0
+	}
 	if err != nil {
-		if err != errHelp {
-			fmt.Fprintf(stderr, "tpbench: %v\n", err)
-		}
+		fmt.Fprintf(stderr, "tpbench: %v\n", err)
 		return 2
 	}
 	if err := compare(o, stdout, stderr); err != nil {

@@ -241,3 +241,16 @@ func TestRunFailureExitsOne(t *testing.T) {
 	require.Equal(t, 1, run(args, &stdout, &stderr))
 	require.Contains(t, stderr.String(), "FAILED")
 }
+
+// -h is no bad flag: it prints the usage and exits 0, as the flag package's
+// own programs do, without running anything.
+func TestRunHelpExitsZero(t *testing.T) {
+	for _, h := range []string{"-h", "-help", "--help"} {
+		var stdout, stderr bytes.Buffer
+		require.Equal(t, 0, run([]string{h}, &stdout, &stderr), h)
+		require.Contains(t, stderr.String(), "Usage of tpbench", h)
+		require.Contains(t, stderr.String(), "-iodepth", h)
+		require.NotContains(t, stderr.String(), "tpbench: ", h)
+		require.Empty(t, stdout.String(), h)
+	}
+}
