@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -180,6 +181,9 @@ func parseShapes(iodepth, numjobs string) ([]shape, error) {
 	}
 	shapes := make([]shape, len(depths))
 	for i := range depths {
+		if depths[i] > math.MaxInt/jobs[i] {
+			return nil, fmt.Errorf("-iodepth %d times -numjobs %d overflows", depths[i], jobs[i])
+		}
 		shapes[i] = shape{depths[i], jobs[i]}
 	}
 	return shapes, nil

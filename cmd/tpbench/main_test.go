@@ -77,6 +77,7 @@ func TestParseFlagsRejects(t *testing.T) {
 		"zero iodepth":      {"-iodepth", "0", "-numjobs", "1"},
 		"bad numjobs":       {"-iodepth", "1", "-numjobs", "x"},
 		"unpaired lists":    {"-iodepth", "64,1", "-numjobs", "8"},
+		"depth overflow":    {"-iodepth", "4611686018427387904,1", "-numjobs", "2,1"}, // reads in flight overflow an int
 		"unknown mode":      {"-mode", "sometimes"},
 		"empty mode":        {"-mode", ""},
 		"unknown design":    {"-design", "pool,fast"},

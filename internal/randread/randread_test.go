@@ -1,6 +1,7 @@
 package randread
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -238,4 +239,19 @@ func TestRunRefusesANegativeCount(t *testing.T) {
 	r, err := w.Run(0)
 	require.NoError(t, err, "zero reads is a valid count")
 	require.Zero(t, r.IOs)
+}
+
+// An iodepth and numjobs whose product, the reads in flight, overflows an
+// int are refused with an error: New sized its channels with the wrapped
+// product, and panicked (make of a negative size).
+func TestConfigRejectsADepthThatOverflows(t *testing.T) {
+	f := dataFile(t, 8<<10)
+	for _, d := range []Design{Goroutine, ChanPool} {
+		c := Config{File: f, Size: 8 << 10, BS: 4096, IODepth: math.MaxInt/2 + 1, NumJobs: 2, Design: d}
+		require.NotPanics(t, func() {
+			w, err := New(c)
+			require.Error(t, err, "%v", d)
+			require.Nil(t, w)
+		}, "%v", d)
+	}
 }

@@ -16,6 +16,7 @@ package randread
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"time"
@@ -56,6 +57,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("randread: iodepth %d must be positive", c.IODepth)
 	case c.NumJobs <= 0:
 		return fmt.Errorf("randread: numjobs %d must be positive", c.NumJobs)
+	case c.IODepth > math.MaxInt/c.NumJobs:
+		return fmt.Errorf("randread: iodepth %d times numjobs %d overflows", c.IODepth, c.NumJobs)
 	case c.Mode < Each || c.Mode > Coalesce:
 		return fmt.Errorf("randread: unknown mode %v", c.Mode)
 	case c.Design < Pool || c.Design > ChanPool:
@@ -115,7 +118,10 @@ type Workload struct {
 var _ Runner = (*Workload)(nil)
 
 // New builds a workload: the executor, the jobs, their notifiers and their
-// requests. The caller must Close it.
+// requests. The caller must Close it. A Config that cannot hold (no File, a
+// BS that is not positive or above Size, an IODepth or NumJobs that is not
+// positive or whose product overflows an int, an unknown Mode or Design)
+// returns an error.
 func New(c Config) (*Workload, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
