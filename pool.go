@@ -151,9 +151,11 @@ type Pool struct {
 }
 
 // New makes a pool. With the default options it starts its completion
-// goroutine, its reaper (which retires idle workers; it holds one descriptor)
-// and no worker (workers start on demand, up to 64, and exit after 10s idle). Invalid options return an error wrapping ErrInvalidLimits.
-// The caller must Close (or Shutdown) the pool to release its goroutines and
+// goroutine, its reaper (which retires idle workers; it holds a Notifier's
+// descriptors: one eventfd on Linux, a pipe's two ends on darwin and
+// freebsd) and no worker (workers start on demand, up to 64, and exit after
+// 10s idle). Invalid options return an error wrapping ErrInvalidLimits. The
+// caller must Close (or Shutdown) the pool to release its goroutines and
 // file descriptors.
 func New(opts ...Option) (*Pool, error) {
 	c := defaultConfig()
