@@ -148,3 +148,20 @@ func TestFlagsRefuseNonsense(t *testing.T) {
 		require.Contains(t, stderr.String(), args[0], "%v", args)
 	}
 }
+
+// -h is no bad flag: the real binary prints the usage and exits 0, as the
+// flag package's own programs do, while a bad flag exits 2; neither serves.
+func TestHelpExitsZero(t *testing.T) {
+	bin := buildBinary(t, t.TempDir())
+	for _, h := range []string{"-h", "-help", "--help"} {
+		out, err := exec.Command(bin, h).CombinedOutput()
+		require.NoError(t, err, "%s: %s", h, out)
+		require.Contains(t, string(out), "usage: tpnbd", h)
+		require.Contains(t, string(out), "-shutdown-wait", h)
+		require.NotContains(t, string(out), "serving", h)
+	}
+	out, err := exec.Command(bin, "-no-such-flag", "disk.img").CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "%s", out)
+	require.Equal(t, 2, exit.ExitCode(), "%s", out)
+}

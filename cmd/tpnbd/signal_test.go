@@ -22,10 +22,7 @@ import (
 // when the test ends, if it has not exited.
 func startBinary(t *testing.T, dir string, args ...string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
-	bin := filepath.Join(dir, "tpnbd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(buildBinary(t, dir), args...)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -39,6 +36,15 @@ func startBinary(t *testing.T, dir string, args ...string) (*exec.Cmd, *bufio.Sc
 	require.True(t, lines.Scan(), "no output from tpnbd")
 	require.Contains(t, lines.Text(), "serving")
 	return cmd, lines
+}
+
+// buildBinary builds tpnbd into dir and returns its path.
+func buildBinary(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "tpnbd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
 }
 
 // TestSIGTERMStopsCleanly runs the real binary: data written through it is
