@@ -444,7 +444,7 @@ type Stats struct {
 	Completed uint64 // Funcs that returned (or panicked)
 	Canceled  uint64 // requests canceled before they started
 	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
-	Delivered uint64 // callbacks run (requests with a nil Callback count too)
+	Delivered uint64 // callbacks run (requests with a nil Callback count too); SubmitCo requests, whose result goes to their caller, never count
 
 	Workers     int    // live worker goroutines
 	IdleWorkers int    // workers waiting for work

@@ -150,6 +150,12 @@ func TestSubmitCoReturnsFuncResult(t *testing.T) {
 	require.ErrorIs(t, p.SubmitCo(context.Background(), func() error { value = 42; return want }), want)
 	require.Equal(t, 42, value)
 	require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }))
+	// Their results went to the caller, not through the loop: Stats counts
+	// them submitted and completed, never delivered.
+	s := p.Stats()
+	require.Equal(t, uint64(2), s.Submitted)
+	require.Equal(t, uint64(2), s.Completed)
+	require.Zero(t, s.Delivered)
 }
 
 func TestHundredRequestsWithMax64Workers(t *testing.T) {
