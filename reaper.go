@@ -56,16 +56,37 @@ func pollTimeout(d time.Duration) int {
 func (p *Pool) reap() {
 	defer close(p.reaperDone)
 	fds := []unix.PollFd{{Fd: int32(p.reaperStop.Fd()), Events: unix.POLLIN}}
+	for p.reapWait(fds) {
+		p.reapIdle()
+	}
+}
+
+// reapWait waits one idle timeout in poll(2) on fds, the reaper's stop
+// descriptor, and reports whether the reaper is to make its next pass: false
+// when Close asked it to stop or the descriptor broke. A signal that
+// interrupts the poll (EINTR) does not end the wait early: the reaper polls
+// again for the rest of the timeout, so that two passes are always at least
+// an idle timeout apart and no worker is retired after a shorter idle
+// stretch. The reaper reads the clock once a pass, never on a request's path.
+func (p *Pool) reapWait(fds []unix.PollFd) bool {
+	deadline := time.Now().Add(p.idleTimeout)
 	timeout := pollTimeout(p.idleTimeout)
 	for {
 		_, err := unix.Poll(fds, timeout)
 		if fds[0].Revents != 0 || p.reaperStop.Missed() {
-			return // Close asked (a failed stop write shows as Missed)
+			return false // Close asked (a failed stop write shows as Missed)
 		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return // a broken descriptor: stop retiring rather than spin
+		if err == nil {
+			return true
 		}
-		p.reapIdle()
+		if !errors.Is(err, unix.EINTR) {
+			return false // a broken descriptor: stop retiring rather than spin
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return true
+		}
+		timeout = pollTimeout(left)
 	}
 }
 

@@ -1,0 +1,88 @@
+package threadpool
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// pollingThreads returns the threads of this process blocked in poll(2)
+// (ppoll, as unix.Poll calls it) on a single descriptor: the reaper's, while
+// the test runs nothing else that polls so.
+func pollingThreads(t *testing.T) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/task")
+	require.NoError(t, err)
+	var tids []int
+	for _, e := range ents {
+		b, err := os.ReadFile("/proc/self/task/" + e.Name() + "/syscall")
+		if err != nil {
+			continue // the thread has exited
+		}
+		// "number arg1 arg2 ...": ppoll(fds, nfds, ...) with nfds 1. A
+		// thread that runs, or runs a signal handler, reads "running".
+		f := strings.Fields(string(b))
+		if len(f) > 2 && f[0] == strconv.Itoa(unix.SYS_PPOLL) && f[2] == "0x1" {
+			tid, err := strconv.Atoi(e.Name())
+			require.NoError(t, err)
+			tids = append(tids, tid)
+		}
+	}
+	return tids
+}
+
+// signalPending reports whether thread tid has a signal of its own pending.
+func signalPending(t *testing.T, tid int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/task/" + strconv.Itoa(tid) + "/status")
+	if err != nil {
+		return false // the thread has exited: nothing is pending on it
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "SigPnd:"); ok {
+			return strings.Trim(strings.TrimSpace(v), "0") != ""
+		}
+	}
+	t.Fatalf("no SigPnd in the status of thread %d", tid)
+	return false
+}
+
+// interruptReaper sends a signal to the thread on which the reaper waits in
+// poll(2), which fails with EINTR, and returns once the reaper has taken it
+// and waits in poll(2) again.
+func interruptReaper(t *testing.T) {
+	t.Helper()
+	var tids []int
+	require.Eventually(t, func() bool {
+		tids = pollingThreads(t)
+		return len(tids) == 1
+	}, 5*time.Second, time.Millisecond, "the reaper must wait in poll(2)")
+	// SIGURG is the runtime's own preemption signal: its handler does
+	// nothing to a goroutine in a system call.
+	require.NoError(t, unix.Tgkill(os.Getpid(), tids[0], unix.SIGURG))
+	require.Eventually(t, func() bool {
+		return !signalPending(t, tids[0]) && len(pollingThreads(t)) == 1
+	}, 5*time.Second, time.Millisecond, "the reaper must take the signal and poll again")
+}
+
+// TestReaperSignalDoesNotShortenIdleTimeout interrupts the reaper's poll(2)
+// with signals, as any signal sent to the process may land on its thread: the
+// idle worker must not be retired before its idle timeout, which is an hour.
+// Each interruption used to count as a whole pass, so the second one retired
+// a worker idle for a few milliseconds.
+func TestReaperSignalDoesNotShortenIdleTimeout(t *testing.T) {
+	p := newPool(t, WithIdleTimeout(time.Hour))
+	require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil }))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the worker must go idle")
+	for range 3 {
+		interruptReaper(t)
+	}
+	s := p.Stats()
+	require.Equal(t, 1, s.Workers, "an idle worker retired long before its idle timeout")
+	require.Equal(t, 1, s.IdleWorkers)
+}
