@@ -7,15 +7,18 @@ import "context"
 // is delivered. Submit, SubmitCo and SetLimits return ErrClosed from the
 // moment Close begins; a Submit racing with Close either gets ErrClosed and
 // no callback, or is accepted and gets exactly one callback. Close may be
-// called more than once, from several goroutines at once. What holds when it
-// returns depends on the caller:
+// called more than once, from several goroutines at once (WithExternalLoop,
+// one at a time: see below). What holds when it returns depends on the
+// caller:
 //
 //   - Any other goroutine (not a Func or Callback of this pool): every
 //     callback has run, every goroutine of the pool has exited and every file
 //     descriptor is closed. It waits for Funcs that are still running, those
 //     that called Close themselves included. WithExternalLoop, Close delivers
 //     the remaining callbacks on its caller, which must then be the loop
-//     goroutine, or run when the loop no longer calls RunCompletions.
+//     goroutine, or run when the loop no longer calls RunCompletions, and
+//     only one Close or Shutdown may deliver at a time: like two
+//     RunCompletions at once, two would deliver one batch together.
 //   - A Callback: Close cannot wait for the loop it runs on. It waits for the
 //     running Funcs, delivers the remaining callbacks nested (on the loop, as
 //     always), runs every Flush deferred so far in the batch (DeferCall),

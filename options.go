@@ -135,7 +135,8 @@ func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 // own event loop waits until Fd is readable and calls RunCompletions, which
 // runs the callbacks on the caller's goroutine. RunCompletions, Close and
 // Shutdown must then be called from that loop goroutine (from inside a Callback
-// too), or once the loop has stopped calling RunCompletions. Should a write
+// too), or once the loop has stopped calling RunCompletions, by one goroutine
+// at a time, since each of them delivers callbacks on its caller. Should a write
 // to Fd fail, MissedWakeup says so.
 func WithExternalLoop() Option { return func(c *config) { c.external = true } }
 
