@@ -325,3 +325,49 @@ func TestFuncGoexitReplacesWorker(t *testing.T) {
 		})
 	}
 }
+
+// Stats taken while requests pass never shows a request further along than
+// an earlier stage allows: delivered at most what completed or was canceled,
+// those at most what was submitted, and panicked at most what completed.
+func TestStatsSnapshotIsConsistent(t *testing.T) {
+	p := newPool(t, threadpool.WithMaxWorkers(2))
+	const submitters, each = 2, 20000
+	var wg sync.WaitGroup
+	for range submitters {
+		wg.Go(func() {
+			for i := range each {
+				fn := func() error { return nil }
+				if i%7 == 0 {
+					fn = func() error { panic("boom") }
+				}
+				h, err := p.Submit(fn, func(error) {})
+				require.NoError(t, err)
+				if i%5 == 0 {
+					p.Cancel(h)
+				}
+			}
+		})
+	}
+	stop := make(chan struct{})
+	checked := make(chan int)
+	go func() {
+		n := 0
+		defer func() { checked <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			s := p.Stats()
+			n++
+			if s.Delivered > s.Completed+s.Canceled || s.Completed+s.Canceled > s.Submitted || s.Panicked > s.Completed {
+				t.Errorf("inconsistent snapshot: %+v", s)
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	require.Positive(t, <-checked)
+}

@@ -465,27 +465,30 @@ type Stats struct {
 	WaitErrors uint64
 }
 
-// Stats returns a snapshot of the pool's counters. Any goroutine.
+// Stats returns a snapshot of the pool's counters. Any goroutine. The
+// counters are read in the reverse of the order in which a request moves
+// through them, so a snapshot never shows more requests delivered than
+// completed or canceled, or more of those than submitted, however many
+// requests pass while it is taken.
 func (p *Pool) Stats() Stats {
-	p.mu.Lock()
-	s := Stats{
-		Workers:     p.workers,
-		IdleWorkers: len(p.idle),
-		Running:     p.running,
-		Queued:      p.unstarted(),
-		MinWorkers:  p.minWorkers,
-		MaxWorkers:  p.maxWorkers,
-		Submitted:   p.submitted,
-		Spins:       p.spins,
-	}
-	p.mu.Unlock()
+	var s Stats
+	s.Drains = p.drains.Load()
+	s.Delivered = p.delivered.Load()
+	s.MaxDrain = p.maxDrainSt.Load()
+	s.Panicked = p.panicked.Load()
 	s.Completed = p.completed.Load()
 	s.Canceled = p.canceled.Load()
-	s.Panicked = p.panicked.Load()
-	s.Delivered = p.delivered.Load()
-	s.Drains = p.drains.Load()
-	s.MaxDrain = p.maxDrainSt.Load()
 	s.LoopWakes = p.chanWakes.Load()
+	p.mu.Lock()
+	s.Workers = p.workers
+	s.IdleWorkers = len(p.idle)
+	s.Running = p.running
+	s.Queued = p.unstarted()
+	s.MinWorkers = p.minWorkers
+	s.MaxWorkers = p.maxWorkers
+	s.Submitted = p.submitted
+	s.Spins = p.spins
+	p.mu.Unlock()
 	s.WaitErrors = p.waitErrors.Load()
 	if p.notifier != nil {
 		s.LoopWakes = p.notifier.Stats().Writes

@@ -257,9 +257,11 @@ func (p *Pool) run(e *element) (wokeLoop bool) {
 				v = ErrGoexit
 			}
 			err = &PanicError{Value: v, Stack: debug.Stack()}
-			p.panicked.Add(1)
 		}
 		p.completed.Add(1)
+		if !normal { // counted after Completed, which Stats reads after it
+			p.panicked.Add(1)
+		}
 		e.err = err
 		wokeLoop = p.publish(e)
 	}()
