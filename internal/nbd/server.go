@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -82,9 +83,12 @@ type Server struct {
 
 // Serve accepts connections on l and serves each on its own goroutines
 // until l fails or Shutdown closes it, and then returns ErrServerClosed if
-// Shutdown was called or else the accept error. With TLS settings it
-// cannot serve (see TLSMode) it returns their error at once. Any goroutine
-// may call it, for several listeners at once. Serve closes l on return.
+// Shutdown was called or else the accept error. An accept error that
+// passes once resources are freed (see temporaryAccept), such as the
+// process running out of file descriptors, makes it wait a little and
+// accept again. With TLS settings it cannot serve (see TLSMode) it returns
+// their error at once. Any goroutine may call it, for several listeners at
+// once. Serve closes l on return.
 func (s *Server) Serve(l net.Listener) error {
 	if err := s.checkTLS(); err != nil {
 		l.Close()
@@ -102,8 +106,7 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.isClosing() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if temporaryAccept(err) {
 				// Out of descriptors and the like: back off and retry.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
@@ -162,6 +165,25 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	<-done
 	return ctx.Err()
+}
+
+// temporaryAccept reports whether an Accept error passes once the server
+// or the system frees resources, so that Serve backs off and accepts
+// again: a timeout, the process or the system out of file descriptors
+// (EMFILE, ENFILE: a burst of connections past the descriptor limit), or
+// the kernel out of memory for a socket (ENOBUFS, ENOMEM). A net.Error's
+// Timeout is false for all four.
+func temporaryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) addListener(l net.Listener) bool {
