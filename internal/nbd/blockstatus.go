@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"errors"
+	"io"
 
 	"golang.org/x/sys/unix"
 )
@@ -140,7 +141,9 @@ func (e *Export) planRead(spans []span, off int64, length uint32) []span {
 // off, cut at end (off < end), and whether it is a hole. Where the file
 // system cannot tell (no SEEK_HOLE, or the file changed under the
 // request), the rest of the range is reported as data, which is always
-// correct: data is read from the file. It never returns a length of 0.
+// correct: data is read from the file. A hole ends at the end of the file
+// at the latest; past it (a file that shrank under the export) is data,
+// whose read fails. It never returns a length of 0.
 func (e *Export) nextExtent(off, end int64) (n int64, hole bool) {
 	h, err := e.file.Seek(off, unix.SEEK_HOLE)
 	if err != nil {
@@ -153,7 +156,14 @@ func (e *Export) nextExtent(off, end int64) (n int64, hole bool) {
 	d, err := e.file.Seek(off, unix.SEEK_DATA)
 	switch {
 	case errors.Is(err, unix.ENXIO):
-		return end - off, true // no data after off
+		// No data after off: the hole runs to the end of the file,
+		// which may have shrunk under the export. What lies past the
+		// end is not a hole but bytes that cannot be read: data, whose
+		// read then fails there.
+		d, err = e.file.Seek(0, io.SeekEnd)
+		if err != nil || d <= off {
+			return end - off, false
+		}
 	case err != nil || d <= off:
 		return end - off, false
 	}

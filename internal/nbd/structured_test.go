@@ -438,6 +438,48 @@ func TestStructuredReadFailsPartWay(t *testing.T) {
 	require.Equal(t, pattern(0, 4096), res.data)
 }
 
+// TestStructuredReadFailsPastAShrunkEndInAHole checks a file that shrinks
+// to an end inside a hole: a structured read that runs from the hole past
+// the new end sends the hole up to the end and fails there, as a simple
+// read of the same range fails, and block status does not report the
+// bytes past the end as a hole that reads as zeroes.
+func TestStructuredReadFailsPastAShrunkEndInAHole(t *testing.T) {
+	ts := startServer(t, serverConfig{size: sparseSize})
+	content, holes := makeSparse(t, ts.file)
+	c := dial(t, ts)
+	c.connectStructured()
+	const k = 1 << 10
+	const cut = 512 * k // in the trailing hole, which starts at 320 KiB
+	require.NoError(t, os.Truncate(ts.file, cut))
+
+	res := c.readChunks(0, 256*k, 512*k)
+	require.NotNil(t, res.err, "a read past the end of the file fails")
+	require.Equal(t, uint32(errIO), res.err.errno)
+	require.Equal(t, uint64(cut), res.err.offset)
+	require.Equal(t, content[256*k:cut], res.data[:cut-256*k], "what comes before the end")
+	if holes {
+		require.Equal(t, []uint16{replyTypeOffsetData, replyTypeOffsetHole, replyTypeErrorOffset}, res.types)
+		require.Equal(t, [][2]uint64{{320 * k, cut - 320*k}}, res.holes)
+	}
+
+	_, exts, cerr := c.blockStatus(0, 320*k, 384*k)
+	require.Nil(t, cerr)
+	if holes {
+		require.Equal(t, extent{cut - 320*k, stateHole | stateZero}, exts[0], "the hole ends at the end of the file")
+	}
+	var zero uint32
+	for _, e := range exts {
+		if e.flags&stateZero != 0 {
+			zero += e.length
+		}
+	}
+	require.LessOrEqual(t, zero, uint32(cut-320*k), "nothing past the end of the file reads as zeroes")
+
+	res = c.readChunks(0, 0, 4096) // the connection goes on
+	require.Nil(t, res.err)
+	require.Equal(t, content[:4096], res.data)
+}
+
 func TestStructuredReadRefused(t *testing.T) {
 	const size = 1 << 20
 	ts := startServer(t, serverConfig{size: size})
