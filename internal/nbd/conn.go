@@ -330,9 +330,9 @@ func (c *conn) refuseStopping(r *request) {
 // copies into the page cache under the file's lock, one at a time anyway,
 // and a cached read does not wait. A read that would wait for the disk,
 // and every request behind it while it is in the Executor, goes to the
-// Executor, whose workers wait in parallel. Over TLS this goroutine writes
-// the replies through TLS itself, waiting for the client as the writer
-// goroutine would (see outbox.sendTLS): the client waits for them anyway.
+// Executor, whose workers wait in parallel. Over TLS this goroutine
+// encrypts the replies itself and writes the records without waiting, as
+// it writes plain replies (see outbox.sendTLS).
 func (c *conn) serveInline(r *request) bool {
 	switch {
 	case !c.srv.Inline || r.errno != 0:

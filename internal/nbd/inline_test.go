@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -338,4 +339,46 @@ func TestInlineServesPipelinedCachedReads(t *testing.T) {
 		wantSubmitted = n
 	}
 	require.Equal(t, wantSubmitted, ts.exec.submittedCount())
+}
+
+// TestInlineOverTLSKeepsReadingWhileRepliesWait checks that the replies of
+// pipelined requests served inline over TLS, more than the socket takes at
+// once, do not keep the connection's goroutine from reading the requests
+// behind them: a client that sends a batch of cached reads and writes and
+// reads the replies only once its send is done is served over TLS as it is
+// in plain text, rather than left with both sides waiting until the write
+// timeout drops it.
+func TestInlineOverTLSKeepsReadingWhileRepliesWait(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 8 << 20, tune: func(s *Server) {
+		certs.tlsServer(TLSRequire, false)(s)
+		s.Inline = true
+		s.WriteTimeout = 10 * time.Second // bounds the wait of the failure
+	}})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	const n = 60 << 10 // under sparseReadMin: cached reads are served inline
+	const depth = 64   // inlineRun: the replies to the reads go out before the writes
+	want := pattern(1, depth*n)
+	require.Zero(t, c.write(0, want, 0)) // now in the page cache
+	var b []byte
+	reads := map[uint64]uint64{}
+	for i := range depth {
+		var cookie uint64
+		b, cookie = c.appendRequest(b, cmdRead, 0, uint64(i)*n, n, nil)
+		reads[cookie] = uint64(i) * n
+	}
+	for i := range depth { // more than the socket buffers hold
+		b, _ = c.appendRequest(b, cmdWrite, 0, 4<<20+uint64(i)*n, n, pattern(byte(i), n))
+	}
+	_, err := c.nc.Write(b)
+	require.NoError(t, err, "the server read the whole batch")
+	for range 2 * depth {
+		cookie, errno, data := c.reply()
+		require.Zero(t, errno)
+		if off, ok := reads[cookie]; ok {
+			require.Equal(t, want[off:off+n], data)
+		}
+	}
 }

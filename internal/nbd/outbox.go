@@ -31,12 +31,15 @@ const maxKeptOutput = 4 << 20
 // the completion goroutine has nothing to send and the socket is free unless
 // the writer goroutine is still busy, which send checks under mu.
 //
-// Over TLS no goroutine writes to the socket beside the tls.Conn (c.rw): a
-// rawWriter has no descriptor then (see rawWriter.init). The completion
+// Over TLS every byte goes through the tls.Conn (c.rw). The completion
 // goroutine queues every batch for the writer goroutine, which encrypts it
-// and sends its records in one write; the reader goroutine, whose client
-// waits for its reply anyway, writes its reply through c.rw itself, owning
-// the socket meanwhile as the writer goroutine does (busy).
+// and sends its records in one write. The reader goroutine encrypts its own
+// replies, owning the socket meanwhile as the writer goroutine does (busy),
+// and writes the records to the socket without waiting, as it writes a
+// plain reply; the records the socket does not take wait in the TLS
+// connection (corkConn) and the socket passes to the writer goroutine,
+// which sends them first (tlsRest). So the reader never waits for a client
+// that may itself be waiting to send the rest of its requests.
 type outbox struct {
 	c       *conn // set by init, then read-only
 	overTLS bool  // set by init, then read-only: the connection runs TLS
@@ -44,13 +47,14 @@ type outbox struct {
 	pending replyBuf  // completion goroutine only; replies not yet sent or queued
 	w       rawWriter // completion goroutine only
 
-	mu     sync.Mutex
-	queue  []byte        // guarded by mu; bytes for the writer goroutine, in order
-	queued grant         // guarded by mu; budget held by queue
-	busy   bool          // guarded by mu; the writer goroutine (or sendTLS) owns the socket
-	failed bool          // guarded by mu; a send failed, replies are dropped
-	wake   chan struct{} // capacity 1; tells the writer goroutine queue has data
-	quit   chan struct{} // closed by the connection when no reply is left
+	mu      sync.Mutex
+	queue   []byte        // guarded by mu; bytes for the writer goroutine, in order
+	queued  grant         // guarded by mu; budget held by queue, and by the records tlsRest stands for
+	busy    bool          // guarded by mu; the writer goroutine (or sendTLS) owns the socket
+	failed  bool          // guarded by mu; a send failed, replies are dropped
+	tlsRest bool          // guarded by mu; records the reader encrypted wait in c.rw, to go before queue (see sendTLS)
+	wake    chan struct{} // capacity 1; tells the writer goroutine queue (or tlsRest) has data
+	quit    chan struct{} // closed by the connection when no reply is left
 }
 
 // replyBuf is a run of encoded replies and the budget they hold until they
@@ -92,23 +96,26 @@ func (rb *replyBuf) appendReply(r *request) {
 // rawWriter writes to the socket without waiting, through its
 // syscall.RawConn. Each rawWriter belongs to one goroutine.
 type rawWriter struct {
-	raw syscall.RawConn       // nil when replies cannot go to a descriptor (no socket, or TLS)
-	tls bool                  // over TLS, with raw nil: send writes through c.rw, blocking
+	raw syscall.RawConn       // the socket's descriptor; nil where there is none, or for the completion goroutine over TLS
+	tls bool                  // the reader goroutine's writer over TLS: send encrypts through c.rw (see sendTLS)
 	fn  func(fd uintptr) bool // w.write bound once, so writes do not allocate
 	b   []byte                // what write is sending
 	n   int                   // how much of b write has sent
 }
 
-// init prepares w for c. Replies go straight to the socket only while
-// the protocol runs on the socket itself: over TLS (c.rw is not c.nc)
-// every byte must be encrypted by c.rw, so raw stays nil, and send either
-// writes through c.rw, waiting for the client (mayBlock: the reader
-// goroutine's writer), or hands every reply to the writer goroutine.
-func (w *rawWriter) init(c *conn, mayBlock bool) {
+// init prepares w for c. Without TLS, send writes replies straight to the
+// socket. Over TLS (c.rw is not c.nc) every byte must be encrypted by c.rw:
+// the completion goroutine's writer (encrypts false) has no descriptor, and
+// send hands every reply to the writer goroutine; the reader goroutine's
+// (encrypts true) encrypts its replies and writes the records to the
+// socket (see sendTLS).
+func (w *rawWriter) init(c *conn, encrypts bool) {
 	w.fn = w.write
 	if c.rw != c.nc {
-		w.tls = mayBlock
-		return
+		if !encrypts {
+			return
+		}
+		w.tls = true
 	}
 	if sc, ok := c.nc.(syscall.Conn); ok {
 		if rc, err := sc.SyscallConn(); err == nil {
@@ -134,8 +141,8 @@ func (o *outbox) Flush() {
 
 // send sends rb's replies with w, or hands them to the writer goroutine if
 // it is busy or the socket does not take them all at once, and empties rb.
-// It blocks on the socket only over TLS with a writer made to (see
-// rawWriter.init), for at most the write timeout. The caller must own the
+// It blocks on the socket only over TLS, with the reader's writer, where the
+// socket has no descriptor (see sendTLS). The caller must own the
 // right to write to the socket when the writer goroutine is idle: the
 // completion goroutine always, the reader goroutine while no request is
 // in flight.
@@ -155,10 +162,10 @@ func (o *outbox) send(rb *replyBuf, w *rawWriter) {
 		o.mu.Unlock()
 		rb.reset()
 		return
-	case w.raw == nil:
+	case w.tls:
 		o.busy = true // the socket is ours until sendTLS is done
 		o.mu.Unlock()
-		o.sendTLS(rb)
+		o.sendTLS(rb, w)
 		return
 	}
 	o.mu.Unlock()
@@ -178,12 +185,41 @@ func (o *outbox) send(rb *replyBuf, w *rawWriter) {
 	rb.reset()
 }
 
-// sendTLS writes rb's replies through TLS, waiting for the client at most
-// the write timeout, and empties rb. The caller has set busy, which keeps
-// the writer goroutine off the socket; sendTLS clears it, or hands the
-// writer goroutine what was queued meanwhile.
-func (o *outbox) sendTLS(rb *replyBuf) {
-	err := o.writeBlocking(rb.b)
+// sendTLS sends rb's replies through TLS with w, the reader goroutine's
+// writer, and empties rb. The caller has set busy, which keeps the writer
+// goroutine off the socket. The replies are encrypted at once and their
+// records written to the socket without waiting (tlsConn.writeNow), so that
+// the reader goes on reading requests: a client may send a whole batch
+// before it reads a reply, and wait, its send blocked, for the reader to
+// read it. The records the socket does not take wait in c.rw; the socket
+// then passes, busy, to the writer goroutine, which sends them first, and
+// the budget rb held goes with them. Otherwise sendTLS clears busy, or
+// hands the writer goroutine what was queued meanwhile. Where the socket
+// has no descriptor (w.raw is nil) the reader writes through TLS, waiting
+// for the client at most the write timeout, as the writer goroutine does.
+func (o *outbox) sendTLS(rb *replyBuf, w *rawWriter) {
+	var rest bool
+	var err error
+	if w.raw != nil {
+		rest, err = o.c.rw.(*tlsConn).writeNow(rb.b, w)
+	} else {
+		err = o.writeBlocking(rb.b)
+	}
+	o.mu.Lock()
+	if rest && err == nil && !o.failed {
+		o.tlsRest = true
+		o.queued.add(rb.held)
+		rb.held = grant{}
+		// busy stays set: the socket passes to the writer goroutine.
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+		o.mu.Unlock()
+		rb.reset()
+		return
+	}
+	o.mu.Unlock()
 	o.c.budget.release(rb.held)
 	rb.reset()
 	if err != nil {
@@ -262,14 +298,16 @@ func (o *outbox) writeLoop() {
 		}
 		for {
 			o.mu.Lock()
-			if len(o.queue) == 0 || o.failed {
+			if o.failed || (len(o.queue) == 0 && !o.tlsRest) {
 				o.busy = false
 				o.mu.Unlock()
 				break
 			}
 			q, g := o.queue, o.queued
-			o.queue, o.queued = spare[:0], grant{}
+			o.queue, o.queued, o.tlsRest = spare[:0], grant{}, false
 			o.mu.Unlock()
+			// Over TLS, records the reader left go first (corkConn);
+			// q may then be empty.
 			err := o.writeBlocking(q)
 			o.c.budget.release(g)
 			if cap(q) <= maxKeptOutput {
@@ -310,7 +348,9 @@ func (o *outbox) writeBlocking(b []byte) error {
 // stopping, and writeBlocking after it cleared its own deadline, so one of
 // them sets the bound last. Over TLS no write depends on the socket having
 // no deadline: the completion goroutine hands every reply to the writer
-// goroutine, and every send sets its own deadline first.
+// goroutine, every blocking send sets its own deadline first, and the
+// records of a reply the reader writes without waiting, if the deadline has
+// passed, go to the writer goroutine (see sendTLS).
 func (o *outbox) boundStopping() {
 	if o.overTLS && o.c.stopping.Load() {
 		_ = o.c.nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout()))
@@ -331,7 +371,7 @@ func (o *outbox) fail(err error) {
 	already := o.failed
 	o.failed = true
 	g := o.queued
-	o.queue, o.queued = o.queue[:0], grant{}
+	o.queue, o.queued, o.tlsRest = o.queue[:0], grant{}, false
 	o.mu.Unlock()
 	o.c.budget.release(g)
 	if !already {

@@ -130,9 +130,16 @@ type tlsConn struct {
 	cork *corkConn
 }
 
-// Write encrypts b and sends the records in one write.
+// Write encrypts b and sends the records in one write, after any that
+// writeNow left.
 func (t *tlsConn) Write(b []byte) (int, error) {
 	return t.cork.writeThrough(t.Conn, b)
+}
+
+// writeNow encrypts b and writes the records to the socket with w without
+// waiting for the client; rest reports records left for the next Write.
+func (t *tlsConn) writeNow(b []byte, w *rawWriter) (rest bool, err error) {
+	return t.cork.writeNow(t.Conn, b, w)
 }
 
 // close ends the connection: the TLS session first, with close_notify,
@@ -152,16 +159,20 @@ func (c *conn) close() {
 
 // corkConn is the socket under a server's tls.Conn. TLS writes each record
 // (at most 16 KiB of data) with its own Write; while corked, corkConn
-// gathers them instead, and writeThrough sends them together.
+// gathers them instead, and writeThrough (or writeNow) sends them together.
+// Records that writeNow could not send at once stay in pending and go
+// before any later record, whoever sends it.
 type corkConn struct {
 	net.Conn
 
-	mu     sync.Mutex
-	corked bool   // guarded by mu
-	buf    []byte // guarded by mu; records gathered while corked
+	mu      sync.Mutex
+	corked  bool   // guarded by mu
+	buf     []byte // guarded by mu; records gathered while corked
+	pending []byte // guarded by mu; records made earlier and not sent yet
 }
 
-// Write sends b, or keeps it for writeThrough while corked.
+// Write sends b, after the records pending, or keeps it for writeThrough
+// while corked.
 func (c *corkConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -169,28 +180,86 @@ func (c *corkConn) Write(b []byte) (int, error) {
 		c.buf = append(c.buf, b...)
 		return len(b), nil
 	}
+	if len(c.pending) > 0 {
+		c.pending = append(c.pending, b...)
+		_, err := c.Conn.Write(c.pending)
+		c.pending = keepOutput(c.pending)
+		if err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
 	return c.Conn.Write(b)
 }
 
-// writeThrough writes b to w, the tls.Conn over c, and sends the records
-// it made in one write. Records other goroutines make meanwhile (a TLS
-// 1.3 key update answered by the reader) join them in order.
-func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
+// cork makes c gather the records a write through the tls.Conn makes.
+func (c *corkConn) cork() {
 	c.mu.Lock()
 	c.corked = true
 	c.mu.Unlock()
-	n, err := w.Write(b)
+}
+
+// uncorkLocked stops gathering and returns the records to send: those
+// pending, then those gathered, which it moves to pending. c.mu must be
+// held.
+func (c *corkConn) uncorkLocked() []byte {
+	c.corked = false
+	if len(c.pending) == 0 {
+		c.pending, c.buf = c.buf, c.pending
+	} else {
+		c.pending = append(c.pending, c.buf...)
+	}
+	c.buf = keepOutput(c.buf)
+	return c.pending
+}
+
+// writeThrough writes b to w, the tls.Conn over c, and sends the records
+// it made in one write, after those pending (b may be empty: then only
+// those). Records other goroutines make meanwhile (a TLS 1.3 key update
+// answered by the reader) join them in order.
+func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
+	var n int
+	var err error
+	if len(b) > 0 {
+		c.cork()
+		n, err = w.Write(b)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.corked = false
-	if len(c.buf) > 0 {
-		_, werr := c.Conn.Write(c.buf)
+	if out := c.uncorkLocked(); len(out) > 0 {
+		_, werr := c.Conn.Write(out)
 		err = errors.Join(err, werr)
 	}
-	if cap(c.buf) > maxKeptOutput {
-		c.buf = nil
-	} else {
-		c.buf = c.buf[:0]
-	}
+	c.pending = keepOutput(c.pending)
 	return n, err
+}
+
+// writeNow writes b to w, the tls.Conn over c, and sends the records it
+// made with raw, a rawWriter on the socket under c, without waiting. What
+// the socket does not take stays pending, and rest reports it.
+func (c *corkConn) writeNow(w io.Writer, b []byte, raw *rawWriter) (rest bool, err error) {
+	c.cork()
+	_, err = w.Write(b)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.uncorkLocked()
+	if err != nil {
+		c.pending = keepOutput(c.pending)
+		return false, err
+	}
+	n := raw.writeNow(out)
+	if n == len(out) {
+		c.pending = keepOutput(c.pending)
+		return false, nil
+	}
+	c.pending = c.pending[:copy(c.pending, out[n:])]
+	return true, nil
+}
+
+// keepOutput empties b for reuse, or drops it if it grew large.
+func keepOutput(b []byte) []byte {
+	if cap(b) > maxKeptOutput {
+		return nil
+	}
+	return b[:0]
 }
