@@ -131,14 +131,24 @@ func (e *Export) zero(off, length int64, keepAllocated bool) error {
 	return nil
 }
 
-// control runs fn with the file's descriptor while the File holds it open.
+// control runs fn with the file's descriptor while the File holds it open,
+// again as long as it fails with EINTR: a system call that a signal
+// interrupted (fdatasync or fallocate on a network or FUSE file system) is
+// made again, as os.File.Sync does, rather than failing the request.
 func (e *Export) control(fn func(fd int) error) error {
 	rc, err := e.file.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var opErr error
-	if err := rc.Control(func(fd uintptr) { opErr = fn(int(fd)) }); err != nil {
+	call := func(fd uintptr) {
+		for {
+			if opErr = fn(int(fd)); opErr != unix.EINTR {
+				return
+			}
+		}
+	}
+	if err := rc.Control(call); err != nil {
 		return err
 	}
 	return opErr

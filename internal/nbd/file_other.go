@@ -8,9 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncData makes the file's written data durable.
-func syncData(fd int) error { return unix.Fsync(fd) }
-
 // punchHole is not supported here: trimming is a no-op.
 func punchHole(fd int, off, length int64) error { return unix.EOPNOTSUPP }
 
