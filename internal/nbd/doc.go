@@ -5,13 +5,17 @@
 // error chunk; NBD_CMD_BLOCK_STATUS reports the file's data and holes in
 // the base:allocation metadata context.
 //
-// The package does no blocking file I/O on its own goroutines. Each request
-// read from a connection is handed to an [Executor] as a work function (the
-// pread, pwrite or fdatasync) and a completion callback. The Executor runs
-// the callbacks on one goroutine, in batches; a callback appends its reply to
-// the connection's output buffer and asks the Executor to call the
-// connection's [Flusher] once when the batch ends, so one batch costs one
-// send per connection however many replies it holds.
+// The package leaves blocking file I/O to an [Executor]: each request read
+// from a connection is handed to it as a work function (the pread, pwrite
+// or fdatasync) and a completion callback. The one exception is
+// [Server.Inline]: a connection with nothing in the Executor answers a
+// read from the page cache (which does not wait) and a buffered write
+// itself, and such a write may still wait while the kernel throttles a
+// writer of too many dirty pages. The Executor runs the callbacks on one
+// goroutine, in batches; a callback appends its reply to the connection's
+// output buffer and asks the Executor to call the connection's [Flusher]
+// once when the batch ends, so one batch costs one send per connection
+// however many replies it holds.
 //
 // Sends from the completion goroutine never block: a flush first tries one
 // non-blocking write, and whatever the socket does not take is handed to a
