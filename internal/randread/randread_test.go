@@ -177,16 +177,24 @@ func TestUsedListConcurrentPushes(t *testing.T) {
 	require.Nil(t, u.take())
 }
 
+// smallRunners returns a workload of n jobs at iodepth 2 and a ceiling of n
+// threads, both on one 64 KiB data file, closed when the test ends.
+func smallRunners(t *testing.T, n int) (*Workload, *Ceiling) {
+	t.Helper()
+	f := dataFile(t, 64<<10)
+	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: n, Mode: Defer})
+	require.NoError(t, err)
+	t.Cleanup(w.Close)
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: n})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return w, c
+}
+
 // A RunFor so short that its time is up before its readers start still
 // ends: the stop it sets is not undone by the run's start.
 func TestRunForShorterThanItsStart(t *testing.T) {
-	f := dataFile(t, 64<<10)
-	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 1, Mode: Defer})
-	require.NoError(t, err)
-	defer w.Close()
-	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 1})
-	require.NoError(t, err)
-	defer c.Close()
+	w, c := smallRunners(t, 1)
 	for range 200 {
 		_, err := w.RunFor(0)
 		require.NoError(t, err)
@@ -199,13 +207,7 @@ func TestRunForShorterThanItsStart(t *testing.T) {
 // per job or thread means "until the run stops") or returning at once with
 // nothing read (a share of 0).
 func TestRunRefusesANegativeCount(t *testing.T) {
-	f := dataFile(t, 64<<10)
-	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 2, Mode: Defer})
-	require.NoError(t, err)
-	defer w.Close()
-	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 2})
-	require.NoError(t, err)
-	defer c.Close()
+	w, c := smallRunners(t, 2)
 	for _, s := range []struct {
 		name string
 		Runner
