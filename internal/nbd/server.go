@@ -73,6 +73,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	closing   bool                      // guarded by mu
+	closed    chan struct{}             // guarded by mu; made on first use, closed by Shutdown
 	listeners map[net.Listener]struct{} // guarded by mu
 	conns     map[*conn]struct{}        // guarded by mu
 	wg        sync.WaitGroup            // one per connection goroutine; Add under mu while !closing
@@ -85,8 +86,9 @@ type Server struct {
 // until l fails or Shutdown closes it, and then returns ErrServerClosed if
 // Shutdown was called or else the accept error. An accept error that
 // passes once resources are freed (see temporaryAccept), such as the
-// process running out of file descriptors, makes it wait a little and
-// accept again. With TLS settings it cannot serve (see TLSMode) it returns
+// process running out of file descriptors, makes it wait a little (5 ms,
+// doubling with each such error in a row up to 1 s) and accept again;
+// Shutdown ends that wait at once. With TLS settings it cannot serve (see TLSMode) it returns
 // their error at once. Any goroutine may call it, for several listeners at
 // once. Serve closes l on return.
 func (s *Server) Serve(l net.Listener) error {
@@ -108,8 +110,10 @@ func (s *Server) Serve(l net.Listener) error {
 			}
 			if temporaryAccept(err) {
 				// Out of descriptors and the like: back off and retry.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
+				delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+				if !s.backoff(delay) {
+					return ErrServerClosed
+				}
 				continue
 			}
 			return err
@@ -139,6 +143,9 @@ func (s *Server) Serve(l net.Listener) error {
 // for) may call Shutdown, once or more.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.closedLocked()) // ends the backoff of every Serve at once
+	}
 	s.closing = true
 	for l := range s.listeners {
 		l.Close()
@@ -165,6 +172,35 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	<-done
 	return ctx.Err()
+}
+
+// The shortest and the longest wait of Serve before it accepts again after
+// a temporary accept error: the wait doubles with each error in a row.
+var acceptBackoffMin, acceptBackoffMax = 5 * time.Millisecond, time.Second
+
+// backoff waits d before Serve accepts again, or less if Shutdown begins
+// meanwhile; it reports false in that case, when Serve must return.
+func (s *Server) backoff(d time.Duration) bool {
+	s.mu.Lock()
+	closed := s.closedLocked()
+	s.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-closed:
+		return false
+	}
+}
+
+// closedLocked returns the channel that Shutdown closes, made on first use.
+// s.mu must be held.
+func (s *Server) closedLocked() chan struct{} {
+	if s.closed == nil {
+		s.closed = make(chan struct{})
+	}
+	return s.closed
 }
 
 // temporaryAccept reports whether an Accept error passes once the server

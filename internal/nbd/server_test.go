@@ -1,11 +1,15 @@
 package nbd
 
 import (
+	"context"
+	"math"
 	"net"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -44,5 +48,29 @@ func TestServeRetriesWhenOutOfDescriptors(t *testing.T) {
 			require.Zero(t, errno)
 			require.Equal(t, pattern(0, 4096), data)
 		})
+	}
+}
+
+// TestShutdownEndsServeBackingOff checks that Shutdown ends a Serve that
+// waits to accept again after a temporary accept error at once, rather than
+// when its wait is over: here an hour, where Serve would wait up to a
+// second.
+func TestShutdownEndsServeBackingOff(t *testing.T) {
+	defer func(lo, hi time.Duration) { acceptBackoffMin, acceptBackoffMax = lo, hi }(acceptBackoffMin, acceptBackoffMax)
+	acceptBackoffMin, acceptBackoffMax = time.Hour, time.Hour
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	require.NoError(t, err)
+	fl := &failingListener{Listener: l, err: syscall.EMFILE}
+	fl.fails.Store(math.MaxInt32)
+	srv := &Server{}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(fl) }()
+	waitStack(t, "nbd.(*Server).backoff")
+	require.NoError(t, srv.Shutdown(context.Background()))
+	select {
+	case err := <-served:
+		require.ErrorIs(t, err, ErrServerClosed)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve still waits to accept again after Shutdown")
 	}
 }
