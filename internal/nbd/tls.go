@@ -160,8 +160,9 @@ func (c *conn) close() {
 // corkConn is the socket under a server's tls.Conn. TLS writes each record
 // (at most 16 KiB of data) with its own Write; while corked, corkConn
 // gathers them instead, and writeThrough (or writeNow) sends them together.
-// Records that writeNow could not send at once stay in pending and go
-// before any later record, whoever sends it.
+// Records that writeNow could not send at once stay in pending until the
+// writer goroutine sends them (outbox.tlsRest); a record made meanwhile (the
+// reader's answer to a KeyUpdate) joins them there, so it goes after them.
 type corkConn struct {
 	net.Conn
 
@@ -171,8 +172,9 @@ type corkConn struct {
 	pending []byte // guarded by mu; records made earlier and not sent yet
 }
 
-// Write sends b, after the records pending, or keeps it for writeThrough
-// while corked.
+// Write sends b, or keeps it for writeThrough while corked, or, while
+// records that writeNow left are pending, adds it to them for the writer
+// goroutine to send.
 func (c *corkConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -181,12 +183,14 @@ func (c *corkConn) Write(b []byte) (int, error) {
 		return len(b), nil
 	}
 	if len(c.pending) > 0 {
+		// Records writeNow left wait for the writer goroutine, which
+		// owns the socket until it has sent them (outbox.tlsRest): b
+		// goes after them, with them. Writing them here, from another
+		// goroutine (the reader's answer to a KeyUpdate, inside Read),
+		// would wait for the client without the writer goroutine
+		// knowing, and crypto/tls keeps the error of that answer to
+		// itself: records dropped on a failure would be reported sent.
 		c.pending = append(c.pending, b...)
-		_, err := c.Conn.Write(c.pending)
-		c.pending = keepOutput(c.pending)
-		if err != nil {
-			return 0, err
-		}
 		return len(b), nil
 	}
 	return c.Conn.Write(b)

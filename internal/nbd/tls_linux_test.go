@@ -15,6 +15,7 @@ import (
 	"hash"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +242,99 @@ func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
 	}
 	c.nc.Close()
 	<-sent
+}
+
+// waitLogWithin waits at most d until the server has logged a line
+// containing s, and reports whether it did.
+func (ts *testServer) waitLogWithin(s string, d time.Duration) bool {
+	timeout := time.After(d)
+	for {
+		ts.logMu.Lock()
+		wake := ts.logWake
+		for _, l := range ts.logs {
+			if strings.Contains(l, s) {
+				ts.logMu.Unlock()
+				return true
+			}
+		}
+		ts.logMu.Unlock()
+		select {
+		case <-wake:
+		case <-timeout:
+			return false
+		}
+	}
+}
+
+// A TLS 1.3 client sends a batch of cached reads, whose replies the
+// connection goroutine serves inline and encrypts, more than the socket
+// takes, and then a KeyUpdate asking for one back, and reads nothing. The
+// replies wait for the writer goroutine; crypto/tls answers the KeyUpdate
+// from inside the reader's Read. That answer must not send the waiting
+// records itself: where it did, the write, bounded by the write timeout the
+// writer goroutine set meanwhile, failed, and crypto/tls kept the error to
+// itself, so the records were dropped while the writer goroutine, finding
+// nothing left to send, reported success. The connection then stayed open
+// with its replies lost and a record cut short, and the client waited
+// forever. The write timeout must drop the connection instead.
+//
+// One processor and no garbage collection keep the reader running from its
+// send to its answer, as it does unless it is preempted.
+func TestKeyUpdateAnswerDoesNotLoseWaitingReplies(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 4 << 20, tcp: true,
+		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.Inline = true
+			s.WriteTimeout = 200 * time.Millisecond
+		}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	rc := &recCounter{Conn: c.nc}
+	var keys bytes.Buffer
+	cfg := certs.clientConfig(nil)
+	cfg.KeyLogWriter = &keys
+	tc := tls.Client(rc, cfg)
+	require.NoError(t, tc.Handshake())
+	handshake := rc.n
+	c.nc, c.br = tc, bufio.NewReader(tc)
+	c.connect2()
+	// A write of full records, so that the server's TLS input buffer
+	// holds the batch and the KeyUpdate below in one read.
+	require.Zero(t, c.write(3<<20, pattern(9, 60<<10), 0))
+	st := tc.ConnectionState()
+	require.Equal(t, uint16(tls.VersionTLS13), st.Version)
+	s := &rawSender{h: sha256.New, keyLen: 16}
+	switch st.CipherSuite {
+	case tls.TLS_AES_128_GCM_SHA256:
+	case tls.TLS_AES_256_GCM_SHA384:
+		s.h, s.keyLen = sha512.New384, 32
+	default: // Go picks ChaCha20 only on a CPU without AES instructions
+		require.Failf(t, "no AES-GCM cipher suite", "the test's records are AES-GCM; got suite %#x", st.CipherSuite)
+	}
+	var secret []byte
+	for _, line := range strings.Split(keys.String(), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
+			var err error
+			secret, err = hex.DecodeString(f[2])
+			require.NoError(t, err)
+		}
+	}
+	require.NotNil(t, secret)
+	s.setSecret(secret)
+	s.seq = uint64(rc.n - handshake)
+	const n = 60 << 10 // under sparseReadMin: the cached reads are served inline
+	var reqs []byte
+	for i := range inlineRun {
+		reqs, _ = c.appendRequest(reqs, cmdRead, 0, uint64(i)*n, n, nil)
+	}
+	b := s.keyUpdate(s.record(nil, 23, reqs))
+	_, err := rc.Conn.Write(b)
+	require.NoError(t, err)
+	require.True(t, ts.waitLogWithin("sending replies", 5*time.Second),
+		"replies that could not be sent in the write timeout were dropped and the connection kept")
 }
