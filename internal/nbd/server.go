@@ -64,8 +64,10 @@ type Server struct {
 	// client's next request or hands a request to the Executor, and at
 	// least every 64 replies. Every other request goes to the Executor,
 	// and so does every request that arrives while one is there, so reads
-	// that wait for the disk wait in parallel. Over TLS such replies are
-	// encrypted and sent like every other reply, one write to the socket.
+	// that wait for the disk wait in parallel. Over TLS the connection
+	// goroutine encrypts such replies itself and writes their records
+	// without waiting; what the socket does not take, the writer goroutine
+	// sends first.
 	Inline bool
 	// Logf, if set, receives one line per connection problem. It may be
 	// called from any goroutine, including the completion goroutine.
