@@ -205,23 +205,33 @@ func (s *Server) closedLocked() chan struct{} {
 	return s.closed
 }
 
-// temporaryAccept reports whether an Accept error passes once the server
-// or the system frees resources, so that Serve backs off and accepts
-// again: a timeout, the process or the system out of file descriptors
-// (EMFILE, ENFILE: a burst of connections past the descriptor limit), or
-// the kernel out of memory for a socket (ENOBUFS, ENOMEM). A net.Error's
-// Timeout is false for all four.
+// temporaryAccept reports whether an Accept error passes, so that Serve
+// backs off and accepts again: a timeout; the process or the system out of
+// file descriptors (EMFILE, ENFILE: a burst of connections past the
+// descriptor limit); the kernel out of memory for a socket (ENOBUFS,
+// ENOMEM); or a network error of the connection being accepted, which
+// accept(2) on Linux passes on and says to retry like EAGAIN (ENETDOWN,
+// EPROTO, ENOPROTOOPT, EHOSTDOWN, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH).
+// A net.Error's Timeout is false for all of these.
 func temporaryAccept(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
-	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+	for _, e := range temporaryAcceptErrnos {
 		if errors.Is(err, e) {
 			return true
 		}
 	}
 	return false
+}
+
+// temporaryAcceptErrnos are the errors of accept(2) that temporaryAccept
+// reports as passing.
+var temporaryAcceptErrnos = []syscall.Errno{
+	syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+	syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN,
+	syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ENETUNREACH,
 }
 
 func (s *Server) addListener(l net.Listener) bool {

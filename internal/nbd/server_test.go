@@ -30,12 +30,10 @@ func (l *failingListener) Accept() (net.Conn, error) {
 	return l.Listener.Accept()
 }
 
-// TestServeRetriesWhenOutOfDescriptors checks that an accept that fails
-// for want of file descriptors (or of kernel memory), as a burst of
-// connections past the descriptor limit makes it, does not end Serve: it
-// accepts again, and the next client is served.
-func TestServeRetriesWhenOutOfDescriptors(t *testing.T) {
-	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM} {
+// requireServedAfterAcceptErrors checks, for each errno, that a server
+// whose listener fails two accepts with it serves the next client.
+func requireServedAfterAcceptErrors(t *testing.T, errnos ...syscall.Errno) {
+	for _, errno := range errnos {
 		t.Run(errno.Error(), func(t *testing.T) {
 			ts := startServer(t, serverConfig{listen: func(l net.Listener) net.Listener {
 				fl := &failingListener{Listener: l, err: errno}
@@ -48,6 +46,25 @@ func TestServeRetriesWhenOutOfDescriptors(t *testing.T) {
 			require.Zero(t, errno)
 			require.Equal(t, pattern(0, 4096), data)
 		})
+	}
+}
+
+// TestServeRetriesWhenOutOfDescriptors checks that an accept that fails
+// for want of file descriptors (or of kernel memory), as a burst of
+// connections past the descriptor limit makes it, does not end Serve: it
+// accepts again, and the next client is served.
+func TestServeRetriesWhenOutOfDescriptors(t *testing.T) {
+	requireServedAfterAcceptErrors(t, syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM)
+}
+
+// TestServeRetriesAfterANetworkError checks that an accept that fails with
+// a network error of the connection it was taking (accept(2) on Linux
+// reports those, to be retried like EAGAIN) does not end Serve either,
+// while an error that says the listener itself is broken does.
+func TestServeRetriesAfterANetworkError(t *testing.T) {
+	requireServedAfterAcceptErrors(t, syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN, syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ENETUNREACH)
+	for _, errno := range []syscall.Errno{syscall.EBADF, syscall.EINVAL} {
+		require.False(t, temporaryAccept(os.NewSyscallError("accept4", errno)), "%v", errno)
 	}
 }
 
