@@ -93,17 +93,25 @@ func (ts *testServer) logf(format string, args ...any) {
 // waitLog waits until the server has logged a line containing s.
 func (ts *testServer) waitLog(s string) {
 	for {
-		ts.logMu.Lock()
-		wake := ts.logWake
-		for _, l := range ts.logs {
-			if strings.Contains(l, s) {
-				ts.logMu.Unlock()
-				return
-			}
+		found, wake := ts.findLog(s)
+		if found {
+			return
 		}
-		ts.logMu.Unlock()
 		<-wake
 	}
+}
+
+// findLog reports whether the server has logged a line containing s, and
+// returns a channel closed when it logs its next line.
+func (ts *testServer) findLog(s string) (bool, <-chan struct{}) {
+	ts.logMu.Lock()
+	defer ts.logMu.Unlock()
+	for _, l := range ts.logs {
+		if strings.Contains(l, s) {
+			return true, nil
+		}
+	}
+	return false, ts.logWake
 }
 
 // pattern returns n bytes that depend on their offset, seeded by seed.

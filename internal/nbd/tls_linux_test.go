@@ -156,6 +156,58 @@ func (l smallSendListener) Accept() (net.Conn, error) {
 	return nc, err
 }
 
+// keyLoggedTLS is a client's TLS 1.3 session whose keys the test knows, so
+// that it can also send records of its own making (rawSender).
+type keyLoggedTLS struct {
+	tc        *tls.Conn
+	rc        *recCounter  // counts the client's records on the socket
+	keys      bytes.Buffer // the session's key log
+	handshake int          // records the client sent in the handshake
+}
+
+// startKeyLoggedTLS upgrades c, which has asked for STARTTLS, to TLS with a
+// key log, and negotiates the export over it.
+func startKeyLoggedTLS(t *testing.T, c *client, certs *tlsCerts) *keyLoggedTLS {
+	t.Helper()
+	kl := &keyLoggedTLS{rc: &recCounter{Conn: c.nc}}
+	cfg := certs.clientConfig(nil)
+	cfg.KeyLogWriter = &kl.keys
+	kl.tc = tls.Client(kl.rc, cfg)
+	require.NoError(t, kl.tc.Handshake())
+	kl.handshake = kl.rc.n
+	c.nc, c.br = kl.tc, bufio.NewReader(kl.tc)
+	c.connect2()
+	return kl
+}
+
+// rawSender returns a sender of records that follow the ones the client
+// sent so far, with the session's AES-GCM traffic key.
+func (kl *keyLoggedTLS) rawSender(t *testing.T) *rawSender {
+	t.Helper()
+	st := kl.tc.ConnectionState()
+	require.Equal(t, uint16(tls.VersionTLS13), st.Version)
+	s := &rawSender{h: sha256.New, keyLen: 16}
+	switch st.CipherSuite {
+	case tls.TLS_AES_128_GCM_SHA256:
+	case tls.TLS_AES_256_GCM_SHA384:
+		s.h, s.keyLen = sha512.New384, 32
+	default: // Go picks ChaCha20 only on a CPU without AES instructions
+		require.Failf(t, "no AES-GCM cipher suite", "the test's records are AES-GCM; got suite %#x", st.CipherSuite)
+	}
+	var secret []byte
+	for _, line := range strings.Split(kl.keys.String(), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
+			var err error
+			secret, err = hex.DecodeString(f[2])
+			require.NoError(t, err)
+		}
+	}
+	require.NotNil(t, secret)
+	s.setSecret(secret)
+	s.seq = uint64(kl.rc.n - kl.handshake)
+	return s
+}
+
 // A TLS 1.3 client that sends KeyUpdates asking for one back, and does not
 // read, blocks the reader goroutine in crypto/tls's answer: a write to the
 // socket, which has no deadline between the writer goroutine's sends.
@@ -173,36 +225,8 @@ func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
 	c := dialSmallWindow(t, ts)
 	c.greet(clientFlagFixedNewstyle)
 	c.requestTLS()
-	rc := &recCounter{Conn: c.nc}
-	var keys bytes.Buffer
-	cfg := certs.clientConfig(nil)
-	cfg.KeyLogWriter = &keys
-	tc := tls.Client(rc, cfg)
-	require.NoError(t, tc.Handshake())
-	handshake := rc.n
-	c.nc, c.br = tc, bufio.NewReader(tc)
-	c.connect2()
-	st := tc.ConnectionState()
-	require.Equal(t, uint16(tls.VersionTLS13), st.Version)
-	s := &rawSender{h: sha256.New, keyLen: 16}
-	switch st.CipherSuite {
-	case tls.TLS_AES_128_GCM_SHA256:
-	case tls.TLS_AES_256_GCM_SHA384:
-		s.h, s.keyLen = sha512.New384, 32
-	default: // Go picks ChaCha20 only on a CPU without AES instructions
-		require.Failf(t, "no AES-GCM cipher suite", "the test's records are AES-GCM; got suite %#x", st.CipherSuite)
-	}
-	var secret []byte
-	for _, line := range strings.Split(keys.String(), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
-			var err error
-			secret, err = hex.DecodeString(f[2])
-			require.NoError(t, err)
-		}
-	}
-	require.NotNil(t, secret)
-	s.setSecret(secret)
-	s.seq = uint64(rc.n - handshake)
+	kl := startKeyLoggedTLS(t, c, certs)
+	s := kl.rawSender(t)
 	// A write of 1 MiB whose payload comes one byte per record, each after
 	// 15 KeyUpdates (crypto/tls allows 16 records in a row that carry no
 	// data), and never all of it.
@@ -216,7 +240,7 @@ func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
 				b = s.keyUpdate(b)
 			}
 			b = s.record(b, 23, []byte{0})
-			if _, err := rc.Conn.Write(b); err != nil {
+			if _, err := kl.rc.Conn.Write(b); err != nil {
 				sent <- err
 				return
 			}
@@ -249,15 +273,10 @@ func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
 func (ts *testServer) waitLogWithin(s string, d time.Duration) bool {
 	timeout := time.After(d)
 	for {
-		ts.logMu.Lock()
-		wake := ts.logWake
-		for _, l := range ts.logs {
-			if strings.Contains(l, s) {
-				ts.logMu.Unlock()
-				return true
-			}
+		found, wake := ts.findLog(s)
+		if found {
+			return true
 		}
-		ts.logMu.Unlock()
 		select {
 		case <-wake:
 		case <-timeout:
@@ -294,46 +313,18 @@ func TestKeyUpdateAnswerDoesNotLoseWaitingReplies(t *testing.T) {
 	c := dialSmallWindow(t, ts)
 	c.greet(clientFlagFixedNewstyle)
 	c.requestTLS()
-	rc := &recCounter{Conn: c.nc}
-	var keys bytes.Buffer
-	cfg := certs.clientConfig(nil)
-	cfg.KeyLogWriter = &keys
-	tc := tls.Client(rc, cfg)
-	require.NoError(t, tc.Handshake())
-	handshake := rc.n
-	c.nc, c.br = tc, bufio.NewReader(tc)
-	c.connect2()
+	kl := startKeyLoggedTLS(t, c, certs)
 	// A write of full records, so that the server's TLS input buffer
 	// holds the batch and the KeyUpdate below in one read.
 	require.Zero(t, c.write(3<<20, pattern(9, 60<<10), 0))
-	st := tc.ConnectionState()
-	require.Equal(t, uint16(tls.VersionTLS13), st.Version)
-	s := &rawSender{h: sha256.New, keyLen: 16}
-	switch st.CipherSuite {
-	case tls.TLS_AES_128_GCM_SHA256:
-	case tls.TLS_AES_256_GCM_SHA384:
-		s.h, s.keyLen = sha512.New384, 32
-	default: // Go picks ChaCha20 only on a CPU without AES instructions
-		require.Failf(t, "no AES-GCM cipher suite", "the test's records are AES-GCM; got suite %#x", st.CipherSuite)
-	}
-	var secret []byte
-	for _, line := range strings.Split(keys.String(), "\n") {
-		if f := strings.Fields(line); len(f) == 3 && f[0] == "CLIENT_TRAFFIC_SECRET_0" {
-			var err error
-			secret, err = hex.DecodeString(f[2])
-			require.NoError(t, err)
-		}
-	}
-	require.NotNil(t, secret)
-	s.setSecret(secret)
-	s.seq = uint64(rc.n - handshake)
+	s := kl.rawSender(t)
 	const n = 60 << 10 // under sparseReadMin: the cached reads are served inline
 	var reqs []byte
 	for i := range inlineRun {
 		reqs, _ = c.appendRequest(reqs, cmdRead, 0, uint64(i)*n, n, nil)
 	}
 	b := s.keyUpdate(s.record(nil, 23, reqs))
-	_, err := rc.Conn.Write(b)
+	_, err := kl.rc.Conn.Write(b)
 	require.NoError(t, err)
 	require.True(t, ts.waitLogWithin("sending replies", 5*time.Second),
 		"replies that could not be sent in the write timeout were dropped and the connection kept")
