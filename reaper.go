@@ -64,10 +64,12 @@ func (p *Pool) reap() {
 // reapWait waits one idle timeout in poll(2) on fds, the reaper's stop
 // descriptor, and reports whether the reaper is to make its next pass: false
 // when Close asked it to stop or the descriptor broke. A signal that
-// interrupts the poll (EINTR) does not end the wait early: the reaper polls
+// interrupts the poll (EINTR) does not end the wait early, nor does the cap
+// of poll(2)'s timeout (about 24.8 days) end a longer one: the reaper polls
 // again for the rest of the timeout, so that two passes are always at least
 // an idle timeout apart and no worker is retired after a shorter idle
-// stretch. The reaper reads the clock once a pass, never on a request's path.
+// stretch. The reaper reads the clock when it starts to wait and each time
+// a poll returns, never on a request's path.
 func (p *Pool) reapWait(fds []unix.PollFd) bool {
 	deadline := time.Now().Add(p.idleTimeout)
 	timeout := pollTimeout(p.idleTimeout)
@@ -76,12 +78,11 @@ func (p *Pool) reapWait(fds []unix.PollFd) bool {
 		if fds[0].Revents != 0 || p.reaperStop.Missed() {
 			return false // Close asked (a failed stop write shows as Missed)
 		}
-		if err == nil {
-			return true
-		}
-		if !errors.Is(err, unix.EINTR) {
+		if err != nil && !errors.Is(err, unix.EINTR) {
 			return false // a broken descriptor: stop retiring rather than spin
 		}
+		// Timed out, or interrupted: a poll(2) timeout is capped at about
+		// 24.8 days, so a longer idle timeout takes several.
 		left := time.Until(deadline)
 		if left <= 0 {
 			return true
