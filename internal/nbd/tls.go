@@ -104,7 +104,7 @@ func (n *negotiation) startTLS(data []byte) bool {
 	if !n.reply(optStartTLS, repAck, nil) || n.bw.Flush() != nil {
 		return false
 	}
-	cork := &corkConn{Conn: c.nc}
+	cork := newCorkConn(c.nc)
 	tc := tls.Server(cork, c.srv.TLSConfig)
 	if err := tc.Handshake(); err != nil {
 		if !errors.Is(err, net.ErrClosed) { // not closed by Shutdown
@@ -162,27 +162,48 @@ func (c *conn) close() {
 // gathers them instead, and writeThrough (or writeNow) sends them together.
 // Records that writeNow could not send at once stay in pending until the
 // writer goroutine sends them (outbox.tlsRest); a record made meanwhile (the
-// reader's answer to a KeyUpdate) joins them there, so it goes after them.
+// reader's answer to a KeyUpdate) joins them there, so it goes after them,
+// and so does one made while writeThrough sends, which does not hold mu
+// while it waits for the client.
 type corkConn struct {
 	net.Conn
 
 	mu      sync.Mutex
-	corked  bool   // guarded by mu
-	buf     []byte // guarded by mu; records gathered while corked
-	pending []byte // guarded by mu; records made earlier and not sent yet
+	corked  bool      // guarded by mu
+	sending bool      // guarded by mu; writeThrough is writing records without mu
+	sent    sync.Cond // uses mu; signalled when writeThrough takes pending or ends
+	buf     []byte    // guarded by mu; records gathered while corked
+	pending []byte    // guarded by mu; records made earlier and not sent yet
+}
+
+// maxSendingHeld bounds the records that Write adds to pending while
+// writeThrough sends: a client that floods KeyUpdates while the writer
+// goroutine waits for it to read would otherwise grow pending, one answer
+// for each, for as long as the write timeout. Past it, Write waits for that
+// send.
+const maxSendingHeld = 64 << 10
+
+// newCorkConn returns the corkConn over nc.
+func newCorkConn(nc net.Conn) *corkConn {
+	c := &corkConn{Conn: nc}
+	c.sent.L = &c.mu
+	return c
 }
 
 // Write sends b, or keeps it for writeThrough while corked, or, while
-// records that writeNow left are pending, adds it to them for the writer
-// goroutine to send.
+// records that writeNow left are pending or writeThrough is sending, adds it
+// to them for the writer goroutine to send.
 func (c *corkConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	for c.sending && !c.corked && len(c.pending) >= maxSendingHeld {
+		c.sent.Wait()
+	}
 	if c.corked {
 		c.buf = append(c.buf, b...)
 		return len(b), nil
 	}
-	if len(c.pending) > 0 {
+	if len(c.pending) > 0 || c.sending {
 		// Records writeNow left wait for the writer goroutine, which
 		// owns the socket until it has sent them (outbox.tlsRest): b
 		// goes after them, with them. Writing them here, from another
@@ -190,6 +211,9 @@ func (c *corkConn) Write(b []byte) (int, error) {
 		// would wait for the client without the writer goroutine
 		// knowing, and crypto/tls keeps the error of that answer to
 		// itself: records dropped on a failure would be reported sent.
+		// While writeThrough sends (c.sending), b waits neither for
+		// that send nor for the client, unless a flood of them is
+		// held already (maxSendingHeld): it goes next.
 		c.pending = append(c.pending, b...)
 		return len(b), nil
 	}
@@ -220,7 +244,11 @@ func (c *corkConn) uncorkLocked() []byte {
 // writeThrough writes b to w, the tls.Conn over c, and sends the records
 // it made in one write, after those pending (b may be empty: then only
 // those). Records other goroutines make meanwhile (a TLS 1.3 key update
-// answered by the reader) join them in order.
+// answered by the reader) join them in order: while it waits for the
+// client, writeThrough does not hold mu, so that the reader, answering a
+// KeyUpdate, adds its record to pending and goes on reading requests rather
+// than wait for a client that may be waiting for it to read; such records go
+// next. After a failed write they are dropped with the rest.
 func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
 	var n int
 	var err error
@@ -230,10 +258,24 @@ func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if out := c.uncorkLocked(); len(out) > 0 {
+	c.sending = true
+	for out := c.uncorkLocked(); len(out) > 0; {
+		c.pending = nil // records made while out is written (rare) go here
+		c.sent.Broadcast()
+		c.mu.Unlock()
 		_, werr := c.Conn.Write(out)
-		err = errors.Join(err, werr)
+		c.mu.Lock()
+		if werr != nil {
+			err = errors.Join(err, werr)
+		}
+		if werr != nil || len(c.pending) == 0 {
+			c.pending = out // its buffer, for reuse
+			break
+		}
+		out = c.pending
 	}
+	c.sending = false
+	c.sent.Broadcast()
 	c.pending = keepOutput(c.pending)
 	return n, err
 }

@@ -329,3 +329,135 @@ func TestKeyUpdateAnswerDoesNotLoseWaitingReplies(t *testing.T) {
 	require.True(t, ts.waitLogWithin("sending replies", 5*time.Second),
 		"replies that could not be sent in the write timeout were dropped and the connection kept")
 }
+
+// records appends b to out as records of application data of at most 16 KiB
+// each.
+func (s *rawSender) records(out, b []byte) []byte {
+	for len(b) > 0 {
+		k := min(16<<10, len(b))
+		out = s.record(out, 23, b[:k])
+		b = b[k:]
+	}
+	return out
+}
+
+// A TLS 1.3 client sends a batch of cached reads, whose replies the
+// connection goroutine serves inline, more than the socket takes, so that
+// the writer goroutine sends the rest, waiting for the client; then it sends
+// a KeyUpdate asking for one back and a batch of writes larger than the
+// sockets hold, and reads the replies only once its send is done. The
+// reader's answer to the KeyUpdate goes behind the records the writer
+// goroutine is sending: it must not wait for the writer goroutine's send to
+// end, which waits for the client, which waits for the reader to read its
+// writes. Where it did, both sides waited until the write timeout dropped
+// the connection and its replies.
+func TestKeyUpdateAnswerDoesNotWaitForTheWriter(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 12 << 20, tcp: true,
+		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.Inline = true
+			s.WriteTimeout = 10 * time.Second // bounds the wait of the failure
+		}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	kl := startKeyLoggedTLS(t, c, certs)
+	s := kl.rawSender(t)
+	const n = 60 << 10              // under sparseReadMin: the cached reads are served inline
+	want := pattern(0, inlineRun*n) // the export's content, in the page cache
+	reads := map[uint64]uint64{}
+	var reqs []byte
+	for i := range inlineRun {
+		var cookie uint64
+		reqs, cookie = c.appendRequest(reqs, cmdRead, 0, uint64(i)*n, n, nil)
+		reads[cookie] = uint64(i) * n
+	}
+	_, err := kl.rc.Conn.Write(s.records(nil, reqs))
+	require.NoError(t, err)
+	// The writer goroutine sends the replies the socket did not take.
+	waitStack(t, "(*corkConn).writeThrough", "waitWrite")
+	const writes, wn = 16, 512 << 10
+	b := s.keyUpdate(nil)
+	reqs = reqs[:0]
+	for i := range writes {
+		reqs, _ = c.appendRequest(reqs, cmdWrite, 0, 4<<20+uint64(i)*wn, wn, pattern(byte(i), wn))
+	}
+	b = s.records(b, reqs)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := kl.rc.Conn.Write(b)
+		sent <- err
+	}()
+	select {
+	case err := <-sent:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		c.nc.Close()
+		<-sent
+		require.Fail(t, "the server stopped reading requests: its answer to the KeyUpdate waits for the writer goroutine")
+	}
+	for range inlineRun + writes {
+		cookie, errno, data := c.reply()
+		require.Zero(t, errno)
+		if off, ok := reads[cookie]; ok {
+			require.Equal(t, want[off:off+n], data)
+		}
+	}
+	require.False(t, hasLog(ts, "sending replies"))
+}
+
+// While the writer goroutine waits for a client that does not read, the
+// reader adds its answers to the client's KeyUpdates to the records waiting
+// behind that send rather than wait itself; a client that floods KeyUpdates
+// must not grow them without bound for as long as the write timeout: past
+// maxSendingHeld the reader waits for the send.
+func TestKeyUpdateFloodWhileTheWriterSendsIsBounded(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 4 << 20, tcp: true,
+		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.Inline = true
+			s.WriteTimeout = time.Minute
+		}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	kl := startKeyLoggedTLS(t, c, certs)
+	s := kl.rawSender(t)
+	const n = 60 << 10 // under sparseReadMin: the cached reads are served inline
+	var reqs []byte
+	for i := range inlineRun {
+		reqs, _ = c.appendRequest(reqs, cmdRead, 0, uint64(i)*n, n, nil)
+	}
+	_, err := kl.rc.Conn.Write(s.records(nil, reqs))
+	require.NoError(t, err)
+	waitStack(t, "(*corkConn).writeThrough", "waitWrite")
+	// A write of 1 MiB whose payload comes one byte per record, each after
+	// 15 KeyUpdates (crypto/tls allows 16 records in a row that carry no
+	// data): half as many answers again as maxSendingHeld holds.
+	const answerLen = 5 + 5 + 1 + 16 // header, KeyUpdate, content type, tag
+	hdr, _ := c.appendRequest(nil, cmdWrite, 0, 0, 1<<20, nil)
+	b := s.record(nil, 23, hdr)
+	for range maxSendingHeld / answerLen * 3 / 2 / 15 {
+		for range 15 {
+			b = s.keyUpdate(b)
+		}
+		b = s.record(b, 23, []byte{0})
+	}
+	sent := make(chan error, 1)
+	go func() {
+		_, err := kl.rc.Conn.Write(b)
+		sent <- err
+	}()
+	waitStack(t, "(*corkConn).Write", "sync.(*Cond).Wait")
+	cork := onlyConn(t, ts).rw.(*tlsConn).cork
+	cork.mu.Lock()
+	held := len(cork.pending)
+	cork.mu.Unlock()
+	require.Less(t, held, maxSendingHeld+answerLen)
+	c.nc.Close() // the server's send fails, and the connection closes
+	<-sent
+}
