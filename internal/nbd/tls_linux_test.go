@@ -285,6 +285,25 @@ func (ts *testServer) waitLogWithin(s string, d time.Duration) bool {
 	}
 }
 
+// startInlineTLS starts a TCP server of size bytes with TLS, inline
+// serving and the write timeout wt, whose sockets hold little, and a client
+// with a small receive window negotiated over key-logged TLS 1.3.
+func startInlineTLS(t *testing.T, size int64, wt time.Duration) (*testServer, *client, *keyLoggedTLS) {
+	t.Helper()
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: size, tcp: true,
+		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.Inline = true
+			s.WriteTimeout = wt
+		}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	return ts, c, startKeyLoggedTLS(t, c, certs)
+}
+
 // A TLS 1.3 client sends a batch of cached reads, whose replies the
 // connection goroutine serves inline and encrypts, more than the socket
 // takes, and then a KeyUpdate asking for one back, and reads nothing. The
@@ -302,18 +321,7 @@ func (ts *testServer) waitLogWithin(s string, d time.Duration) bool {
 func TestKeyUpdateAnswerDoesNotLoseWaitingReplies(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
-	certs := newTLSCerts(t)
-	ts := startServer(t, serverConfig{size: 4 << 20, tcp: true,
-		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
-		tune: func(s *Server) {
-			certs.tlsServer(TLSOn, false)(s)
-			s.Inline = true
-			s.WriteTimeout = 200 * time.Millisecond
-		}})
-	c := dialSmallWindow(t, ts)
-	c.greet(clientFlagFixedNewstyle)
-	c.requestTLS()
-	kl := startKeyLoggedTLS(t, c, certs)
+	ts, c, kl := startInlineTLS(t, 4<<20, 200*time.Millisecond)
 	// A write of full records, so that the server's TLS input buffer
 	// holds the batch and the KeyUpdate below in one read.
 	require.Zero(t, c.write(3<<20, pattern(9, 60<<10), 0))
@@ -352,18 +360,7 @@ func (s *rawSender) records(out, b []byte) []byte {
 // writes. Where it did, both sides waited until the write timeout dropped
 // the connection and its replies.
 func TestKeyUpdateAnswerDoesNotWaitForTheWriter(t *testing.T) {
-	certs := newTLSCerts(t)
-	ts := startServer(t, serverConfig{size: 12 << 20, tcp: true,
-		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
-		tune: func(s *Server) {
-			certs.tlsServer(TLSOn, false)(s)
-			s.Inline = true
-			s.WriteTimeout = 10 * time.Second // bounds the wait of the failure
-		}})
-	c := dialSmallWindow(t, ts)
-	c.greet(clientFlagFixedNewstyle)
-	c.requestTLS()
-	kl := startKeyLoggedTLS(t, c, certs)
+	ts, c, kl := startInlineTLS(t, 12<<20, 10*time.Second) // the timeout bounds the wait of the failure
 	s := kl.rawSender(t)
 	const n = 60 << 10              // under sparseReadMin: the cached reads are served inline
 	want := pattern(0, inlineRun*n) // the export's content, in the page cache
@@ -414,18 +411,7 @@ func TestKeyUpdateAnswerDoesNotWaitForTheWriter(t *testing.T) {
 // must not grow them without bound for as long as the write timeout: past
 // maxSendingHeld the reader waits for the send.
 func TestKeyUpdateFloodWhileTheWriterSendsIsBounded(t *testing.T) {
-	certs := newTLSCerts(t)
-	ts := startServer(t, serverConfig{size: 4 << 20, tcp: true,
-		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
-		tune: func(s *Server) {
-			certs.tlsServer(TLSOn, false)(s)
-			s.Inline = true
-			s.WriteTimeout = time.Minute
-		}})
-	c := dialSmallWindow(t, ts)
-	c.greet(clientFlagFixedNewstyle)
-	c.requestTLS()
-	kl := startKeyLoggedTLS(t, c, certs)
+	ts, c, kl := startInlineTLS(t, 4<<20, time.Minute)
 	s := kl.rawSender(t)
 	const n = 60 << 10 // under sparseReadMin: the cached reads are served inline
 	var reqs []byte
