@@ -92,12 +92,19 @@ func (c *conn) serve() {
 		defer close(writerDone)
 		c.out.writeLoop()
 	}()
+	tc, overTLS := c.rw.(*tlsConn)
+	if overTLS {
+		tc.cork.handTo(c.out.tlsRecords)
+	}
 	c.readRequests()
 	// Every submitted request still gets its reply (or has it dropped if
 	// the socket failed) before the connection closes.
 	c.budget.drain()
 	close(c.out.quit)
 	<-writerDone
+	if overTLS {
+		tc.cork.handTo(nil) // close sends close_notify itself
+	}
 }
 
 // stop makes the connection stop reading new requests; the ones already

@@ -38,8 +38,10 @@ const maxKeptOutput = 4 << 20
 // and writes the records to the socket without waiting, as it writes a
 // plain reply; the records the socket does not take wait in the TLS
 // connection (corkConn) and the socket passes to the writer goroutine,
-// which sends them first (tlsRest). So the reader never waits for a client
-// that may itself be waiting to send the rest of its requests.
+// which sends them first (tlsRest). Records crypto/tls makes from inside the
+// reader's Read (the answer to a KeyUpdate) go the same way (tlsRecords).
+// So the reader never waits for a client that may itself be waiting to send
+// the rest of its requests.
 type outbox struct {
 	c       *conn // set by init, then read-only
 	overTLS bool  // set by init, then read-only: the connection runs TLS
@@ -291,10 +293,13 @@ func (w *rawWriter) write(fd uintptr) bool {
 func (o *outbox) writeLoop() {
 	var spare []byte
 	for {
+		quit := false
 		select {
 		case <-o.wake:
 		case <-o.quit:
-			return
+			// Records the reader handed over (tlsRecords) hold no
+			// budget: they may still wait.
+			quit = true
 		}
 		for {
 			o.mu.Lock()
@@ -319,6 +324,24 @@ func (o *outbox) writeLoop() {
 				o.fail(err)
 			}
 		}
+		if quit {
+			return
+		}
+	}
+}
+
+// tlsRecords tells the writer goroutine that records made outside its sends
+// wait in the TLS connection (corkConn.handTo), to go before queue. Any
+// goroutine that does not hold mu.
+func (o *outbox) tlsRecords() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.failed {
+		return // dropped with the other replies
+	}
+	o.tlsRest = true
+	if !o.busy {
+		o.wakeWriterLocked()
 	}
 }
 
@@ -350,7 +373,9 @@ func (o *outbox) writeBlocking(b []byte) error {
 // no deadline: the completion goroutine hands every reply to the writer
 // goroutine, every blocking send sets its own deadline first, and the
 // records of a reply the reader writes without waiting, if the deadline has
-// passed, go to the writer goroutine (see sendTLS).
+// passed, go to the writer goroutine (see sendTLS). While the writer
+// goroutine runs, the reader hands it those answers (corkConn.handTo), so
+// this bounds only what crypto/tls writes outside that time.
 func (o *outbox) boundStopping() {
 	if o.overTLS && o.c.stopping.Load() {
 		_ = o.c.nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout()))

@@ -174,6 +174,20 @@ type corkConn struct {
 	sent    sync.Cond // uses mu; signalled when writeThrough takes pending or ends
 	buf     []byte    // guarded by mu; records gathered while corked
 	pending []byte    // guarded by mu; records made earlier and not sent yet
+	handOff func()    // guarded by mu; set while the writer goroutine runs (see handTo)
+}
+
+// handTo makes Write, from then on, keep the records it is given in pending
+// and call f, which tells the writer goroutine to send them, rather than
+// write them to the socket itself; nil makes it write them again. A record
+// made outside the writer goroutine's sends (the reader's answer to a
+// KeyUpdate, from inside Read) would otherwise wait for room in the socket,
+// with no deadline, while the client may be waiting for the reader to read
+// its requests before it reads anything.
+func (c *corkConn) handTo(f func()) {
+	c.mu.Lock()
+	c.handOff = f
+	c.mu.Unlock()
 }
 
 // maxSendingHeld bounds the records that Write adds to pending while
@@ -215,6 +229,13 @@ func (c *corkConn) Write(b []byte) (int, error) {
 		// that send nor for the client, unless a flood of them is
 		// held already (maxSendingHeld): it goes next.
 		c.pending = append(c.pending, b...)
+		return len(b), nil
+	}
+	if c.handOff != nil {
+		// The writer goroutine sends b, with a deadline, and fails the
+		// connection if it cannot (see handTo).
+		c.pending = append(c.pending, b...)
+		c.handOff()
 		return len(b), nil
 	}
 	return c.Conn.Write(b)

@@ -122,28 +122,6 @@ func (s *rawSender) keyUpdate(b []byte) []byte {
 	return b
 }
 
-// waitZeroWindow waits, at most 10 s, until the peer of nc advertises a
-// window of zero bytes with data waiting to be sent.
-func waitZeroWindow(t *testing.T, nc *net.TCPConn) {
-	t.Helper()
-	rc, err := nc.SyscallConn()
-	require.NoError(t, err)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var info *unix.TCPInfo
-		var ierr error
-		require.NoError(t, rc.Control(func(fd uintptr) {
-			info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-		}))
-		require.NoError(t, ierr)
-		if info.Snd_wnd == 0 && info.Notsent_bytes > 0 {
-			return
-		}
-		require.False(t, time.Now().After(deadline), "the window never closed: %+v", info)
-		runtime.Gosched()
-	}
-}
-
 // smallSendListener gives every accepted TCP connection a small send
 // buffer, so that a client that does not read fills it soon.
 type smallSendListener struct{ net.Listener }
@@ -209,11 +187,11 @@ func (kl *keyLoggedTLS) rawSender(t *testing.T) *rawSender {
 }
 
 // A TLS 1.3 client that sends KeyUpdates asking for one back, and does not
-// read, blocks the reader goroutine in crypto/tls's answer: a write to the
-// socket, which has no deadline between the writer goroutine's sends.
-// Shutdown bounds it by the write timeout, so Shutdown(context.Background())
-// returns. (Here no reply is due at all: the client is in the middle of a
-// write's payload.)
+// read: crypto/tls answers from inside the reader's Read, and the answers
+// go to the writer goroutine, whose send the write timeout bounds. The
+// connection drops, as for any client that stops reading, and
+// Shutdown(context.Background()) returns. (Here no reply is due at all: the
+// client is in the middle of a write's payload.)
 func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
 	certs := newTLSCerts(t)
 	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
@@ -248,11 +226,10 @@ func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
 		}
 		sent <- nil
 	}()
-	// The client's window is shut (it reads nothing, and no data reaches
-	// it to make its kernel compact its queue), and then the reader waits
-	// for room in the socket to answer a KeyUpdate: it can wait forever.
-	waitZeroWindow(t, onlyConn(t, ts).nc.(*net.TCPConn))
-	waitStack(t, "crypto/tls.(*Conn).handleKeyUpdate", "waitWrite")
+	// The client reads nothing, and the answers soon wait for room in the
+	// socket: the write timeout drops the connection.
+	require.True(t, ts.waitLogWithin("sending replies", 5*time.Second),
+		"the answers to the KeyUpdates wait for the client with no deadline")
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
 	select {
@@ -446,4 +423,103 @@ func TestKeyUpdateFloodWhileTheWriterSendsIsBounded(t *testing.T) {
 	require.Less(t, held, maxSendingHeld+answerLen)
 	c.nc.Close() // the server's send fails, and the connection closes
 	<-sent
+}
+
+// sendQueue returns the bytes a Unix socket holds for its peer (the memory
+// its send buffer has in use) and the size of that buffer.
+func sendQueue(t *testing.T, nc net.Conn) (queued, size int) {
+	t.Helper()
+	rc, err := nc.(*net.UnixConn).SyscallConn()
+	require.NoError(t, err)
+	var qerr, serr error
+	require.NoError(t, rc.Control(func(fd uintptr) {
+		queued, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+		size, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF)
+	}))
+	require.NoError(t, qerr)
+	require.NoError(t, serr)
+	return queued, size
+}
+
+// A TLS 1.3 client reads cached data one request at a time, served inline,
+// and does not read the replies until the server's socket is full, though
+// it took every reply whole: nothing waits in the TLS connection and the
+// writer goroutine is idle. Then it sends a KeyUpdate asking for one back
+// and a batch of writes, and reads the replies only once its send is done.
+// The reader's answer to the KeyUpdate must not wait for room in the socket
+// itself, which waits for the client, which waits for the reader to read
+// its writes: where it did, with no deadline on that write, both sides
+// waited forever.
+func TestKeyUpdateAnswerDoesNotWaitForAFullSocket(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 4 << 20,
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.Inline = true
+		}})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	kl := startKeyLoggedTLS(t, c, certs)
+	sc := onlyConn(t, ts)
+	// Cached reads are served inline. A Unix socket takes a write whole, in
+	// one buffer of up to 32 KiB or so, while it holds less than its send
+	// buffer: stop at the first reply that fills it.
+	const n = 24 << 10
+	want := pattern(0, n)
+	var reads []uint64
+	for {
+		before, size := sendQueue(t, sc.nc)
+		if before >= size {
+			break
+		}
+		req, cookie := c.appendRequest(nil, cmdRead, 0, 0, n, nil)
+		_, err := kl.tc.Write(req)
+		require.NoError(t, err)
+		reads = append(reads, cookie)
+		deadline := time.Now().Add(5 * time.Second)
+		for q, _ := sendQueue(t, sc.nc); q <= before; q, _ = sendQueue(t, sc.nc) {
+			require.False(t, time.Now().After(deadline), "the reply was never written")
+			runtime.Gosched()
+		}
+	}
+	waitBudget(sc, 0) // every reply written
+	sc.out.mu.Lock()
+	busy := sc.out.busy
+	sc.out.mu.Unlock()
+	require.False(t, busy, "the writer goroutine sends replies")
+	cork := sc.rw.(*tlsConn).cork
+	cork.mu.Lock()
+	held := len(cork.pending)
+	cork.mu.Unlock()
+	require.Zero(t, held, "records wait in the TLS connection")
+
+	s := kl.rawSender(t)
+	const writes, wn = 8, 512 << 10
+	b := s.keyUpdate(nil)
+	var reqs []byte
+	for i := range writes {
+		reqs, _ = c.appendRequest(reqs, cmdWrite, 0, uint64(i)*wn, wn, pattern(byte(i), wn))
+	}
+	b = s.records(b, reqs)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := kl.rc.Conn.Write(b)
+		sent <- err
+	}()
+	select {
+	case err := <-sent:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		c.nc.Close()
+		<-sent
+		require.Fail(t, "the server stopped reading requests: its answer to the KeyUpdate waits for room in the socket")
+	}
+	for range len(reads) + writes {
+		cookie, errno, data := c.reply()
+		require.Zero(t, errno)
+		if cookie <= reads[len(reads)-1] {
+			require.Equal(t, want, data)
+		}
+	}
 }
