@@ -315,6 +315,34 @@ func TestKeyUpdateAnswerDoesNotLoseWaitingReplies(t *testing.T) {
 		"replies that could not be sent in the write timeout were dropped and the connection kept")
 }
 
+// sendKeyUpdateThenWrites sends with s, in one go, a KeyUpdate and then
+// writes requests of 512 KiB each from offset base on, more than the
+// sockets hold, and fails the test with msg unless the server reads all of it
+// within 5 s.
+func sendKeyUpdateThenWrites(t *testing.T, c *client, kl *keyLoggedTLS, s *rawSender, base uint64, writes int, msg string) {
+	t.Helper()
+	const wn = 512 << 10
+	b := s.keyUpdate(nil)
+	var reqs []byte
+	for i := range writes {
+		reqs, _ = c.appendRequest(reqs, cmdWrite, 0, base+uint64(i)*wn, wn, pattern(byte(i), wn))
+	}
+	b = s.records(b, reqs)
+	sent := make(chan error, 1)
+	go func() {
+		_, err := kl.rc.Conn.Write(b)
+		sent <- err
+	}()
+	select {
+	case err := <-sent:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		c.nc.Close()
+		<-sent
+		require.Fail(t, msg)
+	}
+}
+
 // records appends b to out as records of application data of at most 16 KiB
 // each.
 func (s *rawSender) records(out, b []byte) []byte {
@@ -352,26 +380,9 @@ func TestKeyUpdateAnswerDoesNotWaitForTheWriter(t *testing.T) {
 	require.NoError(t, err)
 	// The writer goroutine sends the replies the socket did not take.
 	waitStack(t, "(*corkConn).writeThrough", "waitWrite")
-	const writes, wn = 16, 512 << 10
-	b := s.keyUpdate(nil)
-	reqs = reqs[:0]
-	for i := range writes {
-		reqs, _ = c.appendRequest(reqs, cmdWrite, 0, 4<<20+uint64(i)*wn, wn, pattern(byte(i), wn))
-	}
-	b = s.records(b, reqs)
-	sent := make(chan error, 1)
-	go func() {
-		_, err := kl.rc.Conn.Write(b)
-		sent <- err
-	}()
-	select {
-	case err := <-sent:
-		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		c.nc.Close()
-		<-sent
-		require.Fail(t, "the server stopped reading requests: its answer to the KeyUpdate waits for the writer goroutine")
-	}
+	const writes = 16
+	sendKeyUpdateThenWrites(t, c, kl, s, 4<<20, writes,
+		"the server stopped reading requests: its answer to the KeyUpdate waits for the writer goroutine")
 	for range inlineRun + writes {
 		cookie, errno, data := c.reply()
 		require.Zero(t, errno)
@@ -494,27 +505,9 @@ func TestKeyUpdateAnswerDoesNotWaitForAFullSocket(t *testing.T) {
 	cork.mu.Unlock()
 	require.Zero(t, held, "records wait in the TLS connection")
 
-	s := kl.rawSender(t)
-	const writes, wn = 8, 512 << 10
-	b := s.keyUpdate(nil)
-	var reqs []byte
-	for i := range writes {
-		reqs, _ = c.appendRequest(reqs, cmdWrite, 0, uint64(i)*wn, wn, pattern(byte(i), wn))
-	}
-	b = s.records(b, reqs)
-	sent := make(chan error, 1)
-	go func() {
-		_, err := kl.rc.Conn.Write(b)
-		sent <- err
-	}()
-	select {
-	case err := <-sent:
-		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		c.nc.Close()
-		<-sent
-		require.Fail(t, "the server stopped reading requests: its answer to the KeyUpdate waits for room in the socket")
-	}
+	const writes = 8
+	sendKeyUpdateThenWrites(t, c, kl, kl.rawSender(t), 0, writes,
+		"the server stopped reading requests: its answer to the KeyUpdate waits for room in the socket")
 	for range len(reads) + writes {
 		cookie, errno, data := c.reply()
 		require.Zero(t, errno)
