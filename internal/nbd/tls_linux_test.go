@@ -192,7 +192,7 @@ func (kl *keyLoggedTLS) rawSender(t *testing.T) *rawSender {
 // connection drops, as for any client that stops reading, and
 // Shutdown(context.Background()) returns. (Here no reply is due at all: the
 // client is in the middle of a write's payload.)
-func TestShutdownBoundsTheAnswerToAKeyUpdate(t *testing.T) {
+func TestWriteTimeoutBoundsTheAnswersToKeyUpdates(t *testing.T) {
 	certs := newTLSCerts(t)
 	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
 		listen: func(l net.Listener) net.Listener { return smallSendListener{l} },
