@@ -211,8 +211,11 @@ func (s *Server) closedLocked() chan struct{} {
 // descriptor limit); the kernel out of memory for a socket (ENOBUFS,
 // ENOMEM); or a network error of the connection being accepted, which
 // accept(2) on Linux passes on and says to retry like EAGAIN (ENETDOWN,
-// EPROTO, ENOPROTOOPT, EHOSTDOWN, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH).
-// A net.Error's Timeout is false for all of these.
+// EPROTO, ENOPROTOOPT, EHOSTDOWN, EHOSTUNREACH, ENETUNREACH). It leaves
+// out EOPNOTSUPP, which that list names too: accept(2) fails with it on
+// every call when the listener's socket is not a stream socket (a Unix
+// datagram socket made into a listener), so Serve returns it. A
+// net.Error's Timeout is false for all of these.
 func temporaryAccept(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -231,7 +234,7 @@ func temporaryAccept(err error) bool {
 var temporaryAcceptErrnos = []syscall.Errno{
 	syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
 	syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN,
-	syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ENETUNREACH,
+	syscall.EHOSTUNREACH, syscall.ENETUNREACH,
 }
 
 func (s *Server) addListener(l net.Listener) bool {

@@ -62,9 +62,37 @@ func TestServeRetriesWhenOutOfDescriptors(t *testing.T) {
 // reports those, to be retried like EAGAIN) does not end Serve either,
 // while an error that says the listener itself is broken does.
 func TestServeRetriesAfterANetworkError(t *testing.T) {
-	requireServedAfterAcceptErrors(t, syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN, syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ENETUNREACH)
-	for _, errno := range []syscall.Errno{syscall.EBADF, syscall.EINVAL} {
+	requireServedAfterAcceptErrors(t, syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN, syscall.EHOSTUNREACH, syscall.ENETUNREACH)
+	for _, errno := range []syscall.Errno{syscall.EBADF, syscall.EINVAL, syscall.EOPNOTSUPP} {
 		require.False(t, temporaryAccept(os.NewSyscallError("accept4", errno)), "%v", errno)
+	}
+}
+
+// TestServeEndsOnADatagramListener checks that a listener whose socket
+// cannot accept at all, a Unix datagram socket made into a listener, ends
+// Serve with its error (EOPNOTSUPP, for ever on every accept) rather than
+// making it wait and accept again for ever.
+func TestServeEndsOnADatagramListener(t *testing.T) {
+	defer func(lo, hi time.Duration) { acceptBackoffMin, acceptBackoffMax = lo, hi }(acceptBackoffMin, acceptBackoffMax)
+	acceptBackoffMin, acceptBackoffMax = time.Hour, time.Hour
+	uc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "s"), Net: "unixgram"})
+	require.NoError(t, err)
+	f, err := uc.File()
+	require.NoError(t, err)
+	require.NoError(t, uc.Close())
+	l, err := net.FileListener(f)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	srv := &Server{}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	select {
+	case err := <-served:
+		require.ErrorIs(t, err, syscall.EOPNOTSUPP)
+	case <-time.After(5 * time.Second):
+		require.NoError(t, srv.Shutdown(context.Background()))
+		<-served
+		t.Fatal("Serve waits to accept again on a listener that can never accept")
 	}
 }
 
