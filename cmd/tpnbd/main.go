@@ -108,6 +108,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "tpnbd: -procs must be 0 (Go's default) or more")
 		return cfg, errors.New("bad -procs")
 	}
+	if cfg.workers <= 0 || cfg.minWorkers < 0 || cfg.minWorkers > cfg.workers {
+		fmt.Fprintln(stderr, "tpnbd: -workers must be positive and -min-workers from 0 to -workers")
+		return cfg, errors.New("bad -workers or -min-workers")
+	}
 	if cfg.shutdownWait <= 0 {
 		fmt.Fprintln(stderr, "tpnbd: -shutdown-wait must be positive")
 		return cfg, errors.New("bad -shutdown-wait")

@@ -134,13 +134,20 @@ func TestMissingToolSkipsUnlessRequired(t *testing.T) {
 	require.Contains(t, msg, requireClientsEnv)
 }
 
-// Flag values that cannot mean anything are refused: a negative -procs, and
-// a -shutdown-wait that would give up before a shutdown begins.
+// Flag values that cannot mean anything are refused: a negative -procs, a
+// -shutdown-wait that would give up before a shutdown begins, and worker
+// limits the pool cannot hold, as bad flags (exit status 2) before any
+// file is opened.
 func TestFlagsRefuseNonsense(t *testing.T) {
 	for _, args := range [][]string{
 		{"-procs", "-1"},
 		{"-shutdown-wait", "0"},
 		{"-shutdown-wait", "-1s"},
+		{"-workers", "0"},
+		{"-workers", "-1"},
+		{"-min-workers", "-1"},
+		{"-min-workers", "65"},
+		{"-min-workers", "5", "-workers", "4"},
 	} {
 		var stderr strings.Builder
 		_, err := parseFlags(append(args, "disk.img"), &stderr)
