@@ -216,10 +216,7 @@ func listen(cfg config) ([]net.Listener, error) {
 		ls = append(ls, l)
 	}
 	if cfg.unix != "" {
-		if fi, err := os.Lstat(cfg.unix); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			os.Remove(cfg.unix) // a stale socket from an earlier run
-		}
-		l, err := net.Listen("unix", cfg.unix)
+		l, err := listenUnix(cfg.unix)
 		if err != nil {
 			for _, l := range ls {
 				l.Close()
@@ -229,4 +226,22 @@ func listen(cfg config) ([]net.Listener, error) {
 		ls = append(ls, l)
 	}
 	return ls, nil
+}
+
+// listenUnix listens on the Unix socket path. A socket already there is
+// removed first if nothing listens on it (a stale one from an earlier
+// run); one that a running server still listens on is left to it, and
+// listenUnix fails.
+func listenUnix(path string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen unix %s: a server is listening on it", path)
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			os.Remove(path) // a stale socket from an earlier run
+		}
+	}
+	return net.Listen("unix", path)
 }

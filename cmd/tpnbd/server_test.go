@@ -172,3 +172,33 @@ func TestHelpExitsZero(t *testing.T) {
 	require.ErrorAs(t, err, &exit, "%s", out)
 	require.Equal(t, 2, exit.ExitCode(), "%s", out)
 }
+
+// -unix replaces a stale socket left by an earlier run, but not one a
+// running server still listens on: that one keeps its path, and the new
+// server fails to start instead of taking the path over (and unlinking it
+// when it exits, which would leave the running server unreachable).
+func TestUnixReplacesOnlyStaleSocket(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "disk.img")
+	writeImage(t, file, 1<<20, false)
+	sock := filepath.Join(dir, "sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // run opens its listeners, then shuts down at once
+	cfg, err := parseFlags([]string{"-q", "-unix", sock, file}, io.Discard)
+	require.NoError(t, err)
+
+	stale, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, stale.Close())
+	require.NoError(t, run(ctx, cfg, io.Discard, nil))
+
+	live, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	defer live.Close()
+	err = run(ctx, cfg, io.Discard, nil)
+	require.ErrorContains(t, err, sock)
+	c, err := net.Dial("unix", sock)
+	require.NoError(t, err, "the running server's socket is gone")
+	require.NoError(t, c.Close())
+}
