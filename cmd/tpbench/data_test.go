@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/batchio/threadpool/internal/cmdtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -28,28 +29,17 @@ func TestInterruptRemovesTempFile(t *testing.T) {
 			signal.Notify(handled, sig)
 			defer signal.Stop(handled)
 			dir := t.TempDir()
-			bin := filepath.Join(dir, "tpbench")
-			out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-			require.NoError(t, err, "%s", out)
+			bin := cmdtest.Build(t, dir, "tpbench")
 			tmp := filepath.Join(dir, "tmp")
 			require.NoError(t, os.Mkdir(tmp, 0o755))
 
 			cmd := exec.Command(bin, "-size", "1M", "-iodepth", "1", "-numjobs", "1", "-design", "pool",
 				"-mode", "defer", "-runtime", "1h", "-rounds", "1", "-progress=true")
 			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-			stderr, err := cmd.StderrPipe()
-			require.NoError(t, err)
-			require.NoError(t, cmd.Start())
-			t.Cleanup(func() {
-				if cmd.ProcessState == nil {
-					cmd.Process.Kill()
-					cmd.Wait()
-				}
-			})
 			// The progress line is drawn once the measured round runs, so
 			// the data file exists by then.
-			r := bufio.NewReader(stderr)
-			_, err = r.ReadString('\r')
+			r := bufio.NewReader(cmdtest.Start(t, cmd))
+			_, err := r.ReadString('\r')
 			require.NoError(t, err)
 			_, err = r.ReadString('\r')
 			require.NoError(t, err)

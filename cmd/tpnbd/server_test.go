@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batchio/threadpool/internal/cmdtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -159,7 +160,7 @@ func TestFlagsRefuseNonsense(t *testing.T) {
 // -h is no bad flag: the real binary prints the usage and exits 0, as the
 // flag package's own programs do, while a bad flag exits 2; neither serves.
 func TestHelpExitsZero(t *testing.T) {
-	bin := buildBinary(t, t.TempDir())
+	bin := cmdtest.Build(t, t.TempDir(), "tpnbd")
 	for _, h := range []string{"-h", "-help", "--help"} {
 		out, err := exec.Command(bin, h).CombinedOutput()
 		require.NoError(t, err, "%s: %s", h, out)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batchio/threadpool/internal/cmdtest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -22,29 +23,11 @@ import (
 // when the test ends, if it has not exited.
 func startBinary(t *testing.T, dir string, args ...string) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
-	cmd := exec.Command(buildBinary(t, dir), args...)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	lines := bufio.NewScanner(stderr)
+	cmd := exec.Command(cmdtest.Build(t, dir, "tpnbd"), args...)
+	lines := bufio.NewScanner(cmdtest.Start(t, cmd))
 	require.True(t, lines.Scan(), "no output from tpnbd")
 	require.Contains(t, lines.Text(), "serving")
 	return cmd, lines
-}
-
-// buildBinary builds tpnbd into dir and returns its path.
-func buildBinary(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "tpnbd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	return bin
 }
 
 // TestSIGTERMStopsCleanly runs the real binary: data written through it is
