@@ -204,9 +204,10 @@ func newCorkConn(nc net.Conn) *corkConn {
 	return c
 }
 
-// Write sends b, or keeps it for writeThrough while corked, or, while
-// records that writeNow left are pending or writeThrough is sending, adds it
-// to them for the writer goroutine to send.
+// Write keeps b for writeThrough while corked; while records wait, a send
+// is on or the writer goroutine runs, it adds b to the records pending, for
+// the writer goroutine to send; otherwise (in negotiation, or once the
+// writer goroutine has ended) it sends b.
 func (c *corkConn) Write(b []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -217,25 +218,21 @@ func (c *corkConn) Write(b []byte) (int, error) {
 		c.buf = append(c.buf, b...)
 		return len(b), nil
 	}
-	if len(c.pending) > 0 || c.sending {
-		// Records writeNow left wait for the writer goroutine, which
-		// owns the socket until it has sent them (outbox.tlsRest): b
-		// goes after them, with them. Writing them here, from another
-		// goroutine (the reader's answer to a KeyUpdate, inside Read),
-		// would wait for the client without the writer goroutine
-		// knowing, and crypto/tls keeps the error of that answer to
-		// itself: records dropped on a failure would be reported sent.
-		// While writeThrough sends (c.sending), b waits neither for
-		// that send nor for the client, unless a flood of them is
-		// held already (maxSendingHeld): it goes next.
+	if len(c.pending) > 0 || c.sending || c.handOff != nil {
+		// b goes after the records that wait (those writeNow left, for
+		// the writer goroutine, which owns the socket until it has sent
+		// them: outbox.tlsRest) or that writeThrough sends, and, while
+		// the writer goroutine runs, to it (see handTo), which sends it
+		// with a deadline and fails the connection if it cannot.
+		// Written here, from another goroutine (the reader's answer to
+		// a KeyUpdate, inside Read), it would wait for the client with
+		// no deadline and without the writer goroutine knowing, and
+		// crypto/tls keeps the error of that answer to itself. While
+		// writeThrough sends, it sends b next, in the same call.
 		c.pending = append(c.pending, b...)
-		return len(b), nil
-	}
-	if c.handOff != nil {
-		// The writer goroutine sends b, with a deadline, and fails the
-		// connection if it cannot (see handTo).
-		c.pending = append(c.pending, b...)
-		c.handOff()
+		if c.handOff != nil && !c.sending {
+			c.handOff()
+		}
 		return len(b), nil
 	}
 	return c.Conn.Write(b)
