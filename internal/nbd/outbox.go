@@ -213,10 +213,7 @@ func (o *outbox) sendTLS(rb *replyBuf, w *rawWriter) {
 		o.queued.add(rb.held)
 		rb.held = grant{}
 		// busy stays set: the socket passes to the writer goroutine.
-		select {
-		case o.wake <- struct{}{}:
-		default:
-		}
+		o.wakeWriterLocked()
 		o.mu.Unlock()
 		rb.reset()
 		return
