@@ -52,6 +52,14 @@ func (c *conn) negotiate() bool {
 
 // option reads and answers one option. done means the transmission phase
 // begins; !ok means the connection must close.
+//
+// Data longer than maxOptionLen, more than any option the server serves
+// can carry, is read and dropped, and the option refused as any other one
+// it cannot serve (see refuseTooLong), so the client can go on
+// negotiating; NBD_OPT_EXPORT_NAME, which has no error reply (its name
+// would be over the protocol's 4096 bytes anyway), an option from a client
+// without fixed newstyle, which cannot be refused either, and data over
+// maxSkippedOption close the connection.
 func (n *negotiation) option() (done, ok bool) {
 	br := n.c.br
 	var h [optionHeaderLen]byte
@@ -64,12 +72,21 @@ func (n *negotiation) option() (done, ok bool) {
 	}
 	opt := binary.BigEndian.Uint32(h[8:])
 	length := binary.BigEndian.Uint32(h[12:])
-	if length > maxOptionLen {
-		return n.skip(opt, length)
-	}
-	data := make([]byte, length)
-	if _, err := io.ReadFull(br, data); err != nil {
-		return false, false
+	tooLong := length > maxOptionLen
+	var data []byte
+	if tooLong {
+		if !n.fixed || opt == optExportName || length > maxSkippedOption {
+			n.c.srv.logf("nbd: %s: option %d with %d bytes of data", n.c.nc.RemoteAddr(), opt, length)
+			return false, false
+		}
+		if _, err := io.CopyN(io.Discard, br, int64(length)); err != nil {
+			return false, false
+		}
+	} else {
+		data = make([]byte, length)
+		if _, err := io.ReadFull(br, data); err != nil {
+			return false, false
+		}
 	}
 	if !n.fixed && opt != optExportName {
 		// Without fixed newstyle there is no way to refuse an option.
@@ -77,6 +94,9 @@ func (n *negotiation) option() (done, ok bool) {
 	}
 	if n.c.srv.TLS == TLSRequire && !n.tlsOn && opt != optStartTLS && opt != optAbort {
 		return n.tlsRequired(opt)
+	}
+	if tooLong && opt != optAbort {
+		return false, n.refuseTooLong(opt)
 	}
 	switch opt {
 	case optExportName:
@@ -99,44 +119,24 @@ func (n *negotiation) option() (done, ok bool) {
 	}
 }
 
-// skip answers an option whose data is longer than maxOptionLen: it reads
-// and drops the data, then refuses the option, with NBD_REP_ERR_TOO_BIG if
-// the server knows it and NBD_REP_ERR_UNSUP if not or if SimpleRepliesOnly
-// turns it off (NBD_REP_ERR_TLS_REQD while TLSRequire waits for the
-// upgrade), so the client can go on
-// negotiating; NBD_OPT_ABORT is acknowledged and closes the connection as
-// usual. NBD_OPT_EXPORT_NAME, which has no error reply (its name would
-// be over the protocol's 4096 bytes anyway), an option from a client
-// without fixed newstyle, which cannot be refused either, and data over
-// maxSkippedOption close the connection.
-func (n *negotiation) skip(opt, length uint32) (done, ok bool) {
-	if !n.fixed || opt == optExportName || length > maxSkippedOption {
-		n.c.srv.logf("nbd: %s: option %d with %d bytes of data", n.c.nc.RemoteAddr(), opt, length)
-		return false, false
-	}
-	if _, err := io.CopyN(io.Discard, n.c.br, int64(length)); err != nil {
-		return false, false
-	}
-	switch {
-	case opt == optAbort:
-		n.reply(opt, repAck, nil)
-		return false, false
-	case n.c.srv.TLS == TLSRequire && !n.tlsOn && opt != optStartTLS:
-		return n.tlsRequired(opt)
-	}
+// refuseTooLong refuses an option whose data was too long to serve: with
+// NBD_REP_ERR_TOO_BIG if the server knows it, NBD_REP_ERR_UNSUP if not or
+// if SimpleRepliesOnly turns it off. A refused SET_META_CONTEXT still
+// clears the selection, as any SET does.
+func (n *negotiation) refuseTooLong(opt uint32) bool {
 	if opt == optSetMetaContext {
-		n.c.ext.baseAlloc = false // a SET replaces the selection even when it fails
+		n.c.ext.baseAlloc = false
 	}
 	switch opt {
 	case optStructuredReply, optListMetaContext, optSetMetaContext:
 		if n.c.srv.SimpleRepliesOnly {
-			return false, n.refuse(opt, repErrUnsup, "structured replies are turned off")
+			return n.refuse(opt, repErrUnsup, "structured replies are turned off")
 		}
 	case optList, optStartTLS, optInfo, optGo:
 	default:
-		return false, n.refuse(opt, repErrUnsup, "unknown option")
+		return n.refuse(opt, repErrUnsup, "unknown option")
 	}
-	return false, n.refuse(opt, repErrTooBig, "option data too long")
+	return n.refuse(opt, repErrTooBig, "option data too long")
 }
 
 // exportName answers NBD_OPT_EXPORT_NAME, which has no error reply: an
