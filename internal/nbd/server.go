@@ -90,9 +90,9 @@ type Server struct {
 // passes once resources are freed (see temporaryAccept), such as the
 // process running out of file descriptors, makes it wait a little (5 ms,
 // doubling with each such error in a row up to 1 s) and accept again;
-// Shutdown ends that wait at once. With TLS settings it cannot serve (see TLSMode) it returns
-// their error at once. Any goroutine may call it, for several listeners at
-// once. Serve closes l on return.
+// Shutdown ends that wait at once. With TLS settings it cannot serve (see
+// TLSMode) it returns their error at once. Any goroutine may call it, for
+// several listeners at once. Serve closes l on return.
 func (s *Server) Serve(l net.Listener) error {
 	if err := s.checkTLS(); err != nil {
 		l.Close()
