@@ -257,6 +257,18 @@ func (p *Pool) deliver(e *element) {
 	}
 }
 
+// flushPanicHandler returns what the loop's Deferrer does with the value of
+// a panicking Flush: hand it to h, the pool's panic handler, or, without one,
+// re-raise it as a *PanicError that carries the Flush's stack, as for a
+// Callback. The calls deferred after it then stay recorded for the end of the
+// next batch.
+func flushPanicHandler(h func(v any)) func(v any) {
+	if h != nil {
+		return h
+	}
+	return func(v any) { panic(&PanicError{Value: v, Stack: debug.Stack()}) }
+}
+
 // callback runs cb, handing a panic to the panic handler, or re-raising it as
 // a *PanicError that carries the original stack.
 func (p *Pool) callback(cb Callback, err error) {

@@ -37,7 +37,8 @@ type Deferrer struct {
 	indexed bool // seen holds list's comparable Flushers
 
 	// onPanic, when set, receives the value of a panicking Flush and the
-	// remaining calls still run. Written once by the Pool before use.
+	// remaining calls still run; should onPanic panic itself, they stay
+	// recorded as without it. Written once by the Pool before use.
 	onPanic func(v any)
 }
 

@@ -375,3 +375,44 @@ func TestRunCompletionsOffTheLoopPanicsInRaceBuilds(t *testing.T) {
 	require.Equal(t, 1, release())
 	require.NotPanics(t, func() { p.RunCompletions() }, "the loop is free again")
 }
+
+// A Flusher that panics at the end of a batch of a pool without a panic
+// handler is re-raised as a *PanicError, as WithPanicHandler says, and the
+// Flushes deferred after it run at the end of the next batch; with a handler
+// the handler gets the value and the rest run at once.
+func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
+	var log []string
+	bad := &recFlusher{"bad", &log, func() { panic("flush failed") }}
+	good := &recFlusher{"good", &log, nil}
+	deferBoth := func(p *Pool) {
+		_, err := p.Submit(func() error { return nil }, func(error) {
+			p.DeferCall(bad)
+			p.DeferCall(good)
+		})
+		require.NoError(t, err)
+		waitReadable(t, p.Fd())
+	}
+
+	p := newPool(t, WithExternalLoop())
+	deferBoth(p)
+	var v any
+	func() {
+		defer func() { v = recover() }()
+		p.RunCompletions()
+	}()
+	pe, ok := v.(*PanicError)
+	require.True(t, ok, "RunCompletions panicked with %#v, not a *PanicError", v)
+	require.Equal(t, "flush failed", pe.Value)
+	require.Contains(t, string(pe.Stack), "recFlusher", "the stack of the panicking Flush")
+	require.Equal(t, []string{"bad"}, log)
+	require.Zero(t, p.RunCompletions())
+	require.Equal(t, []string{"bad", "good"}, log, "the Flush after the panic runs at the next batch")
+
+	log = nil
+	var handled []any
+	p = newPool(t, WithExternalLoop(), WithPanicHandler(func(v any) { handled = append(handled, v) }))
+	deferBoth(p)
+	require.Equal(t, 1, p.RunCompletions())
+	require.Equal(t, []any{"flush failed"}, handled)
+	require.Equal(t, []string{"bad", "good"}, log)
+}

@@ -180,7 +180,7 @@ func New(opts ...Option) (*Pool, error) {
 		quiet:        make(chan struct{}),
 		loopDone:     make(chan struct{}),
 	}
-	p.deferrer.onPanic = c.panicHandler
+	p.deferrer.onPanic = flushPanicHandler(c.panicHandler)
 	left := make(chan struct{})
 	p.left.Store(&left)
 	if c.external || c.loopWake == wakeEventfd {
