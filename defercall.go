@@ -78,6 +78,11 @@ func (d *Deferrer) flush() {
 		d.unindex(list)
 		d.run(list)
 		clear(list)
+		if len(d.list) == 0 && cap(list) > cap(d.list) {
+			// Nothing recorded meanwhile: the next region records into
+			// the longer list, which has room for as many as this one.
+			list, d.list = d.list, list[:0]
+		}
 		d.spare = list[:0]
 	}
 }

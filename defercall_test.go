@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -261,6 +262,33 @@ func TestDeferrerSteadyStateAllocatesNothing(t *testing.T) {
 	batch()
 	require.Zero(t, testing.AllocsPerRun(100, batch))
 	require.Equal(t, 102, fs[0].n, "AllocsPerRun runs batch once more to warm up")
+}
+
+// The region after the first one of a given size allocates nothing already:
+// the list that the first region recorded is kept for it.
+func TestDeferrerSecondRegionAllocatesNothing(t *testing.T) {
+	for _, n := range []int{scanMax, 1000} {
+		var d Deferrer
+		fs := make([]*countFlusher, n)
+		for i := range fs {
+			fs[i] = &countFlusher{}
+		}
+		region := func() {
+			d.Begin()
+			for _, f := range fs {
+				d.Call(f)
+			}
+			d.End()
+		}
+		region()
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // as testing.AllocsPerRun
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		region()
+		runtime.ReadMemStats(&after)
+		require.Zero(t, after.Mallocs-before.Mallocs, "%d Flushers", n)
+		require.Equal(t, 2, fs[n-1].n)
+	}
 }
 
 // BenchmarkDeferrerDistinct records n distinct Flushers, each twice, in one
