@@ -173,7 +173,27 @@ func (c *cancelChain) add(e *element) {
 
 // runUntilQuiet runs the completion loop on the caller until every accepted
 // request is over or ctx ends. Loop goroutine only.
-func (p *Pool) runUntilQuiet(ctx context.Context) error {
+//
+// A drain goes on for as long as completions keep coming, and ctx is looked
+// at only between drains: so ctx's end cancels what is queued at once, from
+// ctx's goroutine, and runUntilQuiet then returns ctx's error even when the
+// canceled requests were the last ones it waited for. With nothing left
+// to deliver it returns nil at once, whether or not ctx has ended.
+func (p *Pool) runUntilQuiet(ctx context.Context) (err error) {
+	if p.pending.Load() == 0 {
+		return nil
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		p.beginClose(true)
+		close(fired)
+	})
+	defer func() {
+		if !stop() {
+			<-fired
+			err = ctx.Err()
+		}
+	}()
 	failures := 0
 	for p.pending.Load() > 0 {
 		if p.batch == nil && p.done.Load() == nil {

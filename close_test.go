@@ -656,3 +656,115 @@ func TestExternalLoopShutdownRunsQueuedWork(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// Shutdown with nothing left to deliver returns nil and releases the pool,
+// whether or not its ctx has ended, in every loop mode: from a Callback
+// whose request was the last one, or WithExternalLoop from the loop.
+func TestShutdownWhenQuietIgnoresEndedContext(t *testing.T) {
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(mode.opts...)
+			require.NoError(t, err)
+			shut := make(chan error, 1)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				if !mode.external {
+					shut <- p.Shutdown(canceled)
+				}
+			})
+			require.NoError(t, err)
+			if mode.external {
+				for p.Stats().Delivered < 1 {
+					waitReadable(t, p.Fd())
+					p.RunCompletions()
+				}
+				shut <- p.Shutdown(canceled)
+				require.Equal(t, -1, p.Fd(), "released")
+			}
+			require.NoError(t, <-shut)
+			require.NoError(t, p.Close())
+		})
+	}
+}
+
+// Shutdown that runs the completion loop on its caller (WithExternalLoop, or
+// from a Callback) is bounded by ctx even while completions keep coming, so
+// that each drain finds more to deliver: once ctx ends, what is still queued
+// is canceled and Shutdown returns ctx's error, instead of running the whole
+// queue. Here every callback lets the next Func finish and waits for its
+// completion, as callbacks slower than the workers would; the first one ends
+// ctx and lets the cancellation happen.
+func TestShutdownOnLoopContextEndsWhileCompletionsKeepComing(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(1), WithSpin(0))...)
+			require.NoError(t, err)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			const n = 6
+			res := newResults()
+			var ran [n]atomic.Bool
+			gates := make([]chan struct{}, n)
+			for i := range gates {
+				gates[i] = make(chan struct{})
+			}
+			close(gates[0])
+			shut := make(chan error, 1)
+			submitted := make(chan struct{})
+			if !mode.external {
+				// Shutdown from a Callback, once every request is queued.
+				_, err = p.Submit(func() error { <-submitted; return nil }, func(error) {
+					shut <- p.Shutdown(ctx)
+				})
+				require.NoError(t, err)
+			}
+			for i := range n {
+				name := fmt.Sprint(i)
+				_, err = p.Submit(func() error {
+					<-gates[i]
+					ran[i].Store(true)
+					return nil
+				}, func(err error) {
+					res.cb(name)(err)
+					if i == 0 {
+						cancel()
+						// ctx's end cancels the queue from another
+						// goroutine; give it a while (without a fix,
+						// nothing is ever canceled).
+						deadline := time.Now().Add(10 * time.Second)
+						for p.canceled.Load() == 0 && time.Now().Before(deadline) {
+							runtime.Gosched()
+						}
+					}
+					if i+1 < n {
+						select {
+						case <-gates[i+1]:
+						default:
+							close(gates[i+1]) // the next Func may finish
+						}
+					}
+					// Wait for the next completion, unless the batch
+					// holds more or nothing is left to come.
+					for p.done.Load() == nil && p.batch == nil && p.pending.Load() > 0 {
+						runtime.Gosched()
+					}
+				})
+				require.NoError(t, err)
+			}
+			close(submitted)
+			if mode.external {
+				shut <- p.Shutdown(ctx)
+			}
+			require.ErrorIs(t, <-shut, context.Canceled, "ctx ended in the first callback")
+			require.NoError(t, p.Close())
+			require.NoError(t, res.once(t, "0"))
+			last := fmt.Sprint(n - 1)
+			require.ErrorIs(t, res.once(t, last), ErrCanceled, "still queued when ctx ended")
+			require.False(t, ran[n-1].Load())
+			for i := range n {
+				res.once(t, fmt.Sprint(i)) // exactly one callback each
+			}
+		})
+	}
+}
