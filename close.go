@@ -100,7 +100,19 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	case w != nil:
 		err = p.waitOthers(ctx, w)
 	case p.external || onLoop:
-		if err = p.runUntilQuiet(ctx); err != nil {
+		returned := false
+		defer func() {
+			if !returned {
+				// A Callback delivered here called runtime.Goexit (or
+				// panicked), which unwinds this Shutdown: the pool
+				// must still release itself, and no worker may be
+				// left to do it as it leaves.
+				p.stopWhenGone()
+			}
+		}()
+		err = p.runUntilQuiet(ctx)
+		returned = true
+		if err != nil {
 			p.beginClose(true)
 			p.stopWhenGone()
 			p.drain() // deliver the canceled requests on the loop, as Close does

@@ -409,6 +409,48 @@ func TestCloseFromCallbackWithGoexitNested(t *testing.T) {
 	}
 }
 
+// A Shutdown that runs the completion loop on its caller (from a Callback,
+// or WithExternalLoop), with no worker left, still releases the pool's
+// goroutines when a callback it delivers calls runtime.Goexit, which unwinds
+// that Shutdown: no worker is left to do it as it leaves.
+func TestShutdownOnLoopWithGoexitNested(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			leaks := goleak.IgnoreCurrent()
+			p, err := New(append(mode.opts, WithMaxWorkers(1), WithSpin(0))...)
+			require.NoError(t, err)
+			shutNow := make(chan struct{})
+			if !mode.external {
+				left := *p.left.Load()
+				inFirst := make(chan struct{})
+				_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(error) {
+					close(inFirst)
+					<-shutNow
+					_ = p.Shutdown(context.Background()) // delivers the second callback nested
+				})
+				require.NoError(t, err)
+				<-left // the worker is gone
+				<-inFirst
+			}
+			left := *p.left.Load()
+			_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(error) { runtime.Goexit() })
+			require.NoError(t, err)
+			<-left // its worker is gone too; its completion is published
+			require.Zero(t, p.Stats().Workers)
+			if mode.external {
+				go func() {
+					<-shutNow
+					_ = p.Shutdown(context.Background()) // the loop, ended by the callback
+				}()
+			}
+			close(shutNow)
+			goleak.VerifyNone(t, leaks)
+			require.NoError(t, p.Close())
+			require.Equal(t, -1, p.Fd())
+		})
+	}
+}
+
 // Two Funcs that call Close at once do not wait for each other.
 func TestCloseFromTwoFuncs(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(2))
