@@ -683,6 +683,27 @@ func TestExternalLoopCloseDeliversOnCaller(t *testing.T) {
 	require.NoError(t, p.Close())
 }
 
+// WithExternalLoop, a Close from a Func leaves the descriptor and the
+// callbacks still due to the loop: Fd stays valid and RunCompletions
+// delivers them, the Func's own included, until the loop's own Close.
+func TestExternalLoopCloseFromFuncLeavesFdToLoop(t *testing.T) {
+	p, err := New(WithExternalLoop(), WithMaxWorkers(2))
+	require.NoError(t, err)
+	res := newResults()
+	closed := make(chan error, 1)
+	_, err = p.Submit(func() error { closed <- p.Close(); return nil }, res.cb("a"))
+	require.NoError(t, err)
+	require.NoError(t, <-closed)
+	fd := p.Fd()
+	require.NotEqual(t, -1, fd, "after a Close from a Func")
+	waitReadable(t, fd)
+	require.Equal(t, 1, p.RunCompletions(), "after a Close from a Func")
+	require.NoError(t, res.once(t, "a"))
+	require.NoError(t, p.Close())
+	require.Equal(t, -1, p.Fd())
+	require.Zero(t, p.RunCompletions())
+}
+
 func TestExternalLoopShutdownRunsQueuedWork(t *testing.T) {
 	p, err := New(WithExternalLoop(), WithMaxWorkers(2))
 	require.NoError(t, err)

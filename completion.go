@@ -111,7 +111,9 @@ func (p *Pool) loop() {
 // RunCompletions delivers every finished request on the calling goroutine,
 // in one batch, and returns how many callbacks it ran. It is for pools made
 // WithExternalLoop: call it when Fd is readable (it takes the readiness
-// itself). After Close it returns 0. By caller:
+// itself). Once Close or Shutdown has delivered every callback it returns
+// 0; after one called from a Func, or a Shutdown whose ctx ended, it still
+// delivers the callbacks due (see Close). By caller:
 //
 //   - The loop goroutine (the one goroutine at a time that polls Fd): as
 //     above. The loop may move to another goroutine between calls.

@@ -498,8 +498,10 @@ func (p *Pool) Stats() Stats {
 
 // Fd returns the eventfd that becomes readable when completions are waiting,
 // for a pool made WithExternalLoop: poll it, then call RunCompletions. It
-// returns -1 for a pool that runs its own completion goroutine, and after
-// Close.
+// returns -1 for a pool that runs its own completion goroutine, and once
+// Close or Shutdown has released it: one called from a Func, or a Shutdown
+// whose ctx ended, leaves the descriptor, and the callbacks still due, to
+// the loop, until its own Close (see Close).
 //
 // If a write to the eventfd fails (a healthy eventfd never fails), that
 // wake-up does not show on Fd: see MissedWakeup.
