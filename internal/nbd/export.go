@@ -94,8 +94,12 @@ func (e *Export) writeAt(b []byte, off int64) error {
 }
 
 // trim discards the range. Trimming is advisory, so a file system that
-// cannot punch holes makes it a successful no-op.
+// cannot punch holes makes it a successful no-op, as is an empty range
+// (which fallocate would refuse with EINVAL).
 func (e *Export) trim(off, length int64) error {
+	if length == 0 {
+		return nil
+	}
 	err := e.control(func(fd int) error { return punchHole(fd, off, length) })
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		return nil
@@ -105,8 +109,12 @@ func (e *Export) trim(off, length int64) error {
 
 // zero makes the range read as zeroes. With keepAllocated (NO_HOLE) the
 // blocks stay allocated; otherwise they may be punched out. Where the file
-// system cannot do either, zeroes are written.
+// system cannot do either, zeroes are written. An empty range is a
+// successful no-op (fallocate would refuse it with EINVAL).
 func (e *Export) zero(off, length int64, keepAllocated bool) error {
+	if length == 0 {
+		return nil
+	}
 	err := e.control(func(fd int) error {
 		if keepAllocated {
 			return zeroRange(fd, off, length)

@@ -78,6 +78,32 @@ func TestTrimAndWriteZeroes(t *testing.T) {
 	require.Equal(t, pattern(0, 3*65536)[2*65536:], got, "data beside a zeroed range is kept")
 }
 
+// TestTrimAndWriteZeroesOfLengthZero checks that a trim or write zeroes of
+// no bytes, like a read or write of none, succeeds and changes nothing,
+// wherever it lies in the export, the end included: it is not among the
+// bad inputs that the server refuses.
+func TestTrimAndWriteZeroesOfLengthZero(t *testing.T) {
+	const size = 1 << 20
+	ts := startServer(t, serverConfig{size: size})
+	c := dial(t, ts)
+	c.connect("")
+	for _, tc := range []struct{ typ, flags uint16 }{
+		{cmdTrim, 0},
+		{cmdTrim, cmdFlagFUA},
+		{cmdWriteZeroes, 0},
+		{cmdWriteZeroes, cmdFlagNoHole},
+		{cmdWriteZeroes, cmdFlagNoHole | cmdFlagFUA},
+	} {
+		for _, off := range []uint64{0, 4096, size} {
+			errno, _ := c.do(tc.typ, tc.flags, off, 0, nil)
+			require.Zero(t, errno, "type %d flags %#x at %d", tc.typ, tc.flags, off)
+		}
+	}
+	got, err := os.ReadFile(ts.file)
+	require.NoError(t, err)
+	require.Equal(t, pattern(0, size), got)
+}
+
 func TestPipelinedRequests(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20})
 	c := dial(t, ts)
