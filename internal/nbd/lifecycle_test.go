@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -318,6 +319,61 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 	if err != nil {
 		require.True(t, isReset(err), "%v", err)
 	}
+}
+
+// narrowSendListener gives every accepted TCP connection a send buffer of
+// 8 KiB, so that what the server writes reaches the client about as fast
+// as the client reads it.
+type narrowSendListener struct{ net.Listener }
+
+func (l narrowSendListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err == nil {
+		err = nc.(*net.TCPConn).SetWriteBuffer(8 << 10)
+	}
+	return nc, err
+}
+
+// pacedReader reads at most 4 KiB at a time, 2 ms apart: a client on a
+// slow link, which keeps reading.
+type pacedReader struct{ r io.Reader }
+
+func (p pacedReader) Read(b []byte) (int, error) {
+	time.Sleep(2 * time.Millisecond)
+	return p.r.Read(b[:min(len(b), 4<<10)])
+}
+
+// TestSlowClientIsNotDropped checks that a client which keeps reading its
+// replies, only slowly, is served however long its replies take in all: the
+// write timeout drops a client that takes nothing for that long, not one
+// whose queue of replies (up to the budget, 64 MiB by default) takes longer
+// than the timeout to go through its link. Here 4 MiB of replies, which
+// the client reads in at least 1024 reads 2 ms apart, go out in one send of
+// the writer goroutine, with a timeout of 1 s.
+func TestSlowClientIsNotDropped(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
+		listen: func(l net.Listener) net.Listener { return narrowSendListener{l} },
+		tune:   func(s *Server) { s.WriteTimeout = time.Second }})
+	c := dialSmallWindow(t, ts)
+	c.connect("")
+	c.br = bufio.NewReader(pacedReader{c.nc})
+	const n = 4
+	resume := ts.exec.pauseDelivery() // one batch: the replies go out in one send
+	want := map[uint64]bool{}
+	for range n {
+		want[c.request(cmdRead, 0, 0, 1<<20, nil)] = true
+	}
+	ts.exec.waitCompleted(n)
+	resume()
+	for range n {
+		cookie, errno, data := c.reply()
+		require.True(t, want[cookie])
+		delete(want, cookie)
+		require.Zero(t, errno)
+		require.Equal(t, pattern(0, 1<<20), data)
+	}
+	found, _ := ts.findLog("sending replies")
+	require.False(t, found, "the connection was dropped")
 }
 
 func TestShutdownDeadlineClosesStuckClients(t *testing.T) {

@@ -2,6 +2,8 @@ package nbd
 
 import (
 	"encoding/binary"
+	"errors"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -343,14 +345,25 @@ func (o *outbox) tlsRecords() {
 }
 
 // writeBlocking writes b, waiting for the client at most the server's
-// write timeout. The goroutine that set busy only: the writer goroutine,
-// or the reader in sendTLS.
+// write timeout: a client that takes part of b within it, reading slowly
+// rather than not at all, gets another timeout for the rest (in plain text
+// only: a TLS connection whose write timed out cannot write again). The
+// goroutine that set busy only: the writer goroutine, or the reader in
+// sendTLS.
 func (o *outbox) writeBlocking(b []byte) error {
 	nc := o.c.rw
-	if err := nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout())); err != nil {
-		return err
+	var err error
+	for {
+		if err = nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout())); err != nil {
+			return err
+		}
+		var n int
+		n, err = nc.Write(b)
+		b = b[n:]
+		if n == 0 || o.overTLS || !errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
 	}
-	_, err := nc.Write(b)
 	// Clear the deadline so that it cannot fail a later non-blocking
 	// write from the completion goroutine.
 	if derr := nc.SetWriteDeadline(time.Time{}); err == nil {
