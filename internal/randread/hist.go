@@ -1,6 +1,7 @@
 package randread
 
 import (
+	"math"
 	"math/bits"
 	"time"
 )
@@ -59,13 +60,15 @@ func (h *Histogram) Merge(o *Histogram) {
 	h.total += o.total
 }
 
-// Quantile returns the duration below which the fraction q (0..1) of the
-// recorded durations fall, to the histogram's precision; 0 when empty.
+// Quantile returns the duration at or below which at least the fraction q
+// (0..1) of the recorded durations fall (the nearest rank, ceil(q*n) of n),
+// to the histogram's precision; 0 when empty.
 func (h *Histogram) Quantile(q float64) time.Duration {
 	if h.total == 0 {
 		return 0
 	}
-	rank := uint64(q*float64(h.total-1)) + 1
+	rank := uint64(math.Ceil(q * float64(h.total)))
+	rank = min(max(rank, 1), h.total)
 	var seen uint64
 	for i, c := range h.counts {
 		seen += c

@@ -155,6 +155,39 @@ func TestHistogramQuantiles(t *testing.T) {
 	}
 }
 
+// A quantile is a duration at or below which at least the fraction q of the
+// recorded durations fall: the p99 of 150 reads of which 2 took 1ms is 1ms,
+// since 148 of 150 (98.7%) is less than 99%. The rank was taken as
+// floor(q*(n-1))+1, which for such counts fell one short and returned the
+// bucket below.
+func TestHistogramQuantileCoversTheFraction(t *testing.T) {
+	for _, c := range []struct {
+		fast, slow int
+		q          float64
+		want       time.Duration
+	}{
+		{1, 1, 0.99, time.Millisecond},
+		{148, 2, 0.99, time.Millisecond},
+		{149, 1, 0.99, time.Microsecond}, // 149 of 150 is 99.3%
+		{99, 1, 0.99, time.Microsecond},  // 99 of 100 is 99% exactly
+		{1, 1, 0.5, time.Microsecond},
+		{1, 2, 0.5, time.Millisecond},
+		{3, 1, 0, time.Microsecond},
+		{3, 1, 1, time.Millisecond},
+	} {
+		var h Histogram
+		for range c.fast {
+			h.Record(time.Microsecond)
+		}
+		for range c.slow {
+			h.Record(time.Millisecond)
+		}
+		got := h.Quantile(c.q)
+		require.InEpsilon(t, float64(c.want), float64(got), 1.0/8,
+			"q=%v of %d at 1us and %d at 1ms: got %v", c.q, c.fast, c.slow, got)
+	}
+}
+
 func TestUsedListConcurrentPushes(t *testing.T) {
 	var u usedList
 	reqs := make([]request, 400)
