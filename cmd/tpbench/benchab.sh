@@ -72,13 +72,15 @@ build base "$1"
 build rev "${2:-}"
 
 # Every line of $work/raw is "ROUND BENCHMARK-LINE", the benchmark's name
-# tagged with /v=base or /v=rev.
+# tagged with /v=base or /v=rev. A test binary run with GOMAXPROCS=1 names
+# its benchmarks without the -GOMAXPROCS suffix; they get -1.
 for r in $(seq "$rounds"); do
 	for g in "${groups[@]}"; do
 		for v in $(printf '%s\n' base rev | shuf); do
 			"$work/$v.test" -test.run '^$' -test.bench "$g" -test.benchtime "$benchtime" \
 				-randread.file "$work/data.dat" |
-				sed -n "s|^\(Benchmark[^ ]*\)-\([0-9]*\) |$r \1/v=$v-\2 |p" >>"$work/raw"
+				sed -n -e "s|^\(Benchmark[^ ]*\)-\([0-9][0-9]*\) |$r \1/v=$v-\2 |p" -e t \
+					-e "s|^\(Benchmark[^ ]*\) |$r \1/v=$v-1 |p" >>"$work/raw"
 		done
 	done
 	echo "round $r of $rounds done" >&2

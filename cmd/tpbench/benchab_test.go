@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// benchab runs benchab.sh with args in a git repository of its own, made
+// for the test, whose one commit is the revision HEAD. A fake go command,
+// first on PATH, "builds" every test binary as a script that prints lines,
+// as the real one prints its benchmarks' results. It returns the script's
+// exit status, its standard output and standard error, and the results file
+// (-o) it wrote, "" if none.
+func benchab(t *testing.T, lines string, args ...string) (code int, stdout, stderr, results string) {
+	t.Helper()
+	script, err := filepath.Abs("benchab.sh")
+	require.NoError(t, err)
+	src, err := os.ReadFile(script)
+	require.NoError(t, err)
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "repo")
+	require.NoError(t, os.MkdirAll(filepath.Join(repo, "cmd", "tpbench"), 0o755))
+	copied := filepath.Join(repo, "cmd", "tpbench", "benchab.sh")
+	require.NoError(t, os.WriteFile(copied, src, 0o755))
+	git := func(args ...string) {
+		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@t",
+			"-c", "commit.gpgsign=false"}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "git %v: %s", args, out)
+	}
+	git("init", "-q")
+	git("add", ".")
+	git("commit", "-q", "-m", "benchab")
+
+	bin := filepath.Join(dir, "bin")
+	require.NoError(t, os.Mkdir(bin, 0o755))
+	printed := filepath.Join(dir, "lines")
+	require.NoError(t, os.WriteFile(printed, []byte(lines), 0o644))
+	// go test -c -o BINARY .
+	fakeGo := "#!/bin/sh\nprintf '#!/bin/sh\\ncat %s\\n' '" + printed + "' >\"$4\" && chmod +x \"$4\"\n"
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "go"), []byte(fakeGo), 0o755))
+
+	out := filepath.Join(dir, "results.txt")
+	cmd := exec.Command("bash", append([]string{copied, "-o", out}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	if err != nil {
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit)
+		code = exit.ExitCode()
+	}
+	if b, err := os.ReadFile(out); err == nil {
+		results = string(b)
+	}
+	return code, o.String(), e.String(), results
+}
+
+// A test binary run with GOMAXPROCS=1 names its benchmarks without the
+// -GOMAXPROCS suffix: benchab.sh keeps their lines, as -1, instead of
+// finding none and blaming the groups.
+func TestBenchabWithoutProcsSuffix(t *testing.T) {
+	for procs, lines := range map[string]string{
+		"1": "BenchmarkSubmit/inflight=1/design=pool        \t     100\t      1000 ns/op\n" +
+			"BenchmarkSubmit/inflight=1/design=goroutine   \t     100\t      2000 ns/op\n",
+		"2": "BenchmarkSubmit/inflight=1/design=pool-2      \t     100\t      1000 ns/op\n" +
+			"BenchmarkSubmit/inflight=1/design=goroutine-2 \t     100\t      2000 ns/op\n",
+	} {
+		code, stdout, stderr, results := benchab(t, lines, "-r", "2", "-g", "Submit/", "HEAD")
+		require.Equal(t, 0, code, "GOMAXPROCS %s: %s", procs, stderr)
+		require.Regexp(t, `BenchmarkSubmit/inflight=1/design=pool +time 1\.000 \[1\.00-1\.00\] ahead in 0/2`, stdout, procs)
+		require.Regexp(t, `Submit/inflight=1/design=pool / design=goroutine +base 0\.50 \[0\.50-0\.50\] rev 0\.50`, stdout, procs)
+		require.Contains(t, results, "BenchmarkSubmit/inflight=1/design=pool/v=base-"+procs+" ", procs)
+		require.Contains(t, results, "BenchmarkSubmit/inflight=1/design=goroutine/v=rev-"+procs+" ", procs)
+	}
+}
