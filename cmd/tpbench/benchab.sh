@@ -40,6 +40,10 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 	sed -n '2,25p' "$0"
 	exit 2
 fi
+if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then
+	echo "$(basename "$0"): -r $rounds: want a positive number of rounds" >&2
+	exit 2
+fi
 if [ ${#groups[@]} -eq 0 ]; then
 	groups=(
 		'RandReadDesign/iodepth=64/design=(pool|goroutine|chanpool)$'

@@ -81,3 +81,16 @@ func TestBenchabWithoutProcsSuffix(t *testing.T) {
 		require.Contains(t, results, "BenchmarkSubmit/inflight=1/design=goroutine/v=rev-"+procs+" ", procs)
 	}
 }
+
+// A -r that is not a positive number of rounds is refused with a message
+// naming it, before anything is built or run.
+func TestBenchabRefusesBadRounds(t *testing.T) {
+	for _, rounds := range []string{"0", "00", "x", "-1", "2x", ""} {
+		code, stdout, stderr, results := benchab(t, "", "-r", rounds, "HEAD")
+		require.Equal(t, 2, code, "-r %q: %s", rounds, stderr)
+		require.Contains(t, stderr, "-r", rounds)
+		require.NotContains(t, stderr, "no benchmark matched", rounds)
+		require.Empty(t, stdout, rounds)
+		require.Empty(t, results, rounds)
+	}
+}
