@@ -43,6 +43,19 @@ while getopts "qTr:t:s:p:b:j:" opt; do
 	esac
 done
 
+# The numbers go to seq, fio, arithmetic and tpnbd: refuse what is not one
+# here, rather than run no round or fail halfway.
+number() { # number FLAG VALUE REGEXP WHAT
+	if ! [[ $2 =~ $3 ]]; then
+		echo "$(basename "$0"): $1 $2: want $4" >&2
+		exit 2
+	fi
+}
+number -r "$rounds" '^[1-9][0-9]*$' "a positive number of rounds"
+number -t "$runtime" '^[1-9][0-9]*$' "a positive number of seconds"
+number -s "$size_mib" '^[1-9][0-9]*$' "a positive number of MiB"
+number -p "$procs" '^[0-9]+$' "0 (Go's default) or a positive GOMAXPROCS"
+
 if [ -n "$only" ]; then
 	IFS=, read -r -a want <<<"$only"
 	for job in "${want[@]}"; do

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"os/exec"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// compare.sh refuses a number that is not one (rounds, seconds, MiB,
+// GOMAXPROCS) with a message naming its flag and exit status 2, before it
+// looks for its tools, builds or starts anything.
+func TestCompareRefusesBadNumbers(t *testing.T) {
+	for _, args := range [][]string{
+		{"-r", "0"}, {"-r", "x"}, {"-r", "-1"},
+		{"-t", "0"}, {"-t", "x"}, {"-t", ""},
+		{"-s", "0"}, {"-s", "x"}, {"-s", "a[0]"},
+		{"-p", "x"}, {"-p", "-1"},
+	} {
+		cmd := exec.Command("bash", append([]string{"compare.sh", "-j", "randread:1:1"}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%q exited 0: %s", args, stdout.String())
+		require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
+		require.Contains(t, stderr.String(), args[0]+" "+args[1]+":", args)
+		require.Empty(t, stdout.String(), args)
+	}
+}
