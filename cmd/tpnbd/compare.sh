@@ -42,6 +42,12 @@ while getopts "qTr:t:s:p:b:j:" opt; do
 	*) sed -n '2,23p' "$0"; exit 2 ;;
 	esac
 done
+shift $((OPTIND - 1))
+if [ $# -gt 0 ]; then
+	echo "$(basename "$0"): unexpected argument $1 (every option starts with -)" >&2
+	sed -n '2,23p' "$0" >&2
+	exit 2
+fi
 
 # The numbers go to seq, fio, arithmetic and tpnbd: refuse what is not one
 # here, rather than run no round or fail halfway.

@@ -29,3 +29,24 @@ func TestCompareRefusesBadNumbers(t *testing.T) {
 		require.Empty(t, stdout.String(), args)
 	}
 }
+
+// An argument that is not an option, and what follows it, is not ignored:
+// getopts stops at the first one, so "compare.sh tcp -r 3" would have run
+// the default five rounds on Unix sockets.
+func TestCompareRefusesStrayArguments(t *testing.T) {
+	for _, args := range [][]string{
+		{"extra"},
+		{"-r", "1", "-t", "1", "-s", "1", "-j", "randread:1:1", "tcp"},
+		{"-j", "randread:1:1", "-s", "1", "-t", "1", "r", "-r", "0"},
+	} {
+		cmd := exec.Command("bash", append([]string{"compare.sh"}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, "%q exited 0: %s", args, stdout.String())
+		require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
+		require.Contains(t, stderr.String(), "unexpected argument", args)
+		require.Empty(t, stdout.String(), args)
+	}
+}
