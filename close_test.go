@@ -482,7 +482,7 @@ func TestShutdownFromFuncRunsQueuedWhileOtherBusy(t *testing.T) {
 		select {
 		case <-xRan:
 			return nil
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			return errors.New("the queued request never ran")
 		}
 	}, func(err error) { bErr <- err })
@@ -795,7 +795,7 @@ func TestShutdownOnLoopContextEndsWhileCompletionsKeepComing(t *testing.T) {
 						// ctx's end cancels the queue from another
 						// goroutine; give it a while (without a fix,
 						// nothing is ever canceled).
-						deadline := time.Now().Add(10 * time.Second)
+						deadline := time.Now().Add(30 * time.Second)
 						for p.canceled.Load() == 0 && time.Now().Before(deadline) {
 							runtime.Gosched()
 						}

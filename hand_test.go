@@ -101,13 +101,13 @@ func (f *handFixture) inHand() (int, int) {
 func (f *handFixture) collect(n int) map[int]error {
 	f.t.Helper()
 	got := make(map[int]error)
-	timeout := time.After(10 * time.Second)
+	timeout := time.After(30 * time.Second)
 	for len(got) < n {
 		select {
 		case r := <-f.results:
 			got[r.id] = r.err
 		case <-timeout:
-			f.t.Fatalf("%d callbacks of %d after 10s: a request is stranded", len(got), n)
+			f.t.Fatalf("%d callbacks of %d after 30s: a request is stranded", len(got), n)
 		}
 	}
 	return got
@@ -184,7 +184,7 @@ func TestIdleWorkerTakesFromTheHandOfABlockedOne(t *testing.T) {
 		select {
 		case <-f.runs[0]:
 			return nil
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			return errors.New("request 0 never ran: stranded in a hand")
 		}
 	})
@@ -261,7 +261,7 @@ func TestHandIsTakenBeforeNewerQueuedRequests(t *testing.T) {
 		select {
 		case <-ran0:
 			return nil
-		case <-time.After(10 * time.Second):
+		case <-time.After(30 * time.Second):
 			return errors.New("request 0 never ran: newer requests went first")
 		}
 	}

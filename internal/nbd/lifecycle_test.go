@@ -50,11 +50,11 @@ func expectReads(c *client, want map[uint64]bool, n uint64) {
 	}
 }
 
-// waitStack waits, at most 10 s, until some goroutine's stack holds every
+// waitStack waits, at most 60 s, until some goroutine's stack holds every
 // one of parts; it fails the test otherwise.
 func waitStack(t *testing.T, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	buf := make([]byte, 4<<20)
 	for {
 		n := runtime.Stack(buf, true)

@@ -228,14 +228,14 @@ func TestWriteTimeoutBoundsTheAnswersToKeyUpdates(t *testing.T) {
 	}()
 	// The client reads nothing, and the answers soon wait for room in the
 	// socket: the write timeout drops the connection.
-	require.True(t, ts.waitLogWithin("sending replies", 5*time.Second),
+	require.True(t, ts.waitLogWithin("sending replies", 30*time.Second),
 		"the answers to the KeyUpdates wait for the client with no deadline")
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
 	select {
 	case err := <-shut:
 		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		c.nc.Close() // lets the server's write fail, and Shutdown return
 		<-sent
 		<-shut
@@ -311,14 +311,14 @@ func TestKeyUpdateAnswerDoesNotLoseWaitingReplies(t *testing.T) {
 	b := s.keyUpdate(s.record(nil, 23, reqs))
 	_, err := kl.rc.Conn.Write(b)
 	require.NoError(t, err)
-	require.True(t, ts.waitLogWithin("sending replies", 5*time.Second),
+	require.True(t, ts.waitLogWithin("sending replies", 30*time.Second),
 		"replies that could not be sent in the write timeout were dropped and the connection kept")
 }
 
 // sendKeyUpdateThenWrites sends with s, in one go, a KeyUpdate and then
 // writes requests of 512 KiB each from offset base on, more than the
 // sockets hold, and fails the test with msg unless the server reads all of it
-// within 5 s.
+// within 30 s.
 func sendKeyUpdateThenWrites(t *testing.T, c *client, kl *keyLoggedTLS, s *rawSender, base uint64, writes int, msg string) {
 	t.Helper()
 	const wn = 512 << 10
@@ -336,7 +336,7 @@ func sendKeyUpdateThenWrites(t *testing.T, c *client, kl *keyLoggedTLS, s *rawSe
 	select {
 	case err := <-sent:
 		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
+	case <-time.After(30 * time.Second):
 		c.nc.Close()
 		<-sent
 		require.Fail(t, msg)
@@ -365,7 +365,7 @@ func (s *rawSender) records(out, b []byte) []byte {
 // writes. Where it did, both sides waited until the write timeout dropped
 // the connection and its replies.
 func TestKeyUpdateAnswerDoesNotWaitForTheWriter(t *testing.T) {
-	ts, c, kl := startInlineTLS(t, 12<<20, 10*time.Second) // the timeout bounds the wait of the failure
+	ts, c, kl := startInlineTLS(t, 12<<20, time.Minute) // the timeout bounds the wait of the failure
 	s := kl.rawSender(t)
 	const n = 60 << 10              // under sparseReadMin: the cached reads are served inline
 	want := pattern(0, inlineRun*n) // the export's content, in the page cache
@@ -467,6 +467,7 @@ func TestKeyUpdateAnswerDoesNotWaitForAFullSocket(t *testing.T) {
 		tune: func(s *Server) {
 			certs.tlsServer(TLSOn, false)(s)
 			s.Inline = true
+			s.WriteTimeout = time.Minute // beyond the test's wait for the send below
 		}})
 	c := dial(t, ts)
 	c.greet(clientFlagFixedNewstyle)
@@ -488,7 +489,7 @@ func TestKeyUpdateAnswerDoesNotWaitForAFullSocket(t *testing.T) {
 		_, err := kl.tc.Write(req)
 		require.NoError(t, err)
 		reads = append(reads, cookie)
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for q, _ := sendQueue(t, sc.nc); q <= before; q, _ = sendQueue(t, sc.nc) {
 			require.False(t, time.Now().After(deadline), "the reply was never written")
 			runtime.Gosched()

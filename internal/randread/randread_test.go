@@ -262,7 +262,7 @@ func TestRunRefusesANegativeCount(t *testing.T) {
 			var o outcome
 			select {
 			case o = <-done:
-			case <-time.After(5 * time.Second):
+			case <-time.After(30 * time.Second):
 				s.stop() // end the endless run, so that the test fails, not hangs
 				<-done
 				t.Fatalf("%s: Run(%d) was still reading after 5s", s.name, n)
