@@ -97,6 +97,17 @@ func waitBudget(c *conn, held int) {
 	}
 }
 
+// holdLinger makes a closing TCP connection discard its client's input for
+// up to a minute (see conn.linger), rather than lingerTimeout, for a test
+// whose client must close its side before the server gives up: a loaded
+// machine may take longer than lingerTimeout over the test's steps. Call it
+// before startServer, so that it is undone after the server has shut down.
+func holdLinger(t *testing.T) {
+	old := lingerTimeout
+	lingerTimeout = time.Minute
+	t.Cleanup(func() { lingerTimeout = old })
+}
+
 func TestDiscAnswersRequestsInFlight(t *testing.T) {
 	ts := startServer(t, serverConfig{})
 	c := dial(t, ts)
@@ -238,6 +249,7 @@ func TestShutdownRepliesSurviveUnreadInput(t *testing.T) {
 // still queued for a client that keeps sending) does not cut that short:
 // the replies still arrive.
 func TestShutdownDuringLingerKeepsReplies(t *testing.T) {
+	holdLinger(t)
 	ts, c := smallWindowServer(t)
 	const n = 64 << 10
 	b, want := readsThenBadMagic(c, n)
