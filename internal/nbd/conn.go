@@ -46,6 +46,7 @@ type conn struct {
 	cached  cachedReader
 
 	transmitting bool        // guarded by srv.mu; negotiation is over
+	lingering    bool        // guarded by srv.mu; linger discards the client's input
 	stopping     atomic.Bool // set once the connection must stop reading requests
 	negotiateBy  time.Time   // serve goroutine only: when negotiation must be over
 }
@@ -108,10 +109,13 @@ func (c *conn) serve() {
 }
 
 // stop makes the connection stop reading new requests; the ones already
-// read are answered. The caller holds srv.mu.
+// read are answered. One still negotiating is closed, unless it lingers
+// (see linger). The caller holds srv.mu.
 func (c *conn) stop() {
 	if !c.transmitting {
-		c.nc.Close()
+		if !c.lingering {
+			c.nc.Close()
+		}
 		return
 	}
 	c.abort()
@@ -145,12 +149,15 @@ var lingerTimeout = 2 * time.Second
 // without srv.mu).
 //
 // A Shutdown that begins meanwhile sets a read deadline in the past on every
-// connection (abort): linger sets its own again and goes on.
+// connection past negotiation (abort): linger sets its own again and goes
+// on. It leaves a connection closed in negotiation lingering too, where it
+// closes the others still negotiating (see stop).
 func (c *conn) linger() {
 	tc, ok := c.nc.(*net.TCPConn)
 	if !ok || tc.CloseWrite() != nil {
 		return
 	}
+	c.srv.startLinger(c) // a Shutdown that closed the socket before ends the reads below at once
 	end := time.Now().Add(lingerTimeout)
 	if !c.transmitting && c.negotiateBy.Before(end) {
 		end = c.negotiateBy // the negotiation's time limit bounds its connection's life

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -464,4 +465,63 @@ func requireNoAllocsPerRead(t *testing.T, c *client, replyLen, depth int) {
 		limit = 2
 	}
 	require.Less(t, perRequest, limit)
+}
+
+// A Shutdown that begins while a TCP connection closed in negotiation
+// discards its client's input (after NBD_OPT_ABORT, with the replies to
+// the options before it still queued for a client that keeps sending) does
+// not cut that short either: the replies still arrive.
+func TestShutdownDuringAbortLingerKeepsReplies(t *testing.T) {
+	holdLinger(t)
+	name := strings.Repeat("x", 4000)
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true, name: name, tune: func(s *Server) {
+		s.HandshakeTimeout = time.Hour // which bounds the linger of a connection closed in negotiation
+	}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	const lists = 16 // 64 KiB of replies, more than the client's window
+	var b []byte
+	for _, o := range append(make([]uint32, lists), optAbort) {
+		if o == 0 {
+			o = optList
+		}
+		b = binary.BigEndian.AppendUint64(b, magicOption)
+		b = binary.BigEndian.AppendUint32(b, o)
+		b = binary.BigEndian.AppendUint32(b, 0)
+	}
+	c.send(b)
+	// The client goes on sending until told to stop, then closes its side.
+	stop, wrote := make(chan struct{}), make(chan error, 1)
+	go func() {
+		junk := make([]byte, 16<<10)
+		for {
+			select {
+			case <-stop:
+				wrote <- c.nc.(*net.TCPConn).CloseWrite()
+				return
+			default:
+			}
+			if _, err := c.nc.Write(junk); err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	waitStack(t, "nbd.(*conn).linger", "waitRead") // the replies written, the input discarded
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	waitClosing(ts) // Shutdown has stopped every connection
+	close(stop)
+	require.NoError(t, <-wrote, "the client could send until it closed its side")
+	for i := range lists {
+		typ, data := c.optReply(optList)
+		require.Equal(t, uint32(repServer), typ, "LIST reply %d", i)
+		require.Len(t, data, 4+len(name))
+		typ, _ = c.optReply(optList)
+		require.Equal(t, uint32(repAck), typ, "LIST reply %d", i)
+	}
+	typ, _ := c.optReply(optAbort)
+	require.Equal(t, uint32(repAck), typ)
+	c.expectEOF()
+	require.NoError(t, <-shut)
 }

@@ -131,18 +131,20 @@ func (s *Server) Serve(l net.Listener) error {
 }
 
 // Shutdown stops the server: it closes the listeners and connections that
-// are still negotiating, makes the others stop reading requests, and waits
-// until every request already read has been answered and every connection
-// closed. A request whose header was read but which the connection can no
-// longer serve (waiting for its budget, or for the rest of a write's
-// payload) is answered with NBD_ESHUTDOWN. A TCP connection closes once its
-// client has closed its side too, or lingerTimeout after its last reply
-// (see conn.linger), so Shutdown may wait that long for a client that keeps
-// its connection open. If ctx ends first, it closes the remaining
-// connections, waits for their goroutines, and returns ctx's error. Requests are still completed
-// by the Executor, which must keep running until Shutdown returns. Any
-// goroutine but the Executor's completion goroutine (which Shutdown waits
-// for) may call Shutdown, once or more.
+// are still negotiating (bar those that closed themselves and discard what
+// their client still sends, see conn.linger), makes the others stop
+// reading requests, and waits until every request already read has been
+// answered and every connection closed. A request whose header was read
+// but which the connection can no longer serve (waiting for its budget, or
+// for the rest of a write's payload) is answered with NBD_ESHUTDOWN. A TCP
+// connection closes once its client has closed its side too, or
+// lingerTimeout after its last reply (see conn.linger), so Shutdown may
+// wait that long for a client that keeps its connection open. If ctx ends
+// first, it closes the remaining connections, waits for their goroutines,
+// and returns ctx's error. Requests are still completed by the Executor,
+// which must keep running until Shutdown returns. Any goroutine but the
+// Executor's completion goroutine (which Shutdown waits for) may call
+// Shutdown, once or more.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing {
@@ -289,6 +291,14 @@ func (s *Server) startTransmission(c *conn) bool {
 	c.transmitting = true
 	s.transmitting.Add(1)
 	return true
+}
+
+// startLinger marks c as lingering (see conn.linger), so that Shutdown
+// does not close it while it still negotiates.
+func (s *Server) startLinger(c *conn) {
+	s.mu.Lock()
+	c.lingering = true
+	s.mu.Unlock()
 }
 
 // forget unregisters a connection whose goroutines have finished.
