@@ -69,6 +69,10 @@ func main() {
 	}
 }
 
+// maxNameLen is the protocol's limit on an export name, which
+// nbd.OpenExport enforces too.
+const maxNameLen = 4096
+
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("tpnbd", flag.ContinueOnError)
@@ -77,7 +81,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "usage: tpnbd [flags] FILE")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.name, "name", "", "export name (the empty default name is always accepted too)")
+	fs.StringVar(&cfg.name, "name", "", "export name, at most 4096 bytes (the empty default name is always accepted too)")
 	fs.StringVar(&cfg.tcp, "tcp", "", "TCP address to listen on (default 127.0.0.1:10809 when -unix is not given)")
 	fs.StringVar(&cfg.unix, "unix", "", "Unix socket path to listen on")
 	fs.BoolVar(&cfg.readOnly, "readonly", false, "export read-only")
@@ -111,6 +115,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.workers <= 0 || cfg.minWorkers < 0 || cfg.minWorkers > cfg.workers {
 		fmt.Fprintln(stderr, "tpnbd: -workers must be positive and -min-workers from 0 to -workers")
 		return cfg, errors.New("bad -workers or -min-workers")
+	}
+	if len(cfg.name) > maxNameLen {
+		fmt.Fprintf(stderr, "tpnbd: -name must be at most %d bytes\n", maxNameLen)
+		return cfg, errors.New("bad -name")
 	}
 	if cfg.shutdownWait <= 0 {
 		fmt.Fprintln(stderr, "tpnbd: -shutdown-wait must be positive")

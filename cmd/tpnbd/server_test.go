@@ -136,9 +136,9 @@ func TestMissingToolSkipsUnlessRequired(t *testing.T) {
 }
 
 // Flag values that cannot mean anything are refused: a negative -procs, a
-// -shutdown-wait that would give up before a shutdown begins, and worker
-// limits the pool cannot hold, as bad flags (exit status 2) before any
-// file is opened.
+// -shutdown-wait that would give up before a shutdown begins, worker
+// limits the pool cannot hold, and an export name over the protocol's 4096
+// bytes, as bad flags (exit status 2) before any file is opened.
 func TestFlagsRefuseNonsense(t *testing.T) {
 	for _, args := range [][]string{
 		{"-procs", "-1"},
@@ -155,6 +155,12 @@ func TestFlagsRefuseNonsense(t *testing.T) {
 		require.Error(t, err, "%v", args)
 		require.Contains(t, stderr.String(), args[0], "%v", args)
 	}
+	var stderr strings.Builder
+	_, err := parseFlags([]string{"-name", strings.Repeat("x", 4097), "disk.img"}, &stderr)
+	require.Error(t, err, "-name of 4097 bytes")
+	require.Contains(t, stderr.String(), "-name")
+	_, err = parseFlags([]string{"-name", strings.Repeat("x", 4096), "disk.img"}, io.Discard)
+	require.NoError(t, err, "-name of 4096 bytes")
 }
 
 // -h is no bad flag: the real binary prints the usage and exits 0, as the
