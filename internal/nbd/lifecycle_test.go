@@ -525,3 +525,18 @@ func TestShutdownDuringAbortLingerKeepsReplies(t *testing.T) {
 	c.expectEOF()
 	require.NoError(t, <-shut)
 }
+
+// A Shutdown whose ctx has already ended when no connection is left to
+// close has nothing to cut short: it returns nil, as when it begins before
+// ctx ends, not ctx's error at random.
+func TestShutdownWithNothingToCloseIgnoresEndedContext(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	c := dial(t, ts)
+	c.connect("")
+	c.request(cmdDisc, 0, 0, 0, nil)
+	c.expectEOF()
+	waitForgotten(ts)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, ts.srv.Shutdown(ctx))
+}

@@ -140,8 +140,8 @@ func (s *Server) Serve(l net.Listener) error {
 // connection closes once its client has closed its side too, or
 // lingerTimeout after its last reply (see conn.linger), so Shutdown may
 // wait that long for a client that keeps its connection open. If ctx ends
-// first, it closes the remaining connections, waits for their goroutines,
-// and returns ctx's error. Requests are still completed by the Executor,
+// (or has ended) while connections remain, it closes them, waits for their
+// goroutines, and returns ctx's error; with none left it returns nil. Requests are still completed by the Executor,
 // which must keep running until Shutdown returns. Any goroutine but the
 // Executor's completion goroutine (which Shutdown waits for) may call
 // Shutdown, once or more.
@@ -170,11 +170,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
+	cut := len(s.conns) // 0: every connection was done, ctx cut nothing short
 	for c := range s.conns {
 		c.nc.Close()
 	}
 	s.mu.Unlock()
 	<-done
+	if cut == 0 {
+		return nil
+	}
 	return ctx.Err()
 }
 
