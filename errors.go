@@ -31,8 +31,11 @@ var (
 )
 
 // ErrCanceled is the error a Callback receives when its request was canceled
-// before it started, by Cancel, by Close, or by the end of a SubmitCo context.
-// errors.Is(ErrCanceled, context.Canceled) is true.
+// before it started: by Cancel, by Close, or by a Shutdown whose ctx ended.
+// SubmitCo returns it when Close or such a Shutdown canceled its queued
+// request; when SubmitCo's own ctx ends first it returns ctx's error
+// instead (the request is canceled all the same, and no callback exists to
+// receive ErrCanceled). errors.Is(ErrCanceled, context.Canceled) is true.
 var ErrCanceled error = canceledError{}
 
 type canceledError struct{}

@@ -235,8 +235,9 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 // its error. If ctx ends while the request is still queued, the request is
 // canceled (fn never runs) and SubmitCo returns ctx's error; if ctx ends while
 // fn runs, SubmitCo returns ctx's error at once and fn finishes in the
-// background. SubmitCo returns ErrCanceled when Close canceled the queued
-// request, and the errors of Submit for a request it did not accept.
+// background. SubmitCo returns ErrCanceled when Close, or a Shutdown whose ctx
+// ended, canceled the queued request, and the errors of Submit for a request
+// it did not accept.
 //
 // The result goes from the worker straight to the caller, not through the
 // completion loop, so SubmitCo may be called from any goroutine: from a

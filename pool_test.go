@@ -498,6 +498,38 @@ func TestSubmitCoContextEndsWhileQueued(t *testing.T) {
 	require.Equal(t, uint64(1), p.Stats().Canceled)
 }
 
+// TestSubmitCoCanceledByShutdownOrOwnContext: a queued SubmitCo request
+// canceled by a Shutdown whose ctx ended makes SubmitCo return ErrCanceled;
+// one whose own ctx ended returns that ctx's error itself, not ErrCanceled.
+func TestSubmitCoCanceledByShutdownOrOwnContext(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	g := newGate(1)
+	_, err := p.Submit(g.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-g.started
+	ctx, cancel := context.WithCancel(context.Background())
+	var ran atomic.Bool
+	own := make(chan error, 1)
+	go func() { own <- p.SubmitCo(ctx, func() error { ran.Store(true); return nil }) }()
+	eventually(t, func() bool { return p.Stats().Queued == 1 }, "first SubmitCo request queued")
+	cancel()
+	require.Equal(t, context.Canceled, <-own, "its own ctx ended: ctx's error")
+
+	byShutdown := make(chan error, 1)
+	go func() {
+		byShutdown <- p.SubmitCo(context.Background(), func() error { ran.Store(true); return nil })
+	}()
+	eventually(t, func() bool { return p.Stats().Queued == 1 }, "second SubmitCo request queued")
+	expired, stop := context.WithDeadline(context.Background(), time.Unix(0, 0))
+	defer stop()
+	require.ErrorIs(t, p.Shutdown(expired), context.DeadlineExceeded)
+	require.Equal(t, ErrCanceled, <-byShutdown, "canceled by Shutdown: ErrCanceled")
+	g.release()
+	require.NoError(t, p.Close())
+	require.False(t, ran.Load())
+	require.Equal(t, uint64(2), p.Stats().Canceled)
+}
+
 func TestSubmitCoContextEndsWhileRunning(t *testing.T) {
 	p := newPool(t)
 	g := newGate(1)
