@@ -7,17 +7,21 @@ import (
 )
 
 var (
-	// ErrClosed is returned by Submit, SubmitCo and SetLimits once Shutdown or
-	// Close has begun. A request refused with ErrClosed gets no callback.
+	// ErrClosed is returned by Submit, SubmitCo, SetLimits and Batch.Flush
+	// once Shutdown or Close has begun, and by Notifier.Wait once the
+	// Notifier is closed. A request refused with ErrClosed gets no callback.
 	ErrClosed = errors.New("threadpool: pool is closed")
 
-	// ErrNilFunc is returned by Submit and SubmitCo when fn is nil. No callback
-	// is run.
+	// ErrNilFunc is returned by Submit and SubmitCo when fn is nil, and by
+	// Batch.Add, which then records nothing. No callback is run.
 	ErrNilFunc = errors.New("threadpool: nil Func")
 
 	// ErrQueueFull is returned by Submit and SubmitCo when the pool was built
-	// WithMaxQueued(n) and n requests are already waiting to start. Running
-	// requests do not count. No callback is run.
+	// WithMaxQueued(n) and n requests are already waiting for a worker, and by
+	// Batch.Flush when its requests would take that count above n (none of
+	// them is then submitted). Running requests do not count, nor queued ones
+	// that a woken, an idle or a yet-to-start worker will take (see
+	// WithMaxQueued). No callback is run.
 	ErrQueueFull = errors.New("threadpool: queue is full")
 
 	// ErrInvalidLimits is wrapped by the errors that New and SetLimits return for
@@ -25,8 +29,9 @@ var (
 	// out-of-range options.
 	ErrInvalidLimits = errors.New("threadpool: invalid limits")
 
-	// ErrGoexit is the Value of the *PanicError delivered for a Func that called
-	// runtime.Goexit. The worker that ran it is replaced.
+	// ErrGoexit is the Value of the *PanicError delivered to the Callback, or
+	// returned by SubmitCo, for a Func that called runtime.Goexit. The worker
+	// that ran it is replaced.
 	ErrGoexit = errors.New("threadpool: Func called runtime.Goexit")
 )
 
@@ -45,10 +50,11 @@ func (canceledError) Error() string { return "threadpool: request canceled befor
 // Is makes errors.Is(err, context.Canceled) hold for ErrCanceled.
 func (canceledError) Is(target error) bool { return target == context.Canceled }
 
-// PanicError is what a Callback receives when its Func panicked (or called
-// runtime.Goexit, with Value ErrGoexit). It is also the value re-panicked on
-// the completion goroutine when a Callback panics and the pool has no panic
-// handler, so that the original stack is not lost.
+// PanicError is what a Callback receives, and SubmitCo returns, when the Func
+// panicked (or called runtime.Goexit, with Value ErrGoexit). It is also the
+// value re-panicked on the completion loop when a Callback, or a Flush run at
+// the end of a batch, panics and the pool has no panic handler, so that the
+// original stack is not lost.
 type PanicError struct {
 	// Value is the value passed to panic.
 	Value any
