@@ -441,8 +441,8 @@ func (p *Pool) SetLimits(min, max int) error {
 // Stats is a snapshot of a pool's counters. Counters only grow; the gauges
 // (Workers, IdleWorkers, Running, Queued) are what they were at the call.
 type Stats struct {
-	Submitted uint64 // requests accepted by Submit and SubmitCo
-	Completed uint64 // Funcs that returned (or panicked)
+	Submitted uint64 // requests accepted by Submit, SubmitCo and Batch.Flush
+	Completed uint64 // Funcs that returned, panicked or called runtime.Goexit
 	Canceled  uint64 // requests canceled before they started
 	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
 	Delivered uint64 // callbacks run (requests with a nil Callback count too); SubmitCo requests, whose result goes to their caller, never count
