@@ -83,10 +83,12 @@ func validateLimits(min, max int) error {
 }
 
 // WithMinWorkers sets how many workers are kept alive while idle (default 0).
-// They are started by New.
+// They are started by New. A negative n, or one above the maximum, makes New
+// fail with ErrInvalidLimits.
 func WithMinWorkers(n int) Option { return func(c *config) { c.minWorkers = n } }
 
-// WithMaxWorkers sets how many workers may run at once (default 64).
+// WithMaxWorkers sets how many workers may run at once (default 64). An n
+// below 1, or below the minimum, makes New fail with ErrInvalidLimits.
 func WithMaxWorkers(n int) Option { return func(c *config) { c.maxWorkers = n } }
 
 // WithIdleTimeout sets how long a worker waits for work before it exits, when
@@ -101,7 +103,8 @@ func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTi
 // Submit and SubmitCo return ErrQueueFull (and Batch.Flush, for a batch that
 // would take the count above n). 0, the default, means unbounded. Requests
 // that are running do not count, nor queued ones that a woken, an idle or a
-// yet-to-start worker (fewer than max are alive) will take.
+// yet-to-start worker (fewer than max are alive) will take. A negative n
+// makes New fail with ErrInvalidLimits.
 func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 
 // WithSpin sets how long a worker may spin, watching for the next request,

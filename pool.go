@@ -344,7 +344,9 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 // another pool, and a Handle whose request is long gone are left alone and
 // Cancel returns false. Cancel never waits for a Func or a callback, so the
 // same holds from any goroutine: a Callback, a Func (its own request is
-// running: false), or any other goroutine.
+// running: false), or any other goroutine. While a Shutdown lets the queued
+// requests run, Cancel may still cancel one of them; once Close has canceled
+// what was queued, Cancel returns false.
 func (p *Pool) Cancel(h Handle) bool {
 	if h.e == nil || h.e.pool != p {
 		return false
@@ -466,11 +468,11 @@ type Stats struct {
 	WaitErrors uint64
 }
 
-// Stats returns a snapshot of the pool's counters. Any goroutine. The
-// counters are read in the reverse of the order in which a request moves
-// through them, so a snapshot never shows more requests delivered than
-// completed or canceled, or more of those than submitted, however many
-// requests pass while it is taken.
+// Stats returns a snapshot of the pool's counters. Any goroutine, before and
+// after Close. The counters are read in the reverse of the order in which a
+// request moves through them, so a snapshot never shows more requests
+// delivered than completed or canceled, or more of those than submitted,
+// however many requests pass while it is taken.
 func (p *Pool) Stats() Stats {
 	var s Stats
 	s.Drains = p.drains.Load()
@@ -505,7 +507,7 @@ func (p *Pool) Stats() Stats {
 // the loop, until its own Close (see Close).
 //
 // If a write to the eventfd fails (a healthy eventfd never fails), that
-// wake-up does not show on Fd: see MissedWakeup.
+// wake-up does not show on Fd: see MissedWakeup. Any goroutine.
 func (p *Pool) Fd() int {
 	if !p.external {
 		return -1

@@ -237,6 +237,38 @@ func TestCancelQueuedAndRunning(t *testing.T) {
 // TestCancelRacingWorkers lets cancels race with workers dequeuing: whatever
 // wins, a request either ran with its real result or was canceled and never
 // ran, and its callback runs once.
+// TestCancelDuringShutdownAndAfterClose: while a Shutdown lets the queued
+// requests run, Cancel still cancels one; once Close has canceled what was
+// queued, Cancel of such a request returns false.
+func TestCancelDuringShutdownAndAfterClose(t *testing.T) {
+	for _, graceful := range []bool{true, false} {
+		p, err := New(WithMaxWorkers(1))
+		require.NoError(t, err)
+		g := newGate(1)
+		_, err = p.Submit(g.fn(0, nil), nil)
+		require.NoError(t, err)
+		<-g.started
+		got := make(chan error, 1)
+		h, err := p.Submit(func() error { t.Error("canceled request ran"); return nil }, func(err error) { got <- err })
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() {
+			if graceful {
+				done <- p.Shutdown(context.Background())
+			} else {
+				done <- p.Close()
+			}
+		}()
+		eventually(t, func() bool { return errors.Is(p.SetLimits(0, 1), ErrClosed) }, "closing began")
+		require.Equal(t, graceful, p.Cancel(h), "graceful %v", graceful)
+		g.release()
+		require.NoError(t, <-done)
+		require.ErrorIs(t, <-got, ErrCanceled)
+		require.False(t, p.Cancel(h))
+		require.NoError(t, p.Close())
+	}
+}
+
 func TestCancelRacingWorkers(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(8))
 	const n = 2000
