@@ -86,6 +86,34 @@ func TestWakeWriteFailsExternalLoop(t *testing.T) {
 	require.Equal(t, counts{Submitted: 6, Completed: 6, Delivered: 4}, countsOf(p.Stats()))
 }
 
+// A Close or Shutdown of a pool WithExternalLoop that has delivered every
+// callback and released Fd leaves nothing waiting: MissedWakeup is false then,
+// even when a wake-up write failed and no RunCompletions took it, and stays
+// false after RunCompletions.
+func TestMissedWakeupFalseOnceClosed(t *testing.T) {
+	noLeaks(t)
+	for _, shutdown := range []bool{true, false} {
+		p, err := threadpool.New(threadpool.WithExternalLoop(), threadpool.WithMaxWorkers(1))
+		require.NoError(t, err)
+		injectWriteFault(threadpool.LoopNotifier(p))
+		ta := newTally(1)
+		_, err = p.Submit(func() error { return nil }, ta.cb(0))
+		require.NoError(t, err)
+		published(t, p)
+		require.True(t, p.MissedWakeup())
+		if shutdown {
+			require.NoError(t, p.Shutdown(context.Background()))
+		} else {
+			require.NoError(t, p.Close())
+		}
+		require.NoError(t, ta.requireOnce(t, 0))
+		require.Equal(t, -1, p.Fd())
+		require.False(t, p.MissedWakeup(), "shutdown %v: nothing is left to deliver", shutdown)
+		require.Zero(t, p.RunCompletions())
+		require.False(t, p.MissedWakeup(), "shutdown %v", shutdown)
+	}
+}
+
 // When the default loop cannot read its eventfd, it must not end: it delivers
 // what is done, counts the failed waits, polls until reads work again, and
 // Close still delivers every callback.

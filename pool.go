@@ -520,9 +520,10 @@ func (p *Pool) Fd() int {
 // waiting although Fd is not readable: call RunCompletions. A loop that must
 // not depend on the descriptor checks it now and then, on a timer say; the
 // next wake-up that is written makes Fd readable again for everything waiting.
-// Shutdown and Close need no such help. It is false for a pool that runs its
-// own completion goroutine, which takes missed wake-ups by itself. Any
-// goroutine.
+// Shutdown and Close need no such help, and once one of them has delivered
+// every callback and released Fd (Fd returns -1) nothing can be waiting: it
+// is false from then on. It is false for a pool that runs its own completion
+// goroutine, which takes missed wake-ups by itself. Any goroutine.
 func (p *Pool) MissedWakeup() bool {
-	return p.external && p.notifier.Missed()
+	return p.external && p.notifier.Missed() && p.notifier.Fd() >= 0
 }
