@@ -399,3 +399,27 @@ func TestStatsSnapshotIsConsistent(t *testing.T) {
 	close(stop)
 	require.Positive(t, <-checked)
 }
+
+// On a pool that runs its own completion goroutine RunCompletions does
+// nothing and returns 0 from any goroutine: a Callback (where, with an
+// external loop, it would deliver the rest of the batch nested), a Func
+// (where, with an external loop, it is not allowed) and any other goroutine.
+func TestRunCompletionsOwnLoopDoesNothing(t *testing.T) {
+	noLeaks(t)
+	p := newPool(t)
+	require.Zero(t, p.RunCompletions(), "from another goroutine")
+	var fromFunc, fromCallback int
+	require.NoError(t, p.SubmitCo(context.Background(), func() error {
+		fromFunc = p.RunCompletions()
+		return nil
+	}))
+	done := make(chan struct{})
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		fromCallback = p.RunCompletions()
+		close(done)
+	})
+	require.NoError(t, err)
+	<-done
+	require.Zero(t, fromFunc, "from a Func")
+	require.Zero(t, fromCallback, "from a Callback")
+}
