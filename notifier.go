@@ -148,9 +148,10 @@ func (n *Notifier) Missed() bool { return n.missed.Load() }
 
 // Wait blocks until a signal is pending, takes it, and returns nil; a signal
 // whose write failed counts as pending. It returns ctx's error when ctx ends
-// first, ErrClosed when the Notifier is closed before or during the wait, and
-// the error of a failed read of the descriptor (an *os.SyscallError); the
-// signal may then still be pending. One consumer goroutine at a time.
+// first, or had ended before the call (a pending signal then stays pending),
+// ErrClosed when the Notifier is closed before or during the wait, and the
+// error of a failed read of the descriptor (an *os.SyscallError); the signal
+// may then still be pending. One consumer goroutine at a time.
 func (n *Notifier) Wait(ctx context.Context) error {
 	if n.closed.Load() {
 		return ErrClosed

@@ -75,6 +75,18 @@ func TestNotifierWaitHonoursContext(t *testing.T) {
 	require.NoError(t, n.Wait(context.Background()))
 }
 
+// A Wait whose ctx had ended before the call returns ctx's error even with a
+// signal pending, and leaves the signal for the next Wait or Clear.
+func TestNotifierWaitEndedContextLeavesSignal(t *testing.T) {
+	n := newNotifier(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	n.Notify()
+	require.ErrorIs(t, n.Wait(ctx), context.Canceled)
+	require.True(t, n.Clear(), "the signal is still pending")
+	require.False(t, n.Clear())
+}
+
 func TestNotifierCloseUnblocksWait(t *testing.T) {
 	n, err := threadpool.NewNotifier()
 	require.NoError(t, err)
