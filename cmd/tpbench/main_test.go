@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -199,6 +201,24 @@ func TestRunJSON(t *testing.T) {
 	require.Equal(t, 1.0, rep.Rows[0].VsEach, "each is its own baseline")
 	require.Equal(t, runtime.GOMAXPROCS(0), rep.Machine.GOMAXPROCS)
 	require.Contains(t, rep.Command, "-json")
+	// The keys README.md lists for -json.
+	var top map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &top))
+	require.ElementsMatch(t, []string{"command", "machine", "size", "bs", "rounds", "runtime_per_subject", "results"},
+		slices.Collect(maps.Keys(top)))
+	var raw struct {
+		Machine map[string]any   `json:"machine"`
+		Results []map[string]any `json:"results"`
+	}
+	require.NoError(t, json.Unmarshal(stdout.Bytes(), &raw))
+	require.ElementsMatch(t, []string{"cpu_model", "cpus", "gomaxprocs", "kernel", "go_version", "loadavg", "date"},
+		slices.Collect(maps.Keys(raw.Machine)))
+	rowKeys := []string{"iodepth", "numjobs", "design", "mode", "iops", "iops_vs_each", "iops_vs_ceiling",
+		"lat_p50_us", "lat_p99_us", "irq_writes_per_io", "ios_per_drain", "loop_wakes_per_io", "cpu_ns_per_io",
+		"cores", "allocs_per_io", "ios", "seconds", "cpu_seconds"}
+	require.ElementsMatch(t, rowKeys, slices.Collect(maps.Keys(raw.Results[0])))
+	require.ElementsMatch(t, slices.DeleteFunc(rowKeys, func(k string) bool { return k == "mode" }),
+		slices.Collect(maps.Keys(raw.Results[2])), "the ceiling has no mode")
 	st, err := os.Stat(filepath.Join(dir, "data"))
 	require.NoError(t, err, "a -filename file is kept")
 	require.Equal(t, int64(1<<20), st.Size())
