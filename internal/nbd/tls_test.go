@@ -573,3 +573,42 @@ func TestUnixSendBufferUnderTLS(t *testing.T) {
 	ts.srv.mu.Unlock()
 	require.Equal(t, map[bool]int{true: want, false: want}, got)
 }
+
+// pacedConn is a connection whose reads are pacedReader's: a TLS client on
+// a slow link, which keeps reading.
+type pacedConn struct{ net.Conn }
+
+func (c pacedConn) Read(b []byte) (int, error) { return pacedReader{c.Conn}.Read(b) }
+
+// TestSlowTLSClientDropped checks what WriteTimeout says of TLS: a TLS
+// connection whose write timed out cannot write again, so one send of the
+// writer goroutine must go within one timeout, and a client that reads, but
+// too slowly to take the whole send within it, is dropped. The send and the
+// client's pace are TestSlowClientIsNotDropped's, which a plain-text client
+// gets through.
+func TestSlowTLSClientDropped(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
+		listen: func(l net.Listener) net.Listener { return narrowSendListener{l} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.WriteTimeout = time.Second
+		}})
+	c := dialSmallWindow(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.requestTLS()
+	tc := tls.Client(pacedConn{c.nc}, certs.clientConfig(nil))
+	require.NoError(t, tc.Handshake())
+	c.nc, c.br = tc, bufio.NewReader(tc)
+	c.connect2()
+	const n = 4
+	resume := ts.exec.pauseDelivery() // one batch: the replies go out in one send
+	for range n {
+		c.request(cmdRead, 0, 0, 1<<20, nil)
+	}
+	ts.exec.waitCompleted(n)
+	resume()
+	got, _ := io.Copy(io.Discard, c.br) // ends in a cut record, a reset or EOF
+	require.Less(t, got, int64(n<<20), "the client got every reply")
+	ts.waitLog("sending replies")
+}
