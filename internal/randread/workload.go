@@ -101,7 +101,7 @@ type Runner interface {
 }
 
 // Workload is a set of jobs with their requests, notifiers and executor,
-// ready to Run again and again. Run and Close must not be called
+// ready to Run again and again. Run, RunFor and Close must not be called
 // concurrently; Progress may be called at any time.
 type Workload struct {
 	// Written once in New.
