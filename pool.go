@@ -499,8 +499,9 @@ func (p *Pool) Stats() Stats {
 	return s
 }
 
-// Fd returns the eventfd that becomes readable when completions are waiting,
-// for a pool made WithExternalLoop: poll it, then call RunCompletions. It
+// Fd returns the eventfd (on darwin and freebsd, a pipe's read end) that
+// becomes readable when completions are waiting, for a pool made
+// WithExternalLoop: poll it, then call RunCompletions. It
 // returns -1 for a pool that runs its own completion goroutine, and once
 // Close or Shutdown has released it: one called from a Func, or a Shutdown
 // whose ctx ended, leaves the descriptor, and the callbacks still due, to
