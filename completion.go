@@ -143,9 +143,12 @@ func (p *Pool) RunCompletions() int {
 // after the last callback, in order of first deferral (see Deferrer for what
 // "the same" means). A nil f is ignored. By caller:
 //
-//   - A Callback of this pool, or a Flush run at the end of its batch: as
-//     above. A Close or Shutdown called from a Callback flushes what the batch
-//     deferred so far before it returns.
+//   - A Callback of this pool: as above. A Close or Shutdown called from a
+//     Callback flushes what the batch deferred so far before it returns.
+//   - A Flush run at the end of its batch: the batch is over, so f is flushed
+//     at once, on every call, as Deferrer.Call does outside a region. A Flush
+//     run by a Close or Shutdown called from a Callback, inside the batch,
+//     defers f to after the Flushes deferred so far, once.
 //   - The loop goroutine outside a batch (WithExternalLoop, the goroutine
 //     that calls RunCompletions, between calls): f is flushed at once.
 //   - A Func, or any other goroutine: not allowed, as the batch belongs to the

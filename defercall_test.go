@@ -444,3 +444,42 @@ func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 	require.Equal(t, []any{"flush failed"}, handled)
 	require.Equal(t, []string{"bad", "good"}, log)
 }
+
+// A Flush run at the end of a batch that calls DeferCall finds the batch
+// over: f is flushed at once, on every call, as Deferrer.Call does outside a
+// region. A Flush that a Close from a Callback runs, inside the batch,
+// defers f to after itself instead, once however often it is deferred.
+func TestDeferCallFromFlush(t *testing.T) {
+	var log []string
+	b := &recFlusher{"b", &log, nil}
+	c := &recFlusher{"c", &log, nil}
+	var p *Pool
+	a := &recFlusher{"a", &log, func() {
+		p.DeferCall(b)
+		p.DeferCall(b)
+		log = append(log, "a returns")
+	}}
+
+	p = newPool(t, WithExternalLoop())
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		p.DeferCall(a)
+		p.DeferCall(c)
+	})
+	require.NoError(t, err)
+	waitReadable(t, p.Fd())
+	require.Equal(t, 1, p.RunCompletions())
+	require.Equal(t, []string{"a", "b", "b", "a returns", "c"}, log, "at the end of a batch")
+
+	log = nil
+	p = newPool(t, WithExternalLoop())
+	_, err = p.Submit(func() error { return nil }, func(error) {
+		p.DeferCall(a)
+		p.DeferCall(c)
+		require.NoError(t, p.Close())
+		log = append(log, "Close returned")
+	})
+	require.NoError(t, err)
+	waitReadable(t, p.Fd())
+	require.Equal(t, 1, p.RunCompletions())
+	require.Equal(t, []string{"a", "a returns", "c", "b", "Close returned"}, log, "in a Close from a Callback")
+}
