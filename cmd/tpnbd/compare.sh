@@ -60,7 +60,8 @@ number() { # number FLAG VALUE REGEXP WHAT
 number -r "$rounds" '^[1-9][0-9]*$' "a positive number of rounds"
 number -t "$runtime" '^[1-9][0-9]*$' "a positive number of seconds"
 number -s "$size_mib" '^[1-9][0-9]*$' "a positive number of MiB"
-number -p "$procs" '^[0-9]+$' "0 (Go's default) or a positive GOMAXPROCS"
+# tpnbd reads -procs as Go does: 010 would be 8, and 08 not a number.
+number -p "$procs" '^(0|[1-9][0-9]*)$' "0 (Go's default) or a positive GOMAXPROCS"
 
 if [ -n "$only" ]; then
 	IFS=, read -r -a want <<<"$only"

@@ -17,6 +17,9 @@ func TestCompareRefusesBadNumbers(t *testing.T) {
 		{"-t", "0"}, {"-t", "x"}, {"-t", ""},
 		{"-s", "0"}, {"-s", "x"}, {"-s", "a[0]"},
 		{"-p", "x"}, {"-p", "-1"},
+		// tpnbd reads -procs as Go does, 08 as a bad octal number and 010
+		// as 8.
+		{"-p", "08"}, {"-p", "010"},
 	} {
 		cmd := exec.Command("bash", append([]string{"compare.sh", "-j", "randread:1:1"}, args...)...)
 		var stdout, stderr bytes.Buffer
