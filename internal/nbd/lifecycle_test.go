@@ -360,17 +360,19 @@ func (p pacedReader) Read(b []byte) (int, error) {
 // replies, only slowly, is served however long its replies take in all: the
 // write timeout drops a client that takes nothing for that long, not one
 // whose queue of replies (up to the budget, 64 MiB by default) takes longer
-// than the timeout to go through its link. Here 4 MiB of replies, which
-// the client reads in at least 1024 reads 2 ms apart, go out in one send of
-// the writer goroutine, with a timeout of 1 s.
+// than the timeout to go through its link. Here 8 MiB of replies, which
+// the client reads in at least 2048 reads 2 ms apart (over 4 s), go out in
+// one send of the writer goroutine, with a timeout of 2.5 s: on a loaded
+// machine the client may well take nothing for over a second, which a
+// timeout of 1 s took for a client that stopped reading.
 func TestSlowClientIsNotDropped(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
 		listen: func(l net.Listener) net.Listener { return narrowSendListener{l} },
-		tune:   func(s *Server) { s.WriteTimeout = time.Second }})
+		tune:   func(s *Server) { s.WriteTimeout = 2500 * time.Millisecond }})
 	c := dialSmallWindow(t, ts)
 	c.connect("")
 	c.br = bufio.NewReader(pacedReader{c.nc})
-	const n = 4
+	const n = 8
 	resume := ts.exec.pauseDelivery() // one batch: the replies go out in one send
 	want := map[uint64]bool{}
 	for range n {

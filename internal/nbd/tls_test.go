@@ -583,9 +583,10 @@ func (c pacedConn) Read(b []byte) (int, error) { return pacedReader{c.Conn}.Read
 // TestSlowTLSClientDropped checks what WriteTimeout says of TLS: a TLS
 // connection whose write timed out cannot write again, so one send of the
 // writer goroutine must go within one timeout, and a client that reads, but
-// too slowly to take the whole send within it, is dropped. The send and the
-// client's pace are TestSlowClientIsNotDropped's, which a plain-text client
-// gets through.
+// too slowly to take the whole send within it, is dropped. The client's pace
+// is TestSlowClientIsNotDropped's, which a plain-text client gets through;
+// here 4 MiB, which take it at least 2 s, go in one send with a timeout of
+// 1 s.
 func TestSlowTLSClientDropped(t *testing.T) {
 	certs := newTLSCerts(t)
 	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
