@@ -32,10 +32,10 @@ import (
 
 // Func is blocking work. It runs on a worker goroutine; its error is handed to
 // the request's Callback. A panic in a Func is recovered and delivered as a
-// *PanicError. A Func may call Submit, SubmitCo, Cancel, SetLimits, Close and
-// Shutdown of its own pool (each method's documentation says what holds
-// then), but not DeferCall or RunCompletions, which belong to the completion
-// loop.
+// *PanicError. A Func may call Submit, SubmitCo, Batch.Add and Batch.Flush,
+// Cancel, SetLimits, Stats, Close and Shutdown of its own pool (each method's
+// documentation says what holds then), but not DeferCall or RunCompletions,
+// which belong to the completion loop.
 type Func func() error
 
 // Callback receives the result of a request. It runs on the pool's
@@ -241,14 +241,15 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 //
 // The result goes from the worker straight to the caller, not through the
 // completion loop, so SubmitCo may be called from any goroutine: from a
-// Callback (it then holds up the loop while fn runs, but cannot deadlock),
-// from the goroutine that calls RunCompletions, from any other goroutine, and
-// from a Func. A Func that
-// calls SubmitCo when no worker is idle and no new one may start (all busy at
-// the maximum), or when the worker woken for the request exits instead (the
-// maximum was lowered), runs fn itself, on its own worker, as if it called
-// fn: SubmitCo returns fn's error once fn has returned, whatever ctx does
-// meanwhile (a panic in fn still comes back as a *PanicError, a
+// Callback (it then holds up the loop until a worker has run fn; the pool
+// never makes that wait for the loop, but if every worker runs a Func that
+// waits for a callback, fn never gets a worker), from the goroutine that
+// calls RunCompletions, from any other goroutine, and from a Func. A Func
+// that calls SubmitCo when no worker is idle and no new one may start (all
+// busy at the maximum), or when the worker woken for the request exits
+// instead (the maximum was lowered), runs fn itself, on its own worker, as if
+// it called fn: SubmitCo returns fn's error once fn has returned, whatever
+// ctx does meanwhile (a panic in fn still comes back as a *PanicError, a
 // runtime.Goexit ends the calling Func too).
 func (p *Pool) SubmitCo(ctx context.Context, fn Func) error {
 	if fn == nil {
