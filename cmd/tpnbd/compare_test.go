@@ -21,15 +21,7 @@ func TestCompareRefusesBadNumbers(t *testing.T) {
 		// as 8.
 		{"-p", "08"}, {"-p", "010"},
 	} {
-		cmd := exec.Command("bash", append([]string{"compare.sh", "-j", "randread:1:1"}, args...)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit, "%q exited 0: %s", args, stdout.String())
-		require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
-		require.Contains(t, stderr.String(), args[0]+" "+args[1]+":", args)
-		require.Empty(t, stdout.String(), args)
+		requireRefused(t, append([]string{"-j", "randread:1:1"}, args...), args[0]+" "+args[1]+":")
 	}
 }
 
@@ -42,14 +34,21 @@ func TestCompareRefusesStrayArguments(t *testing.T) {
 		{"-r", "1", "-t", "1", "-s", "1", "-j", "randread:1:1", "tcp"},
 		{"-j", "randread:1:1", "-s", "1", "-t", "1", "r", "-r", "0"},
 	} {
-		cmd := exec.Command("bash", append([]string{"compare.sh"}, args...)...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit, "%q exited 0: %s", args, stdout.String())
-		require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
-		require.Contains(t, stderr.String(), "unexpected argument", args)
-		require.Empty(t, stdout.String(), args)
+		requireRefused(t, args, "unexpected argument")
 	}
+}
+
+// requireRefused runs compare.sh with args and requires that it print
+// nothing, exit 2 and say why on stderr, in words containing want.
+func requireRefused(t *testing.T, args []string, want string) {
+	t.Helper()
+	cmd := exec.Command("bash", append([]string{"compare.sh"}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "%q exited 0: %s", args, stdout.String())
+	require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
+	require.Contains(t, stderr.String(), want, args)
+	require.Empty(t, stdout.String(), args)
 }

@@ -255,29 +255,7 @@ func TestShutdownDuringLingerKeepsReplies(t *testing.T) {
 	const n = 64 << 10
 	b, want := readsThenBadMagic(c, n)
 	c.send(b)
-	// The client goes on sending until told to stop, then closes its side.
-	stop, wrote := make(chan struct{}), make(chan error, 1)
-	go func() {
-		junk := make([]byte, 16<<10)
-		for {
-			select {
-			case <-stop:
-				wrote <- c.nc.(*net.TCPConn).CloseWrite()
-				return
-			default:
-			}
-			if _, err := c.nc.Write(junk); err != nil {
-				wrote <- err
-				return
-			}
-		}
-	}()
-	waitStack(t, "nbd.(*conn).linger", "waitRead") // the replies written, the input discarded
-	shut := make(chan error, 1)
-	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
-	waitClosing(ts) // Shutdown has stopped every connection
-	close(stop)
-	require.NoError(t, <-wrote, "the client could send until it closed its side")
+	shut := shutdownDuringLinger(t, ts, c)
 	expectReads(c, want, n)
 	c.expectEOF()
 	require.NoError(t, <-shut)
@@ -492,7 +470,33 @@ func TestShutdownDuringAbortLingerKeepsReplies(t *testing.T) {
 		b = binary.BigEndian.AppendUint32(b, 0)
 	}
 	c.send(b)
-	// The client goes on sending until told to stop, then closes its side.
+	shut := shutdownDuringLinger(t, ts, c)
+	expectListsThenAbort(t, c, lists, name)
+	c.expectEOF()
+	require.NoError(t, <-shut)
+}
+
+// A Shutdown whose ctx has already ended when no connection is left to
+// close has nothing to cut short: it returns nil, as when it begins before
+// ctx ends, not ctx's error at random.
+func TestShutdownWithNothingToCloseIgnoresEndedContext(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	c := dial(t, ts)
+	c.connect("")
+	c.request(cmdDisc, 0, 0, 0, nil)
+	c.expectEOF()
+	waitForgotten(ts)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	require.NoError(t, ts.srv.Shutdown(ctx))
+}
+
+// shutdownDuringLinger has c go on sending while its connection lingers,
+// begins a Shutdown once the server discards c's input, and has c close its
+// side once Shutdown has stopped every connection. It returns Shutdown's
+// result, to come.
+func shutdownDuringLinger(t *testing.T, ts *testServer, c *client) <-chan error {
+	t.Helper()
 	stop, wrote := make(chan struct{}), make(chan error, 1)
 	go func() {
 		junk := make([]byte, 16<<10)
@@ -515,30 +519,5 @@ func TestShutdownDuringAbortLingerKeepsReplies(t *testing.T) {
 	waitClosing(ts) // Shutdown has stopped every connection
 	close(stop)
 	require.NoError(t, <-wrote, "the client could send until it closed its side")
-	for i := range lists {
-		typ, data := c.optReply(optList)
-		require.Equal(t, uint32(repServer), typ, "LIST reply %d", i)
-		require.Len(t, data, 4+len(name))
-		typ, _ = c.optReply(optList)
-		require.Equal(t, uint32(repAck), typ, "LIST reply %d", i)
-	}
-	typ, _ := c.optReply(optAbort)
-	require.Equal(t, uint32(repAck), typ)
-	c.expectEOF()
-	require.NoError(t, <-shut)
-}
-
-// A Shutdown whose ctx has already ended when no connection is left to
-// close has nothing to cut short: it returns nil, as when it begins before
-// ctx ends, not ctx's error at random.
-func TestShutdownWithNothingToCloseIgnoresEndedContext(t *testing.T) {
-	ts := startServer(t, serverConfig{})
-	c := dial(t, ts)
-	c.connect("")
-	c.request(cmdDisc, 0, 0, 0, nil)
-	c.expectEOF()
-	waitForgotten(ts)
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	require.NoError(t, ts.srv.Shutdown(ctx))
+	return shut
 }

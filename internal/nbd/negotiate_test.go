@@ -290,6 +290,15 @@ func TestAbortRepliesSurviveUnreadInput(t *testing.T) {
 	}()
 	require.NoError(t, <-wrote)
 	waitForgotten(ts) // the server has closed; the client has read nothing yet
+	expectListsThenAbort(t, c, lists, name)
+	c.expectEOF()
+}
+
+// expectListsThenAbort reads the replies to lists NBD_OPT_LIST options, on a
+// server whose one export is named name, and then the acknowledgement of an
+// NBD_OPT_ABORT.
+func expectListsThenAbort(t *testing.T, c *client, lists int, name string) {
+	t.Helper()
 	for i := range lists {
 		typ, data := c.optReply(optList)
 		require.Equal(t, uint32(repServer), typ, "LIST reply %d", i)
@@ -299,5 +308,4 @@ func TestAbortRepliesSurviveUnreadInput(t *testing.T) {
 	}
 	typ, _ := c.optReply(optAbort)
 	require.Equal(t, uint32(repAck), typ)
-	c.expectEOF()
 }
