@@ -41,6 +41,7 @@ type serverConfig struct {
 	tune     func(*Server)
 	listen   func(net.Listener) net.Listener // wraps the listener, if set
 	tcp      bool                            // listen on 127.0.0.1 instead of a Unix socket
+	path     string                          // export this file instead of a new one of size bytes
 }
 
 func startServer(t *testing.T, cfg serverConfig) *testServer {
@@ -55,7 +56,11 @@ func startServer(t *testing.T, cfg serverConfig) *testServer {
 	if cfg.tcp {
 		ts.network, ts.addr = "tcp", "127.0.0.1:0"
 	}
-	require.NoError(t, os.WriteFile(ts.file, pattern(0, int(cfg.size)), 0o600))
+	if cfg.path != "" {
+		ts.file = cfg.path
+	} else {
+		require.NoError(t, os.WriteFile(ts.file, pattern(0, int(cfg.size)), 0o600))
+	}
 
 	exp, err := OpenExport(ts.file, cfg.name, cfg.readOnly)
 	require.NoError(t, err)
