@@ -1,9 +1,11 @@
 package nbd
 
 import (
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestFlushAndFUASyncTheFile serves /dev/null, on which fdatasync fails
@@ -22,4 +24,31 @@ func TestFlushAndFUASyncTheFile(t *testing.T) {
 	}
 	errno, _ := c.do(cmdFlush, 0, 0, 0, nil)
 	require.Equal(t, uint32(errInval), errno, "a flush must sync")
+}
+
+// TestWriteZeroesKeepsTheRangeAllocatedOnlyWithNoHole checks the file's
+// layout after two write zeroes on a file with no holes: without
+// NBD_CMD_FLAG_NO_HOLE the range becomes a hole (punched), with it the
+// range stays allocated, as a read of either cannot tell.
+func TestWriteZeroesKeepsTheRangeAllocatedOnlyWithNoHole(t *testing.T) {
+	const size = 1 << 20
+	ts := startServer(t, serverConfig{size: size})
+	c := dial(t, ts)
+	c.connect("")
+	errno, _ := c.do(cmdWriteZeroes, 0, 64<<10, 64<<10, nil)
+	require.Zero(t, errno)
+	errno, _ = c.do(cmdWriteZeroes, cmdFlagNoHole, 256<<10, 64<<10, nil)
+	require.Zero(t, errno)
+	f, err := os.Open(ts.file)
+	require.NoError(t, err)
+	defer f.Close()
+	h, err := f.Seek(0, unix.SEEK_HOLE)
+	require.NoError(t, err)
+	require.Equal(t, int64(64<<10), h, "write zeroes without NO_HOLE punches a hole")
+	d, err := f.Seek(64<<10, unix.SEEK_DATA)
+	require.NoError(t, err)
+	require.Equal(t, int64(128<<10), d, "the hole is the range zeroed")
+	h, err = f.Seek(d, unix.SEEK_HOLE)
+	require.NoError(t, err)
+	require.Equal(t, int64(size), h, "write zeroes with NO_HOLE leaves no hole")
 }
