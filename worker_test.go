@@ -51,29 +51,3 @@ func TestPollTimeout(t *testing.T) {
 		require.Equal(t, want, pollTimeout(d), "idle timeout %v", d)
 	}
 }
-
-// TestReaperRetiresOnlyWorkersIdleSinceItsLastPass makes the reaper's passes
-// by hand (its own pass is an hour away): a worker is retired at the first
-// pass that finds it idle with the same count of requests as the previous
-// one, never at the first pass after it started or after it last took a
-// request, so that it exits between one and two idle timeouts after it went
-// idle.
-func TestReaperRetiresOnlyWorkersIdleSinceItsLastPass(t *testing.T) {
-	p := newPool(t, WithMaxWorkers(1), WithIdleTimeout(time.Hour))
-	roundTrip := func() {
-		t.Helper()
-		require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil }))
-		eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the worker must go idle")
-	}
-	roundTrip()
-	p.reapIdle()
-	require.Equal(t, 1, p.Stats().Workers, "retired at the first pass after it started")
-	roundTrip()
-	p.reapIdle()
-	require.Equal(t, 1, p.Stats().Workers, "retired at the first pass after it took a request")
-	p.reapIdle()
-	s := p.Stats()
-	require.Zero(t, s.Workers, "idle since the previous pass, yet kept")
-	require.Zero(t, s.IdleWorkers)
-	require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil }), "a new worker takes work")
-}
