@@ -265,7 +265,7 @@ func TestRunRefusesANegativeCount(t *testing.T) {
 			case <-time.After(30 * time.Second):
 				s.stop() // end the endless run, so that the test fails, not hangs
 				<-done
-				t.Fatalf("%s: Run(%d) was still reading after 5s", s.name, n)
+				t.Fatalf("%s: Run(%d) was still reading after 30s", s.name, n)
 			}
 			require.Error(t, o.err, "%s: Run(%d)", s.name, n)
 			require.Zero(t, o.r.IOs, "%s: Run(%d)", s.name, n)
