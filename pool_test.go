@@ -660,7 +660,9 @@ func TestSubmitCoFromFuncWhileMaxShrinks(t *testing.T) {
 	require.Equal(t, 1, p.Stats().Workers)
 }
 
-func TestCallbackMaySubmitAndCancel(t *testing.T) {
+// TestCallbackMaySubmit chains requests, each submitted by the previous
+// one's Callback: each runs, in order.
+func TestCallbackMaySubmit(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
 	chain := make(chan int, 10)
 	var step func(i int) Callback
