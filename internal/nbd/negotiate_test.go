@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -253,11 +254,23 @@ func TestLongOptions(t *testing.T) {
 	require.NotEmpty(t, exts)
 }
 
+// TestHandshakeTimeout checks that a client which says nothing is closed
+// once the negotiation's time limit has passed. The limit starts as the
+// server begins to serve the connection and bounds the greeting's write
+// too: on a loaded machine the server may reach that write only after the
+// limit, and then closes without a greeting. Either way the client reads
+// at most the greeting, then EOF.
 func TestHandshakeTimeout(t *testing.T) {
 	ts := startServer(t, serverConfig{tune: func(s *Server) { s.HandshakeTimeout = 50 * time.Millisecond }})
 	c := dial(t, ts)
-	c.full(make([]byte, 18)) // the greeting; then say nothing
-	c.expectEOF()
+	got, err := io.ReadAll(c.br) // say nothing
+	if err != nil {
+		require.True(t, isReset(err), "want EOF, got %v", err)
+	}
+	if len(got) > 0 {
+		require.Len(t, got, 18, "the greeting, whole")
+		require.Equal(t, "NBDMAGIC", string(got[:8]))
+	}
 }
 
 // Over TCP, the replies to options pipelined before NBD_OPT_ABORT, and its
