@@ -133,7 +133,7 @@ func TestWaitReadFailsEventfdLoop(t *testing.T) {
 	ta.wait(n/2 - n/10)
 	// The first completion makes the eventfd readable for good, as no read
 	// takes it back: the loop's next wait fails at once.
-	require.Eventually(t, func() bool { return p.Stats().WaitErrors > 0 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return p.Stats().WaitErrors > 0 }, 30*time.Second, time.Millisecond)
 
 	failing.Store(false)
 	for i := n / 2; i < n; i++ {

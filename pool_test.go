@@ -21,7 +21,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // pool changes asynchronously (worker counts), never a fixed delay.
 func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	require.Eventually(t, cond, 10*time.Second, time.Millisecond, append([]any{msg}, args...)...)
+	require.Eventually(t, cond, 30*time.Second, time.Millisecond, append([]any{msg}, args...)...)
 }
 
 func newPool(t *testing.T, opts ...Option) *Pool {

@@ -61,13 +61,13 @@ func interruptReaper(t *testing.T) {
 	require.Eventually(t, func() bool {
 		tids = pollingThreads(t)
 		return len(tids) == 1
-	}, 5*time.Second, time.Millisecond, "the reaper must wait in poll(2)")
+	}, 30*time.Second, time.Millisecond, "the reaper must wait in poll(2)")
 	// SIGURG is the runtime's own preemption signal: its handler does
 	// nothing to a goroutine in a system call.
 	require.NoError(t, unix.Tgkill(os.Getpid(), tids[0], unix.SIGURG))
 	require.Eventually(t, func() bool {
 		return !signalPending(t, tids[0]) && len(pollingThreads(t)) == 1
-	}, 5*time.Second, time.Millisecond, "the reaper must take the signal and poll again")
+	}, 30*time.Second, time.Millisecond, "the reaper must take the signal and poll again")
 }
 
 // TestReaperSignalDoesNotShortenIdleTimeout interrupts the reaper's poll(2)
