@@ -44,6 +44,14 @@ if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then
 	echo "$(basename "$0"): -r $rounds: want a positive number of rounds" >&2
 	exit 2
 fi
+# -test.benchtime: a count of iterations (100x) or a positive Go duration
+# (0.3s, 1m30s).
+num='([0-9]+(\.[0-9]*)?|\.[0-9]+)'
+unit='(ns|us|µs|ms|s|m|h)'
+if ! [[ $benchtime =~ ^([1-9][0-9]*x|($num$unit)+)$ && $benchtime =~ [1-9] ]]; then
+	echo "$(basename "$0"): -t $benchtime: want a duration such as 0.3s or a count such as 100x" >&2
+	exit 2
+fi
 if [ ${#groups[@]} -eq 0 ]; then
 	groups=(
 		'RandReadDesign/iodepth=64/design=(pool|goroutine|chanpool)$'

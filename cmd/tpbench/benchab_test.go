@@ -94,3 +94,22 @@ func TestBenchabRefusesBadRounds(t *testing.T) {
 		require.Empty(t, results, rounds)
 	}
 }
+
+// A -t that go test would not take as -test.benchtime (a duration, or a
+// count of iterations such as 100x) is refused with a message naming it,
+// before anything is built or run; those it takes go through.
+func TestBenchabRefusesBadBenchtime(t *testing.T) {
+	for _, bt := range []string{"x", "1", "0x", "s", "3 s", "0s", "0.0s", "", "-1s"} {
+		code, stdout, stderr, results := benchab(t, "", "-r", "1", "-t", bt, "HEAD")
+		require.Equal(t, 2, code, "-t %q: %s", bt, stderr)
+		require.Contains(t, stderr, "-t "+bt+":", bt)
+		require.Empty(t, stdout, bt)
+		require.Empty(t, results, bt)
+	}
+	lines := "BenchmarkSubmit/inflight=1/design=pool-2 \t 10 \t 100 ns/op\n" +
+		"BenchmarkSubmit/inflight=1/design=goroutine-2 \t 10 \t 100 ns/op\n"
+	for _, bt := range []string{"2x", "0.5s", "1m30s", ".3s", "1.s", "300ms"} {
+		code, _, stderr, _ := benchab(t, lines, "-r", "1", "-t", bt, "-g", "Submit/", "HEAD")
+		require.Equal(t, 0, code, "-t %q: %s", bt, stderr)
+	}
+}
