@@ -53,15 +53,17 @@ var cpuClock = ProcessCPU
 // timed runs body(0) to body(n-1) on n goroutines, waits for them all, and
 // returns the wall time they took and the CPU time the whole process used
 // meanwhile. The process's CPU time is read (getrusage) once before the first
-// goroutine starts and once after the last one has ended, never in between.
+// goroutine starts and once after the last one has ended, never in between,
+// both inside the wall-clock interval, so that the CPU time never covers
+// more than the wall time does.
 func timed(n int, body func(i int)) (wall, cpu time.Duration) {
 	var wg sync.WaitGroup
-	cpu0 := cpuClock()
 	start := time.Now()
+	cpu0 := cpuClock()
 	for i := range n {
 		wg.Go(func() { body(i) })
 	}
 	wg.Wait()
-	wall = time.Since(start)
-	return wall, cpuClock() - cpu0
+	cpu = cpuClock() - cpu0
+	return time.Since(start), cpu
 }
