@@ -143,8 +143,9 @@ func (n *Notifier) takeMissed() bool {
 // Missed reports whether a signal write failed and the signal has not been
 // taken since by Wait or Clear. A consumer that polls Fd itself should check
 // it now and then (on a timer, say) and, when it reports true, call Clear and
-// do its work as if Fd had been readable. Any goroutine.
-func (n *Notifier) Missed() bool { return n.missed.Load() }
+// do its work as if Fd had been readable. After Close it is false: nothing
+// is owed to a consumer that can no longer wait. Any goroutine.
+func (n *Notifier) Missed() bool { return n.missed.Load() && !n.closed.Load() }
 
 // Wait blocks until a signal is pending, takes it, and returns nil; a signal
 // whose write failed counts as pending. It returns ctx's error when ctx ends

@@ -270,3 +270,16 @@ func TestAuditFdsAndGoroutines(t *testing.T) {
 		}
 	}
 }
+
+// A signal still owed when the Notifier is closed is owed to nobody: Missed
+// is false from Close on, as Fd is -1 and Wait returns ErrClosed.
+func TestNotifierMissedFalseAfterClose(t *testing.T) {
+	noLeaks(t)
+	n := newNotifier(t)
+	injectWriteFault(n)
+	n.Notify()
+	require.True(t, n.Missed())
+	require.NoError(t, n.Close())
+	require.False(t, n.Missed())
+	require.ErrorIs(t, n.Wait(context.Background()), threadpool.ErrClosed)
+}

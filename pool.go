@@ -527,5 +527,5 @@ func (p *Pool) Fd() int {
 // is false from then on. It is false for a pool that runs its own completion
 // goroutine, which takes missed wake-ups by itself. Any goroutine.
 func (p *Pool) MissedWakeup() bool {
-	return p.external && p.notifier.Missed() && p.notifier.Fd() >= 0
+	return p.external && p.notifier.Missed()
 }
