@@ -262,20 +262,20 @@ func (p *Pool) deliver(e *element) {
 	}
 }
 
-// flushPanicHandler returns what the loop's Deferrer does with the value of
-// a panicking Flush: hand it to h, the pool's panic handler, or, without one,
-// re-raise it as a *PanicError that carries the Flush's stack, as for a
-// Callback. The calls deferred after it then stay recorded for the end of the
-// next batch.
-func flushPanicHandler(h func(v any)) func(v any) {
+// loopPanicHandler returns what the completion loop does with the value of
+// a panicking Callback or Flush: hand it to h, the pool's panic handler, or,
+// without one, re-raise it as a *PanicError that carries the original stack
+// (the deferred functions that recover it run before the stack unwinds). The
+// calls a batch deferred after a panicking Flush stay recorded for the end of
+// the next batch.
+func loopPanicHandler(h func(v any)) func(v any) {
 	if h != nil {
 		return h
 	}
 	return func(v any) { panic(&PanicError{Value: v, Stack: debug.Stack()}) }
 }
 
-// callback runs cb, handing a panic to the panic handler, or re-raising it as
-// a *PanicError that carries the original stack.
+// callback runs cb and hands a panic to p.panicHandler (loopPanicHandler).
 func (p *Pool) callback(cb Callback, err error) {
 	normal := false
 	defer func() {
@@ -286,11 +286,7 @@ func (p *Pool) callback(cb Callback, err error) {
 		if v == nil {
 			return // runtime.Goexit: it cannot be stopped; loop restarts itself
 		}
-		if p.panicHandler != nil {
-			p.panicHandler(v)
-			return
-		}
-		panic(&PanicError{Value: v, Stack: debug.Stack()})
+		p.panicHandler(v)
 	}()
 	cb(err)
 	normal = true

@@ -53,7 +53,7 @@ type Callback func(err error)
 type Pool struct {
 	// Written once in New, read-only afterwards.
 	external     bool
-	panicHandler func(v any)
+	panicHandler func(v any) // a panicking Callback's or Flush's value goes here (loopPanicHandler)
 	maxQueued    int
 	idleTimeout  time.Duration
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
@@ -169,7 +169,7 @@ func New(opts ...Option) (*Pool, error) {
 	}
 	p := &Pool{
 		external:     c.external,
-		panicHandler: c.panicHandler,
+		panicHandler: loopPanicHandler(c.panicHandler),
 		maxQueued:    c.maxQueued,
 		idleTimeout:  c.idleTimeout,
 		minWorkers:   c.minWorkers,
@@ -180,7 +180,7 @@ func New(opts ...Option) (*Pool, error) {
 		quiet:        make(chan struct{}),
 		loopDone:     make(chan struct{}),
 	}
-	p.deferrer.onPanic = flushPanicHandler(c.panicHandler)
+	p.deferrer.onPanic = p.panicHandler
 	left := make(chan struct{})
 	p.left.Store(&left)
 	if c.external || c.loopWake == wakeEventfd {
