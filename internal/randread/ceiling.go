@@ -116,12 +116,12 @@ func (c *Ceiling) read(rd *ceilingReader, quota int64) {
 	buf, bs := rd.buf, int64(len(rd.buf))
 	rd.err = nil
 	var ios, unreported uint64
-	for (quota < 0 || int64(ios) < quota) && !c.stop.Load() {
+	for (quota < 0 || int64(ios) < quota) && !c.stopping() {
 		off := rng.Int64N(c.blocks) * bs
 		n, err := c.file.ReadAt(buf, off)
 		if err := checkRead(off, n, len(buf), err); err != nil {
 			rd.err = err
-			c.stop.Store(true)
+			c.halt()
 			break
 		}
 		ios++

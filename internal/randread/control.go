@@ -10,7 +10,10 @@ import (
 // runControl is what a Workload and a Ceiling share: the stop flag of the
 // current run and the progress counter.
 type runControl struct {
-	stop     atomic.Bool   // set to end the current run, or by a failing reader
+	// state is the number of the current run times two, plus one once the
+	// run is to stop: its timer or a failing reader sets the stop, and a
+	// timer sets it only while its own run is the current one.
+	state    atomic.Uint64
 	progress atomic.Uint64 // reads checked since New or NewCeiling
 }
 
@@ -18,16 +21,27 @@ type runControl struct {
 // was made. Any goroutine may call it at any time.
 func (c *runControl) Progress() uint64 { return c.progress.Load() }
 
-// begin clears the stop flag for a run about to start: before its timer
-// (stopAfter) starts, so that a time up before the readers start is not
-// undone.
-func (c *runControl) begin() { c.stop.Store(false) }
+// begin starts a new run, its stop flag clear: before its timer (stopAfter)
+// starts, so that a time up before the readers start is not undone.
+func (c *runControl) begin() { c.state.Store((c.state.Load()>>1 + 1) << 1) }
+
+// stopping tells whether the current run is to stop.
+func (c *runControl) stopping() bool { return c.state.Load()&1 != 0 }
+
+// halt stops the current run.
+func (c *runControl) halt() { c.state.Or(1) }
 
 // stopAfter ends the current run after d; the caller stops the timer once
-// the run has returned.
+// the run has returned. A timer that has fired by then may still call its
+// function later, during another run: that function stops its own run
+// alone, so it then does nothing.
 func (c *runControl) stopAfter(d time.Duration) *time.Timer {
-	return time.AfterFunc(d, func() { c.stop.Store(true) })
+	run := c.state.Load() &^ 1
+	return afterFunc(d, func() { c.state.CompareAndSwap(run, run|1) })
 }
+
+// afterFunc starts a run's timer; tests replace it.
+var afterFunc = time.AfterFunc
 
 // checkCount refuses a negative read count for Run: its share per job or
 // thread would be negative, which means "until the run stops".

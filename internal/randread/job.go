@@ -64,7 +64,7 @@ func (j *job) run(quota int64) {
 // issue submits r at a fresh random offset unless the job has issued its
 // quota or the workload is stopping. Job goroutine.
 func (j *job) issue(r *request, quota int64) {
-	if j.w.stop.Load() || (quota >= 0 && j.issued >= quota) {
+	if j.w.stopping() || (quota >= 0 && j.issued >= quota) {
 		return
 	}
 	r.off = j.rng.Int64N(j.w.blocks) * int64(len(r.buf))
@@ -96,5 +96,5 @@ func (j *job) fail(err error) {
 	if j.err == nil {
 		j.err = err
 	}
-	j.w.stop.Store(true)
+	j.w.halt()
 }

@@ -246,8 +246,8 @@ func TestRunRefusesANegativeCount(t *testing.T) {
 		Runner
 		stop func()
 	}{
-		{"workload", w, func() { w.stop.Store(true) }},
-		{"ceiling", c, func() { c.stop.Store(true) }},
+		{"workload", w, func() { w.halt() }},
+		{"ceiling", c, func() { c.halt() }},
 	} {
 		for _, n := range []int64{-8, -1} {
 			type outcome struct {
@@ -288,5 +288,65 @@ func TestConfigRejectsADepthThatOverflows(t *testing.T) {
 			require.Error(t, err, "%v", d)
 			require.Nil(t, w)
 		}, "%v", d)
+	}
+}
+
+// The timer of a run belongs to that run alone. A failed RunFor returns
+// long before its time is up; if its timer has fired by then, its function
+// may still be on its way, and stopping the timer cannot call it back. Its
+// late stop used to land in whichever run came next, which then ended at
+// once: a Run(n) of a reused Runner returned no error and fewer than n reads.
+// The test delivers the first run's stop during the second run, after the
+// second has started.
+func TestATimerStopsOnlyItsOwnRun(t *testing.T) {
+	for _, name := range []string{"workload", "ceiling"} {
+		t.Run(name, func(t *testing.T) {
+			f := dataFile(t, 64<<10)
+			var s Runner
+			if name == "workload" {
+				w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 2, Mode: Defer})
+				require.NoError(t, err)
+				s = w
+			} else {
+				c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 2})
+				require.NoError(t, err)
+				s = c
+			}
+			defer s.Close()
+
+			// The first run's timer has expired (Stop cannot stop it), and
+			// its function is held back.
+			var late func()
+			savedAfter, savedClock := afterFunc, cpuClock
+			defer func() { afterFunc, cpuClock = savedAfter, savedClock }()
+			afterFunc = func(_ time.Duration, fn func()) *time.Timer {
+				late = fn
+				fired := make(chan struct{})
+				tm := time.AfterFunc(0, func() { close(fired) })
+				<-fired
+				return tm
+			}
+			// Every read of the first run fails.
+			require.NoError(t, os.Truncate(f.Name(), 0))
+			_, err := s.RunFor(time.Hour)
+			require.ErrorIs(t, err, ErrShortRead)
+			require.NotNil(t, late)
+			afterFunc = savedAfter
+
+			// The data are back; the first run's timer function runs once the
+			// second run has started (its first reading of the CPU clock).
+			_, err = PrepareFile(f.Name(), 64<<10)
+			require.NoError(t, err)
+			cpuClock = func() time.Duration {
+				if late != nil {
+					late()
+					late = nil
+				}
+				return savedClock()
+			}
+			r, err := s.Run(500)
+			require.NoError(t, err)
+			require.Equal(t, uint64(500), r.IOs, "the second run does all its reads")
+		})
 	}
 }
