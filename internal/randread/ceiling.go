@@ -54,6 +54,7 @@ type ceilingReader struct {
 var _ Runner = (*Ceiling)(nil)
 
 // NewCeiling checks c and makes a Ceiling; it starts no goroutine until Run.
+// Buffers of Threads x BS bytes above MaxBuffers are refused with an error.
 func NewCeiling(c CeilingConfig) (*Ceiling, error) {
 	if err := validateFile(c.File, c.Size, c.BS); err != nil {
 		return nil, err
@@ -63,6 +64,9 @@ func NewCeiling(c CeilingConfig) (*Ceiling, error) {
 	}
 	if c.Threads == 0 {
 		c.Threads = runtime.GOMAXPROCS(0)
+	}
+	if err := CheckBuffers(c.Threads, c.BS); err != nil {
+		return nil, fmt.Errorf("randread: %d threads at bs %d: %w", c.Threads, c.BS, err)
 	}
 	cl := &Ceiling{file: c.File, blocks: c.Size / int64(c.BS)}
 	for range c.Threads {

@@ -2,6 +2,7 @@ package randread
 
 import (
 	"math"
+	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
@@ -349,4 +350,33 @@ func TestATimerStopsOnlyItsOwnRun(t *testing.T) {
 			require.Equal(t, uint64(500), r.IOs, "the second run does all its reads")
 		})
 	}
+}
+
+// The read buffers a Config asks for, IODepth x NumJobs x BS bytes, are
+// bounded by MaxBuffers: beyond it New returns an error naming the bound and
+// the product, rather than allocating until memory runs out.
+func TestConfigRejectsBuffersAboveTheBound(t *testing.T) {
+	f := dataFile(t, 8<<10)
+	for _, c := range []Config{
+		{File: f, Size: 2 << 30, BS: 1<<30 + 1, IODepth: 1, NumJobs: 1},
+		{File: f, Size: 2 << 30, BS: 512 << 20, IODepth: 1, NumJobs: 3},
+		{File: f, Size: 8 << 10, BS: 4096, IODepth: 1 << 20, NumJobs: 1 << 20, Design: Goroutine},
+		{File: f, Size: math.MaxInt64, BS: math.MaxInt / 2, IODepth: 2, NumJobs: 1, Design: ChanPool},
+	} {
+		w, err := New(c)
+		require.ErrorContains(t, err, "1073741824", "%+v", c)
+		require.Nil(t, w)
+		want := new(big.Int).Mul(big.NewInt(int64(c.IODepth*c.NumJobs)), big.NewInt(int64(c.BS)))
+		require.ErrorContains(t, err, want.String(), "%+v", c)
+	}
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 2 << 30, BS: 512 << 20, Threads: 3})
+	require.ErrorContains(t, err, "1073741824")
+	require.ErrorContains(t, err, "1610612736")
+	require.Nil(t, c)
+
+	require.NoError(t, CheckBuffers(1, MaxBuffers))
+	require.NoError(t, CheckBuffers(MaxBuffers/4096, 4096))
+	require.Error(t, CheckBuffers(1, MaxBuffers+1))
+	require.Error(t, CheckBuffers(MaxBuffers/4096+1, 4096))
+	require.Error(t, CheckBuffers(math.MaxInt, math.MaxInt))
 }

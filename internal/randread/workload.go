@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"os"
 	"time"
@@ -59,6 +60,11 @@ func (c *Config) validate() error {
 		return fmt.Errorf("randread: numjobs %d must be positive", c.NumJobs)
 	case c.IODepth > math.MaxInt/c.NumJobs:
 		return fmt.Errorf("randread: iodepth %d times numjobs %d overflows", c.IODepth, c.NumJobs)
+	}
+	if err := CheckBuffers(c.IODepth*c.NumJobs, c.BS); err != nil {
+		return fmt.Errorf("randread: iodepth %d times numjobs %d at bs %d: %w", c.IODepth, c.NumJobs, c.BS, err)
+	}
+	switch {
 	case c.Mode < Each || c.Mode > Coalesce:
 		return fmt.Errorf("randread: unknown mode %v", c.Mode)
 	case c.Design < Pool || c.Design > ChanPool:
@@ -70,6 +76,20 @@ func (c *Config) validate() error {
 // maxChanWorkers bounds the ChanPool design's workers like the pool's default
 // maximum.
 const maxChanWorkers = threadpool.DefaultMaxWorkers
+
+// MaxBuffers bounds the bytes of read buffers a Workload (IODepth x NumJobs
+// x BS) or a Ceiling (Threads x BS) allocates: 1 GiB.
+const MaxBuffers = 1 << 30
+
+// CheckBuffers returns an error stating the bound and the product unless n
+// buffers of bs bytes, both positive, fit in MaxBuffers.
+func CheckBuffers(n, bs int) error {
+	if n <= MaxBuffers/bs {
+		return nil
+	}
+	need := new(big.Int).Mul(big.NewInt(int64(n)), big.NewInt(int64(bs)))
+	return fmt.Errorf("%d buffers of %d bytes need %v bytes, above the bound of %d bytes (1 GiB)", n, bs, need, MaxBuffers)
+}
 
 // validateFile checks the fields a Config and a CeilingConfig share.
 func validateFile(f *os.File, size int64, bs int) error {
@@ -120,8 +140,8 @@ var _ Runner = (*Workload)(nil)
 // New builds a workload: the executor, the jobs, their notifiers and their
 // requests. The caller must Close it. A Config that cannot hold (no File, a
 // BS that is not positive or above Size, an IODepth or NumJobs that is not
-// positive or whose product overflows an int, an unknown Mode or Design)
-// returns an error.
+// positive or whose product overflows an int, buffers of IODepth x NumJobs x
+// BS bytes above MaxBuffers, an unknown Mode or Design) returns an error.
 func New(c Config) (*Workload, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
