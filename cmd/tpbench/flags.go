@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -97,7 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	var size, iodepth, numjobs, modes, designs string
 	fs.StringVar(&o.filename, "filename", "", "data file (made, or rewritten with random bytes if shorter than -size); default a temporary file, removed at exit or on SIGINT/SIGTERM/SIGHUP")
 	fs.StringVar(&size, "size", "256M", "bytes of the file to read, with an optional K, M or G suffix (powers of 1024)")
-	fs.IntVar(&o.bs, "bs", 4096, "bytes per read")
+	fs.IntVar(&o.bs, "bs", 4096, "bytes per read; the buffers, -iodepth x -numjobs x -bs for the designs and GOMAXPROCS x -bs for the ceiling, must fit in 1 GiB")
 	fs.StringVar(&iodepth, "iodepth", "64,1", "reads in flight per job; a comma list pairs with -numjobs")
 	fs.StringVar(&numjobs, "numjobs", "8,1", "jobs; a comma list pairs with -iodepth")
 	fs.DurationVar(&o.runtime, "runtime", 4*time.Second, "measured time per subject and iodepth/numjobs pair, split over the rounds")
@@ -138,6 +139,21 @@ func (o *options) validate() error {
 		return fmt.Errorf("-rounds %d must be positive", o.rounds)
 	case o.runtime/time.Duration(o.rounds) < time.Millisecond: // no product: it could overflow
 		return fmt.Errorf("-runtime %v must give each of the %d rounds at least 1ms", o.runtime, o.rounds)
+	}
+	// Every read in flight, and every thread of the ceiling, has its own
+	// buffer of -bs bytes.
+	if len(o.designs) > 0 {
+		for _, sh := range o.shapes {
+			if err := randread.CheckBuffers(sh.iodepth*sh.numjobs, o.bs); err != nil {
+				return fmt.Errorf("-iodepth %d times -numjobs %d at -bs %d: %w", sh.iodepth, sh.numjobs, o.bs, err)
+			}
+		}
+	}
+	if o.ceiling {
+		procs := runtime.GOMAXPROCS(0)
+		if err := randread.CheckBuffers(procs, o.bs); err != nil {
+			return fmt.Errorf("the ceiling's %d threads at -bs %d: %w", procs, o.bs, err)
+		}
 	}
 	return nil
 }

@@ -275,3 +275,30 @@ func TestRunHelpExitsZero(t *testing.T) {
 		require.Empty(t, stdout.String(), h)
 	}
 }
+
+// Flags whose read buffers exceed randread.MaxBuffers are bad flags: the
+// command exits 2 with a message stating the bound and the product, before
+// it makes the data file, rather than allocate until memory runs out.
+func TestRunBuffersAboveTheBoundExitsTwo(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	args := []string{
+		"-filename", filepath.Join(dir, "data"), "-size", "8k", "-bs", "4096",
+		"-iodepth", "64,262145", "-numjobs", "8,1", "-design", "pool", "-progress=false",
+	}
+	require.Equal(t, 2, run(args, &stdout, &stderr), stderr.String())
+	require.Contains(t, stderr.String(), "-iodepth 262145 times -numjobs 1 at -bs 4096")
+	require.Contains(t, stderr.String(), "1073745920 bytes")
+	require.Contains(t, stderr.String(), "1073741824 bytes (1 GiB)")
+	require.Empty(t, stdout.String())
+	require.NoFileExists(t, filepath.Join(dir, "data"))
+
+	// The ceiling reads with a buffer per GOMAXPROCS thread.
+	procs := runtime.GOMAXPROCS(0)
+	bs := randread.MaxBuffers/procs + 1
+	_, err := parseFlags([]string{"-size", strconv.Itoa(bs), "-bs", strconv.Itoa(bs), "-iodepth", "1", "-numjobs", "1", "-design", "ceiling"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "the ceiling's "+strconv.Itoa(procs)+" threads at -bs "+strconv.Itoa(bs))
+	require.ErrorContains(t, err, "1073741824 bytes (1 GiB)")
+	_, err = parseFlags([]string{"-size", strconv.Itoa(bs), "-bs", strconv.Itoa(bs), "-iodepth", "1", "-numjobs", "1", "-design", "pool"}, &bytes.Buffer{})
+	require.Equal(t, procs == 1, err != nil, "the pool alone reads with one buffer of -bs: %v", err)
+}
