@@ -4,7 +4,9 @@
 # -flush=each. Each server listens on a Unix socket only, or with -tcp on a
 # TCP port of 127.0.0.1 only. fio (ioengine=nbd) drives every server with
 # the same jobs, the servers alternating within each round; the table shows
-# the median IOPS over the rounds.
+# the median IOPS over the rounds. A run of fio that fails counts as 0 IOPS;
+# a ratio whose divisor is 0 shows as -, and a server whose median IOPS is 0
+# for a job is named on stderr and makes the script exit 1 after the tables.
 #
 # Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS] [-b REV] [-j JOBS]
 #   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
@@ -39,13 +41,13 @@ while getopts "qTr:t:s:p:b:j:" opt; do
 	p) procs=$OPTARG ;;
 	b) base=$OPTARG ;;
 	j) only=$OPTARG ;;
-	*) sed -n '2,23p' "$0"; exit 2 ;;
+	*) sed -n '2,24p' "$0"; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -gt 0 ]; then
 	echo "$(basename "$0"): unexpected argument $1 (every option starts with -)" >&2
-	sed -n '2,23p' "$0" >&2
+	sed -n '2,24p' "$0" >&2
 	exit 2
 fi
 
@@ -148,21 +150,27 @@ if [ -n "$only" ]; then
 fi
 
 # cpu_ticks PID: user + system CPU time of a process, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# 0 for a process that is gone.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
 
 # One fio run; prints total IOPS (read + write) and the server's CPU time
-# per request in microseconds.
+# per request in microseconds: 0 and 0.0 if fio fails or reports nothing.
 run_fio() {
 	local server=$1 rw=$2 depth=$3 n=$4 t0 t1
 	t0=$(cpu_ticks "${pid[$server]}")
-	fio --name=cmp --ioengine=nbd --uri="${uri[$server]}" \
+	if ! fio --name=cmp --ioengine=nbd --uri="${uri[$server]}" \
 		--rw="$rw" --bs=4k --iodepth="$depth" --numjobs="$n" --size=$((size_mib << 20)) \
 		--time_based --runtime="$runtime" --group_reporting \
-		--output-format=terse --terse-version=3 --randrepeat=0 >"$work/fio.out"
+		--output-format=terse --terse-version=3 --randrepeat=0 >"$work/fio.out"; then
+		echo "$(basename "$0"): fio failed against $server ($rw iodepth=$depth numjobs=$n): counted as 0 IOPS" >&2
+		echo "0 0.0"
+		return
+	fi
 	t1=$(cpu_ticks "${pid[$server]}")
-	awk -F';' -v ticks=$((t1 - t0)) -v hz="$hz" \
-		'/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0 }' "$work/fio.out"
+	awk -F';' -v ticks=$((t1 - t0)) -v hz="$hz" '
+		/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0; found = 1 }
+		END { if (!found) print "0 0.0" }' "$work/fio.out"
 }
 
 cd "$work" # fio runs here
@@ -187,9 +195,10 @@ for round in $(seq "$rounds"); do
 done
 
 # Median per (job, server), then one row per job: IOPS, then the servers'
-# CPU time per request.
+# CPU time per request. A ratio whose divisor is 0 is -.
 table() {
 	awk -v servers="${servers[*]}" -v col="$1" -v unit="$2" "$awk_median"'
+	function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
 	{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $col; if (!($1 in seen)) { seen[$1] = 1; order[++njobs] = $1 } }
 	END {
 		ns = split(servers, s, " ")
@@ -206,8 +215,8 @@ table() {
 			split(order[k], f, ":")
 			printf "| %s | %s | %s |", f[1], f[2], f[3]
 			for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf (col == 3 ? " %d |" : " %.1f |"), m[s[i]] }
-			printf " %.2f | %.2f | %.2f |", m["tpnbd-defer"] / m["tpnbd-each"], m["tpnbd-defer"] / m["qemu-nbd"], m["tpnbd-defer"] / m["nbdkit"]
-			if (withbase) printf " %.2f |", m["tpnbd-defer"] / m["tpnbd-base"]
+			printf " %s | %s | %s |", ratio(m["tpnbd-defer"], m["tpnbd-each"]), ratio(m["tpnbd-defer"], m["qemu-nbd"]), ratio(m["tpnbd-defer"], m["nbdkit"])
+			if (withbase) printf " %s |", ratio(m["tpnbd-defer"], m["tpnbd-base"])
 			printf "\n"
 		}
 	}' "$results"
@@ -222,3 +231,15 @@ echo
 echo "Median server CPU time per request in microseconds (lower is better):"
 echo
 table 4 "CPU us/req"
+
+# A server with a median of 0 IOPS for a job failed or did nothing in most
+# of its rounds: its figures compare nothing.
+idle=$(awk "$awk_median"'
+	{ key = $1 SUBSEP $2; vals[key] = vals[key] " " $3; if (!(key in seen)) { seen[key] = 1; keys[++n] = key } }
+	END { for (i = 1; i <= n; i++) if (median(keys[i]) == 0) { split(keys[i], k, SUBSEP); print k[2] " did no I/O in most rounds of " k[1] } }' "$results")
+if [ -n "$idle" ]; then
+	while IFS= read -r line; do
+		echo "$(basename "$0"): $line" >&2
+	done <<<"$idle"
+	exit 1
+fi

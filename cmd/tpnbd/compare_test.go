@@ -2,7 +2,12 @@ package main
 
 import (
 	"bytes"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -51,4 +56,97 @@ func requireRefused(t *testing.T, args []string, want string) {
 	require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
 	require.Contains(t, stderr.String(), want, args)
 	require.Empty(t, stdout.String(), args)
+}
+
+// A server whose median IOPS is zero, because its fio runs failed or did
+// no I/O, has no ratio: the table shows "-" where it divided by zero
+// (inf under mawk, a fatal error under gawk), and the script says on
+// stderr which server did no I/O and exits 1 once the tables are out. A
+// failed fio run used to end the script at once, with no table.
+func TestCompareMarksAServerThatDidNoIO(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("compare.sh reads /proc (the load average, the servers' CPU time)")
+	}
+	row := func(iops map[string]int, ratios string) string {
+		return fmt.Sprintf("| randread | 1 | 1 | %d | %d | %d | %d | %s |",
+			max(iops["tpnbd-defer"], 0), max(iops["tpnbd-each"], 0),
+			max(iops["qemu-nbd"], 0), max(iops["nbdkit"], 0), ratios)
+	}
+	for _, c := range []struct {
+		name   string
+		iops   map[string]int // fio fails for a negative count
+		ratios string         // defer/each | defer/qemu-nbd | defer/nbdkit
+		idle   string         // the server that did no I/O
+	}{
+		{"every server works", map[string]int{"tpnbd-defer": 3000, "tpnbd-each": 1500, "qemu-nbd": 1000, "nbdkit": 2000}, "2.00 | 3.00 | 1.50", ""},
+		{"fio fails against nbdkit", map[string]int{"tpnbd-defer": 3000, "tpnbd-each": 1500, "qemu-nbd": 1000, "nbdkit": -1}, "2.00 | 3.00 | -", "nbdkit"},
+		{"tpnbd-each does nothing", map[string]int{"tpnbd-defer": 3000, "tpnbd-each": 0, "qemu-nbd": 1000, "nbdkit": 2000}, "- | 3.00 | 1.50", "tpnbd-each"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			stdout, stderr, code := runCompareWithFakes(t, c.iops)
+			require.Contains(t, stdout, row(c.iops, c.ratios), "stderr: %s", stderr)
+			require.NotContains(t, stdout, "inf")
+			require.NotContains(t, stdout, "nan")
+			if c.idle == "" {
+				require.Equal(t, 0, code, stderr)
+				require.NotContains(t, stderr, "did no I/O")
+				return
+			}
+			require.Equal(t, 1, code, stderr)
+			require.Contains(t, stderr, c.idle+" did no I/O")
+		})
+	}
+}
+
+// runCompareWithFakes runs compare.sh -q on one job with stand-ins for
+// fio, qemu-nbd and nbdkit: the servers are tpnbd (as the script builds
+// it), and fio reports iops[server] reads per second for the server its
+// URI names, or fails for a negative count. It returns the script's
+// stdout, its stderr and its exit status.
+func runCompareWithFakes(t *testing.T, iops map[string]int) (stdout, stderr string, code int) {
+	t.Helper()
+	bin := t.TempDir()
+	server := `#!/usr/bin/env bash
+while [ $# -gt 0 ]; do
+	case $1 in -k | -U) sock=$2; shift ;; esac
+	shift
+done
+dir=$(dirname "$sock")
+exec "$dir/tpnbd" -q -unix "$sock" "$dir/disk.img"
+`
+	var cases strings.Builder
+	for s, n := range iops {
+		fmt.Fprintf(&cases, "\t%s) iops=%d ;;\n", s, n)
+	}
+	fio := `#!/usr/bin/env bash
+for a; do
+	case $a in --uri=*) uri=${a#--uri=} ;; esac
+done
+server=$(basename "${uri##*socket=}" .sock)
+case $server in
+` + cases.String() + `esac
+if [ "$iops" -lt 0 ]; then
+	echo "fio: $server: connection failed" >&2
+	exit 1
+fi
+# Terse version 3: read KiB in field 6, read IOPS in 8, the same for
+# writes in 47 and 49.
+line="3;fio-3;cmp;0;0;$((iops * 4));0;$iops"
+for ((i = 9; i <= 46; i++)); do line+=";0"; done
+echo "$line;0;0;0;0"
+`
+	for name, text := range map[string]string{"qemu-nbd": server, "nbdkit": server, "fio": fio} {
+		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte(text), 0o755))
+	}
+	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1")
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return out.String(), errOut.String(), code
 }
