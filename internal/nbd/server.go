@@ -218,10 +218,13 @@ func (s *Server) closedLocked() chan struct{} {
 // backs off and accepts again: a timeout; the process or the system out of
 // file descriptors (EMFILE, ENFILE: a burst of connections past the
 // descriptor limit); the kernel out of memory for a socket (ENOBUFS,
-// ENOMEM); or a network error of the connection being accepted, which
-// accept(2) on Linux passes on and says to retry like EAGAIN (ENETDOWN,
-// EPROTO, ENOPROTOOPT, EHOSTDOWN, EHOSTUNREACH, ENETUNREACH). It leaves
-// out EOPNOTSUPP, which that list names too: accept(2) fails with it on
+// ENOMEM); a connection its client aborted or reset before it was
+// accepted (ECONNABORTED, ECONNRESET: the net package's listeners retry
+// those themselves, other listeners may pass them on); or a network error
+// of the connection being accepted, which accept(2) on Linux passes on and
+// says to retry like EAGAIN (ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN,
+// ENONET, EHOSTUNREACH, ENETUNREACH; ENONET is Linux's alone, see
+// osTemporaryAcceptErrnos). It leaves out EOPNOTSUPP, which that list names too: accept(2) fails with it on
 // every call when the listener's socket is not a stream socket (a Unix
 // datagram socket made into a listener), so Serve returns it. A
 // net.Error's Timeout is false for all of these.
@@ -230,9 +233,11 @@ func temporaryAccept(err error) bool {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
-	for _, e := range temporaryAcceptErrnos {
-		if errors.Is(err, e) {
-			return true
+	for _, errnos := range [][]syscall.Errno{temporaryAcceptErrnos, osTemporaryAcceptErrnos} {
+		for _, e := range errnos {
+			if errors.Is(err, e) {
+				return true
+			}
 		}
 	}
 	return false
@@ -242,7 +247,7 @@ func temporaryAccept(err error) bool {
 // reports as passing.
 var temporaryAcceptErrnos = []syscall.Errno{
 	syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-	syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN,
+	syscall.ECONNABORTED, syscall.ECONNRESET, syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN,
 	syscall.EHOSTUNREACH, syscall.ENETUNREACH,
 }
 

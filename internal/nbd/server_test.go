@@ -68,6 +68,14 @@ func TestServeRetriesAfterANetworkError(t *testing.T) {
 	}
 }
 
+// TestServeRetriesAfterAnAbortedConnection checks that an accept that fails
+// because the connection it was taking was aborted or reset by its client
+// before it was accepted (a listener other than the net package's, which
+// retries those itself, passes them on) does not end Serve.
+func TestServeRetriesAfterAnAbortedConnection(t *testing.T) {
+	requireServedAfterAcceptErrors(t, syscall.ECONNABORTED, syscall.ECONNRESET)
+}
+
 // TestServeEndsOnADatagramListener checks that a listener whose socket
 // cannot accept at all, a Unix datagram socket made into a listener, ends
 // Serve with its error (EOPNOTSUPP, for ever on every accept) rather than
