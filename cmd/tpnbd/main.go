@@ -23,11 +23,14 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/batchio/threadpool"
 	"github.com/batchio/threadpool/internal/nbd"
+	"golang.org/x/sys/unix"
 )
 
 // config is the command line.
@@ -236,20 +239,70 @@ func listen(cfg config) ([]net.Listener, error) {
 	return ls, nil
 }
 
+// beforeStaleRemove, if set, runs when listenUnix has found a stale socket
+// and is about to remove it (tests).
+var beforeStaleRemove func()
+
 // listenUnix listens on the Unix socket path. A socket already there is
 // removed first if nothing listens on it (a stale one from an earlier
 // run); one that a running server still listens on is left to it, and
-// listenUnix fails.
+// listenUnix fails. So that two servers started at once on one stale path
+// cannot both remove it and listen, the second taking the path from the
+// first, listenUnix first takes an exclusive lock (flock) on the file
+// path+".lock", which it creates if need be and leaves in place, and holds
+// it until the listener is closed; a server that finds it locked fails.
+// A name in Linux's abstract namespace (starting with @) is no file and
+// cannot go stale: it is listened on as it is.
 func listenUnix(path string) (net.Listener, error) {
+	if runtime.GOOS == "linux" && strings.HasPrefix(path, "@") {
+		return net.Listen("unix", path)
+	}
+	lockPath := path + ".lock"
+	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("listen unix %s: %w", path, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("listen unix %s: another server holds its lock file %s", path, lockPath)
+		}
+		return nil, fmt.Errorf("listen unix %s: lock %s: %w", path, lockPath, err)
+	}
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		c, err := net.Dial("unix", path)
 		if err == nil {
 			c.Close()
+			lock.Close()
 			return nil, fmt.Errorf("listen unix %s: a server is listening on it", path)
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) {
+			if beforeStaleRemove != nil {
+				beforeStaleRemove()
+			}
 			os.Remove(path) // a stale socket from an earlier run
 		}
 	}
-	return net.Listen("unix", path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return &lockedListener{Listener: l, lock: lock}, nil
+}
+
+// lockedListener is a Unix listener that holds the lock on its path (see
+// listenUnix) until it is closed.
+type lockedListener struct {
+	net.Listener
+	once sync.Once
+	lock *os.File
+}
+
+// Close closes the listener, which removes its socket, and then releases
+// the lock, so that a server that takes the lock next finds the path free.
+func (l *lockedListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() { l.lock.Close() })
+	return err
 }

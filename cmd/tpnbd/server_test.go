@@ -209,3 +209,47 @@ func TestUnixReplacesOnlyStaleSocket(t *testing.T) {
 	require.NoError(t, err, "the running server's socket is gone")
 	require.NoError(t, c.Close())
 }
+
+// Two servers started at once on one stale socket path: the second one's
+// whole start happens while the first has found the socket stale and not
+// yet replaced it (beforeStaleRemove). Only one of them may listen there;
+// the other fails, rather than both unlinking the stale socket in turn
+// and the second taking the path from the first, which then serves on a
+// socket no client can reach.
+func TestUnixStaleSocketTakenOnce(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "sock")
+	stale, err := net.Listen("unix", sock)
+	require.NoError(t, err)
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, stale.Close())
+
+	var second net.Listener
+	var secondErr error
+	beforeStaleRemove = func() {
+		beforeStaleRemove = nil
+		second, secondErr = listenUnix(sock)
+	}
+	defer func() { beforeStaleRemove = nil }()
+	first, firstErr := listenUnix(sock)
+	for _, l := range []net.Listener{first, second} {
+		if l != nil {
+			defer l.Close()
+		}
+	}
+	require.True(t, (firstErr == nil) != (secondErr == nil), "exactly one listens: first %v, second %v", firstErr, secondErr)
+	winner, loserErr := first, secondErr
+	if firstErr != nil {
+		winner, loserErr = second, firstErr
+	}
+	require.ErrorContains(t, loserErr, sock)
+	go func() {
+		if c, err := winner.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("unix", sock)
+	require.NoError(t, err, "the listener's socket is gone")
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "another listener than the winner took the path")
+	require.NoError(t, c.Close())
+}
