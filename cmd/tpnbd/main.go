@@ -8,7 +8,9 @@
 //
 // It listens on 127.0.0.1:10809 unless -tcp or -unix says otherwise, and
 // stops cleanly on SIGINT or SIGTERM: it stops reading requests, answers
-// the ones already read, syncs the file and exits.
+// the ones already read, syncs the file and exits. A signal that comes
+// while it is still starting makes it exit 0 without serving once the step
+// it is in (opening the file, reading the TLS files) is done.
 package main
 
 import (
@@ -140,7 +142,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 // run serves until ctx ends, then shuts down: the listeners close, the
 // requests already read are answered, the pool drains and the file is
 // synced. ready, if not nil, receives the listeners' addresses once they
-// accept.
+// accept. If ctx ends while run is still starting (opening the file,
+// reading the TLS files), run returns nil once that step is done, without
+// listening.
 func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.Addr) error {
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
@@ -174,6 +178,9 @@ func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.A
 	logger := log.New(stderr, "tpnbd: ", log.LstdFlags)
 	if cfg.verbose {
 		srv.Logf = logger.Printf
+	}
+	if ctx.Err() != nil {
+		return nil // stopped while starting: nothing served, nothing written
 	}
 	listeners, err := listen(cfg)
 	if err != nil {

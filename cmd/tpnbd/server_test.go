@@ -189,21 +189,35 @@ func TestUnixReplacesOnlyStaleSocket(t *testing.T) {
 	file := filepath.Join(dir, "disk.img")
 	writeImage(t, file, 1<<20, false)
 	sock := filepath.Join(dir, "sock")
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // run opens its listeners, then shuts down at once
 	cfg, err := parseFlags([]string{"-q", "-unix", sock, file}, io.Discard)
 	require.NoError(t, err)
+	// start runs the server until it has opened its listeners, then
+	// shuts it down at once.
+	start := func() error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ready := make(chan []net.Addr, 1)
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, cfg, io.Discard, ready) }()
+		select {
+		case <-ready:
+			cancel()
+			return <-done
+		case err := <-done:
+			return err
+		}
+	}
 
 	stale, err := net.Listen("unix", sock)
 	require.NoError(t, err)
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	require.NoError(t, stale.Close())
-	require.NoError(t, run(ctx, cfg, io.Discard, nil))
+	require.NoError(t, start())
 
 	live, err := net.Listen("unix", sock)
 	require.NoError(t, err)
 	defer live.Close()
-	err = run(ctx, cfg, io.Discard, nil)
+	err = start()
 	require.ErrorContains(t, err, sock)
 	c, err := net.Dial("unix", sock)
 	require.NoError(t, err, "the running server's socket is gone")

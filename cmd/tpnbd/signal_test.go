@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/batchio/threadpool/internal/cmdtest"
+	"github.com/batchio/threadpool/internal/nbd/testcerts"
 	"github.com/stretchr/testify/require"
 )
 
@@ -147,4 +149,54 @@ func nbdConnect(t *testing.T, sock string) net.Conn {
 	_, err = io.ReadFull(c, make([]byte, 10)) // size and flags
 	require.NoError(t, err)
 	return c
+}
+
+// TestStopDuringStartDoesNotServe stops the server (as SIGINT or SIGTERM
+// does, by ending run's context) while it is still starting: here while it
+// waits to read its TLS client CA file, a FIFO. Once that step is done it
+// returns nil, as a stopped server does, without listening: it neither
+// announces addresses nor creates its socket.
+func TestStopDuringStartDoesNotServe(t *testing.T) {
+	dir := t.TempDir()
+	disk, sock, fifo := filepath.Join(dir, "disk.img"), filepath.Join(dir, "sock"), filepath.Join(dir, "ca.pem")
+	writeImage(t, disk, 1<<20, false)
+	ca := testcerts.NewCA(t, "tpnbd test CA")
+	server := ca.Server(t, "localhost")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	cfg, err := parseFlags([]string{"-q", "-unix", sock, "-tls", "on",
+		"-tls-cert", testcerts.WriteFile(t, dir, "cert.pem", server.CertPEM),
+		"-tls-key", testcerts.WriteFile(t, dir, "key.pem", server.KeyPEM),
+		"-tls-client-ca", fifo, disk}, io.Discard)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan []net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, cfg, io.Discard, ready) }()
+	opened := make(chan *os.File, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0) // until run opens it to read
+		if err != nil {
+			panic(err)
+		}
+		opened <- f
+	}()
+	var w *os.File
+	select {
+	case w = <-opened:
+	case err := <-done:
+		if r, err := os.OpenFile(fifo, os.O_RDONLY, 0); err == nil { // free the writer
+			(<-opened).Close()
+			r.Close()
+		}
+		t.Fatalf("run returned before it read the CA file: %v", err)
+	}
+	cancel() // the signal, while run waits for the file
+	_, err = w.Write(ca.PEM)
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	require.NoError(t, <-done)
+	require.Empty(t, ready, "run served after it was stopped")
+	require.NoFileExists(t, sock)
 }
