@@ -98,8 +98,9 @@ func TestSecondSignalEndsShutdown(t *testing.T) {
 		_, err := stuck.Write(req[:])
 		require.NoError(t, err)
 	}
-	// A client still negotiating: the server closes it once Shutdown
-	// has begun, which tells the test the first signal was handled.
+	// A client still negotiating, which sends no option: the server
+	// closes it once Shutdown has begun (after waiting a second for an
+	// option), which tells the test the first signal was handled.
 	watch, err := net.Dial("unix", sock)
 	require.NoError(t, err)
 	defer watch.Close()

@@ -47,8 +47,8 @@ type conn struct {
 
 	transmitting bool        // guarded by srv.mu; negotiation is over
 	lingering    bool        // guarded by srv.mu; linger discards the client's input
-	stopping     atomic.Bool // set once the connection must stop reading requests
-	negotiateBy  time.Time   // serve goroutine only: when negotiation must be over
+	stopping     atomic.Bool // set once the connection must stop reading requests (or options, see stop)
+	negotiateBy  time.Time   // read-only, set at accept: when negotiation must be over
 }
 
 // serve runs the connection from handshake to close, on its own goroutine.
@@ -58,9 +58,11 @@ func (c *conn) serve() {
 	c.rw = c.nc
 	c.src.c = c
 	c.br = bufio.NewReaderSize(&c.src, 64<<10)
-	c.negotiateBy = time.Now().Add(c.srv.handshakeTimeout())
 	if err := c.nc.SetDeadline(c.negotiateBy); err != nil {
 		return
+	}
+	if c.stopping.Load() {
+		c.boundNegotiation() // Shutdown began before the deadline above was set
 	}
 	if !c.negotiate() {
 		return
@@ -109,16 +111,35 @@ func (c *conn) serve() {
 }
 
 // stop makes the connection stop reading new requests; the ones already
-// read are answered. One still negotiating is closed, unless it lingers
-// (see linger). The caller holds srv.mu.
+// read are answered. One still negotiating (unless it lingers, see linger)
+// answers the option its client sends next, or has sent and not had
+// answered, with NBD_REP_ERR_SHUTDOWN, as the protocol asks of a server
+// that is shutting down, and then closes; it waits for that option at most
+// shutdownOptionWait, and not past the negotiation's time limit. The
+// caller holds srv.mu.
 func (c *conn) stop() {
 	if !c.transmitting {
-		if !c.lingering {
-			c.nc.Close()
+		if !c.lingering && c.stopping.CompareAndSwap(false, true) {
+			c.boundNegotiation() // once: a later Shutdown does not extend the wait
 		}
 		return
 	}
 	c.abort()
+}
+
+// shutdownOptionWait bounds how long a connection still negotiating when
+// Shutdown begins waits for its client's next option (see stop).
+var shutdownOptionWait = time.Second
+
+// boundNegotiation makes the reads of a stopping connection in negotiation
+// end within shutdownOptionWait, or at the negotiation's time limit if that
+// comes first. Any goroutine.
+func (c *conn) boundNegotiation() {
+	end := time.Now().Add(shutdownOptionWait)
+	if c.negotiateBy.Before(end) {
+		end = c.negotiateBy
+	}
+	_ = c.nc.SetReadDeadline(end)
 }
 
 // abort stops the reader goroutine at its next read. Any goroutine.

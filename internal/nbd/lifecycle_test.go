@@ -261,6 +261,9 @@ func TestShutdownDuringLingerKeepsReplies(t *testing.T) {
 	require.NoError(t, <-shut)
 }
 
+// TestShutdownClosesNegotiatingConnections checks that a client still
+// negotiating when Shutdown begins, which sends no further option, is
+// closed once Shutdown's wait for its option is over (see conn.stop).
 func TestShutdownClosesNegotiatingConnections(t *testing.T) {
 	ts := startServer(t, serverConfig{})
 	c := dial(t, ts)

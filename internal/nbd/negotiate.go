@@ -92,6 +92,14 @@ func (n *negotiation) option() (done, ok bool) {
 		// Without fixed newstyle there is no way to refuse an option.
 		return false, false
 	}
+	if n.c.stopping.Load() && opt != optAbort {
+		// Shutdown has begun (see conn.stop). NBD_OPT_EXPORT_NAME has
+		// no error reply: its connection just closes.
+		if opt != optExportName {
+			n.refuse(opt, repErrShutdown, "server shutting down")
+		}
+		return false, false
+	}
 	if n.c.srv.TLS == TLSRequire && !n.tlsOn && opt != optStartTLS && opt != optAbort {
 		return n.tlsRequired(opt)
 	}

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -321,4 +322,31 @@ func expectListsThenAbort(t *testing.T, c *client, lists int, name string) {
 	}
 	typ, _ := c.optReply(optAbort)
 	require.Equal(t, uint32(repAck), typ)
+}
+
+// TestShutdownRefusesNextOption checks that a client still negotiating when
+// Shutdown begins gets NBD_REP_ERR_SHUTDOWN for the option it sends next,
+// as the protocol asks of a server that is shutting down, rather than
+// having its connection closed under it; then the connection closes, and
+// Shutdown returns.
+func TestShutdownRefusesNextOption(t *testing.T) {
+	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
+	shutdownOptionWait = time.Hour // the client's next option comes, however slow the machine
+	ts := startServer(t, serverConfig{tune: func(s *Server) { s.HandshakeTimeout = time.Hour }})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	c.option(optList, nil)
+	typ, _ := c.optReply(optList)
+	require.Equal(t, uint32(repServer), typ)
+	typ, _ = c.optReply(optList)
+	require.Equal(t, uint32(repAck), typ)
+
+	shut := make(chan error, 1)
+	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
+	waitClosing(ts)
+	c.option(optGo, goData(""))
+	typ, msg := c.optReply(optGo)
+	require.Equal(t, uint32(repErrShutdown), typ, "%s", msg)
+	c.expectEOF()
+	require.NoError(t, <-shut)
 }

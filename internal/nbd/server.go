@@ -124,7 +124,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 		delay = 0
-		c := &conn{srv: s, nc: nc, exp: s.Export, exec: s.Exec}
+		c := &conn{srv: s, nc: nc, exp: s.Export, exec: s.Exec, negotiateBy: time.Now().Add(s.handshakeTimeout())}
 		if !s.track(c) {
 			nc.Close()
 			continue
@@ -133,10 +133,13 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Shutdown stops the server: it closes the listeners and connections that
-// are still negotiating (bar those that closed themselves and discard what
-// their client still sends, see conn.linger), makes the others stop
-// reading requests, and waits until every request already read has been
+// Shutdown stops the server: it closes the listeners, has each connection
+// still negotiating answer its client's next option with
+// NBD_REP_ERR_SHUTDOWN and close (bar those that closed themselves and
+// discard what their client still sends, see conn.linger; one whose client
+// sends no option within a second, or within the negotiation's time limit,
+// closes without it; see conn.stop), makes the others stop reading
+// requests, and waits until every request already read has been
 // answered and every connection closed. A request whose header was read
 // but which the connection can no longer serve (waiting for its budget, or
 // for the rest of a write's payload) is answered with NBD_ESHUTDOWN. A TCP
