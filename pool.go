@@ -24,6 +24,7 @@ package threadpool
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -109,7 +110,10 @@ type Pool struct {
 	wg sync.WaitGroup // worker goroutines
 
 	// The reaper (reaper.go); set in New.
-	reaperStop *Notifier     // written by Close to stop it
+	reaperR    *os.File      // the read end of its pipe, which it polls
+	reaperW    *os.File      // the write end, closed by Close to stop it
+	reaperFd   int           // reaperR's descriptor number
+	reaperQuit chan struct{} // closed by Close to stop it
 	reaperDone chan struct{} // closed when it has exited
 	reaperOnce sync.Once     // the first Close stops it
 
@@ -151,9 +155,8 @@ type Pool struct {
 }
 
 // New makes a pool. With the default options it starts its completion
-// goroutine, its reaper (which retires idle workers; it holds a Notifier's
-// descriptors: one eventfd on Linux, a pipe's two ends on darwin and
-// freebsd) and no worker (workers start on demand, up to 64, and exit after
+// goroutine, its reaper (which retires idle workers; it holds a pipe's two
+// ends) and no worker (workers start on demand, up to 64, and exit after
 // 10s idle). Invalid options return an error wrapping ErrInvalidLimits. The
 // caller must Close (or Shutdown) the pool to release its goroutines and
 // file descriptors.

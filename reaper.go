@@ -3,6 +3,7 @@ package threadpool
 import (
 	"errors"
 	"math"
+	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -13,19 +14,35 @@ import (
 // while more than min are alive. A worker therefore exits between one and
 // two idle timeouts after it went idle.
 //
-// It waits in poll(2) on a Notifier's descriptor, a blocking system call,
-// rather than on a Go timer: a pending Go timer makes every scheduling
+// It waits in poll(2) on the read end of a pipe of its own, a blocking system
+// call, rather than on a Go timer: a pending Go timer makes every scheduling
 // decision of the P whose heap holds it read the clock, which cost 15% of a
 // lone request's round trip with one timer per worker. A blocked system call
-// holds an OS thread but no P. Close wakes it through the Notifier.
+// holds an OS thread but no P. Nothing is ever written to the pipe: Close
+// stops the reaper by closing the write end, which makes the read end report
+// a hang-up to the poll(2) in progress whatever happened to the descriptors,
+// where a write to a broken descriptor would never arrive. Should the read
+// end break (a double close elsewhere in the program, say), the reaper waits
+// on a Go timer from then on, so that idle workers are still retired.
 
 // startReaper starts the reaper. New, before the pool is shared.
 func (p *Pool) startReaper() error {
-	n, err := NewNotifier()
+	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
-	p.reaperStop = n
+	rc, err := r.SyscallConn()
+	if err == nil {
+		// Not File.Fd: that would put the descriptor back in blocking mode.
+		err = rc.Control(func(fd uintptr) { p.reaperFd = int(fd) })
+	}
+	if err != nil {
+		r.Close()
+		w.Close()
+		return err
+	}
+	p.reaperR, p.reaperW = r, w
+	p.reaperQuit = make(chan struct{})
 	p.reaperDone = make(chan struct{})
 	go p.reap()
 	return nil
@@ -35,9 +52,10 @@ func (p *Pool) startReaper() error {
 // exited; any number of times.
 func (p *Pool) stopReaper() {
 	p.reaperOnce.Do(func() {
-		p.reaperStop.Notify()
+		close(p.reaperQuit)
+		p.reaperW.Close() // wakes the poll(2) in progress: POLLHUP
 		<-p.reaperDone
-		p.reaperStop.Close()
+		p.reaperR.Close()
 	})
 	<-p.reaperDone
 }
@@ -55,39 +73,82 @@ func pollTimeout(d time.Duration) int {
 // reap is the reaper goroutine.
 func (p *Pool) reap() {
 	defer close(p.reaperDone)
-	fds := []unix.PollFd{{Fd: int32(p.reaperStop.Fd()), Events: unix.POLLIN}}
-	for p.reapWait(fds) {
+	fds := []unix.PollFd{{Fd: int32(p.reaperFd), Events: unix.POLLIN}}
+	for {
+		switch p.reapWait(fds) {
+		case reapStop:
+			return
+		case reapBroken:
+			p.reapOnTimer()
+			return
+		}
 		p.reapIdle()
 	}
 }
 
-// reapWait waits one idle timeout in poll(2) on fds, the reaper's stop
-// descriptor, and reports whether the reaper is to make its next pass: false
-// when Close asked it to stop or the descriptor broke. A signal that
-// interrupts the poll (EINTR) does not end the wait early, nor does the cap
-// of poll(2)'s timeout (about 24.8 days) end a longer one: the reaper polls
-// again for the rest of the timeout, so that two passes are always at least
-// an idle timeout apart and no worker is retired after a shorter idle
-// stretch. The reaper reads the clock when it starts to wait and each time
-// a poll returns, never on a request's path.
-func (p *Pool) reapWait(fds []unix.PollFd) bool {
+// reapEvent is what ended a wait of the reaper.
+type reapEvent int
+
+const (
+	reapPass   reapEvent = iota // an idle timeout went by: make the next pass
+	reapStop                    // Close asked the reaper to stop
+	reapBroken                  // the descriptor broke: wait on a timer instead
+)
+
+// reapWait waits one idle timeout in poll(2) on fds, the read end of the
+// reaper's pipe, and reports what ended the wait. A signal that interrupts
+// the poll (EINTR) does not end the wait early, nor does the cap of poll(2)'s
+// timeout (about 24.8 days) end a longer one: the reaper polls again for the
+// rest of the timeout, so that two passes are always at least an idle
+// timeout apart and no worker is retired after a shorter idle stretch. The
+// reaper reads the clock when it starts to wait and each time a poll returns,
+// never on a request's path.
+func (p *Pool) reapWait(fds []unix.PollFd) reapEvent {
 	deadline := time.Now().Add(p.idleTimeout)
 	timeout := pollTimeout(p.idleTimeout)
 	for {
 		_, err := unix.Poll(fds, timeout)
-		if fds[0].Revents != 0 || p.reaperStop.Missed() {
-			return false // Close asked (a failed stop write shows as Missed)
+		if p.reaperStopping() {
+			return reapStop
 		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			return false // a broken descriptor: stop retiring rather than spin
+		if fds[0].Revents != 0 || (err != nil && !errors.Is(err, unix.EINTR)) {
+			// Nothing is written to the pipe and its write end is
+			// open: the descriptor broke. Polling it again would spin.
+			return reapBroken
 		}
 		// Timed out, or interrupted: a poll(2) timeout is capped at about
 		// 24.8 days, so a longer idle timeout takes several.
 		left := time.Until(deadline)
 		if left <= 0 {
-			return true
+			return reapPass
 		}
 		timeout = pollTimeout(left)
+	}
+}
+
+// reaperStopping reports whether Close asked the reaper to stop.
+func (p *Pool) reaperStopping() bool {
+	select {
+	case <-p.reaperQuit:
+		return true
+	default:
+		return false
+	}
+}
+
+// reapOnTimer is the reaper once its descriptor broke: it makes its passes
+// an idle timeout apart on a Go timer until Close asks it to stop.
+func (p *Pool) reapOnTimer() {
+	t := time.NewTimer(p.idleTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.reaperQuit:
+			return
+		case <-t.C:
+		}
+		p.reapIdle()
+		t.Reset(p.idleTimeout)
 	}
 }
 

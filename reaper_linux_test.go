@@ -86,3 +86,59 @@ func TestReaperSignalDoesNotShortenIdleTimeout(t *testing.T) {
 	require.Equal(t, 1, s.Workers, "an idle worker retired long before its idle timeout")
 	require.Equal(t, 1, s.IdleWorkers)
 }
+
+// reaperFd returns the descriptor on which p's reaper waits in poll(2).
+func reaperFd(p *Pool) int { return p.reaperFd }
+
+// breakReaperFd puts /dev/null in place of the descriptor on which p's
+// reaper waits, as a double close elsewhere in the program followed by an
+// open would: a reaper in poll(2) goes on waiting on the file it had, and its
+// next poll(2) finds /dev/null, always readable.
+func breakReaperFd(t *testing.T, p *Pool) {
+	t.Helper()
+	null, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer null.Close()
+	require.NoError(t, unix.Dup3(int(null.Fd()), reaperFd(p), unix.O_CLOEXEC))
+}
+
+// waitReaperPolling returns once the reaper waits in poll(2).
+func waitReaperPolling(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(pollingThreads(t)) == 1 },
+		30*time.Second, time.Millisecond, "the reaper must wait in poll(2)")
+}
+
+// TestCloseDoesNotWaitForReaperWithBrokenDescriptor breaks the reaper's
+// descriptor while it waits in poll(2) for an idle timeout of an hour:
+// Close must still stop it at once. Close used to stop it with a write to
+// its descriptor alone, which a broken descriptor never delivers, and so
+// waited out the idle timeout.
+func TestCloseDoesNotWaitForReaperWithBrokenDescriptor(t *testing.T) {
+	p, err := New(WithIdleTimeout(time.Hour))
+	require.NoError(t, err)
+	waitReaperPolling(t)
+	breakReaperFd(t, p)
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waits for the reaper's idle timeout")
+	}
+}
+
+// TestReaperOutlivesBrokenDescriptor breaks the reaper's descriptor: idle
+// workers above min must still be retired. The reaper used to take the first
+// failed wait for the end of the pool and exit, so that no idle worker was
+// ever retired again.
+func TestReaperOutlivesBrokenDescriptor(t *testing.T) {
+	p := newPool(t, WithMinWorkers(1), WithMaxWorkers(1), WithIdleTimeout(time.Millisecond))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the worker must go idle")
+	waitReaperPolling(t)
+	breakReaperFd(t, p)
+	eventually(t, func() bool { return len(pollingThreads(t)) == 0 }, "the reaper must find its descriptor broken")
+	require.NoError(t, p.SetLimits(0, 1))
+	eventually(t, func() bool { return p.Stats().Workers == 0 }, "an idle worker above min must be retired")
+}
