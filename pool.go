@@ -416,7 +416,9 @@ func (p *Pool) signalQuiet() {
 // min < 0, max <= 0 and min > max return an error wrapping ErrInvalidLimits.
 // Workers up to min start at once; workers above max exit as soon as they are
 // idle or finish their current request (and the few queued requests a busy
-// worker may have taken with it); queued work gets new workers if max grew.
+// worker may have taken with it); queued work gets new workers if max grew:
+// one for each queued request that no worker is on its way to yet (those
+// started for min take queued requests first), up to max.
 // After Shutdown or Close began it returns ErrClosed. SetLimits never waits
 // for a worker, so the same holds from any goroutine: a Callback, a Func (its
 // own worker, if above the new max, exits once the Func returns), or any
@@ -433,7 +435,8 @@ func (p *Pool) SetLimits(min, max int) error {
 	p.minWorkers, p.maxWorkers = min, max
 	p.kickSpinner() // the spinner looks at the new limits
 	for p.workers < p.minWorkers {
-		p.spawn(false)
+		// A new worker takes a queued request, if one waits for a worker.
+		p.spawn(p.unstarted() > p.transit)
 	}
 	for p.unstarted() > p.transit && p.workers < p.maxWorkers {
 		p.spawn(true)

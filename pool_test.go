@@ -461,6 +461,31 @@ func TestSetLimitsStartsMinAndStopsSurplus(t *testing.T) {
 	g2.release()
 }
 
+// TestSetLimitsStartsNoMoreWorkersThanMinAndQueueNeed raises min above the
+// workers alive while requests are queued: the workers started for min take
+// the queued requests, so no further worker may start for them. SetLimits
+// used to start one more worker per queued request on top of those up to
+// min, which then found nothing to do.
+func TestSetLimitsStartsNoMoreWorkersThanMinAndQueueNeed(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	g := newGate(4)
+	t.Cleanup(g.release) // before the pool's Close, which waits for the Funcs
+	_, err := p.Submit(g.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-g.started // the one worker runs it: the next three stay queued
+	for i := 1; i <= 3; i++ {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 3, p.Stats().Queued)
+	require.NoError(t, p.SetLimits(4, 8))
+	require.Equal(t, 4, p.Stats().Workers, "workers beyond min and the queued requests")
+	for range 3 {
+		<-g.started
+	}
+	g.release()
+}
+
 func TestFuncPanicIsDeliveredAndPoolSurvives(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
 	got := make(chan error, 1)
