@@ -458,7 +458,7 @@ type Stats struct {
 
 	Workers     int    // live worker goroutines
 	IdleWorkers int    // workers waiting for work
-	Running     int    // Funcs running now
+	Running     int    // Funcs running now, and some just returned (see Stats)
 	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next
 	Spins       uint64 // times a worker spun for the next request (WithSpin)
 	MinWorkers  int    // the current lower limit (New or SetLimits)
@@ -480,6 +480,13 @@ type Stats struct {
 // request moves through them, so a snapshot never shows more requests
 // delivered than completed or canceled, or more of those than submitted,
 // however many requests pass while it is taken.
+//
+// Running counts every Func running now, and also the Funcs that have
+// returned whose worker has not yet come back for its next request: a worker
+// counts its request from when it takes it until it next takes the pool's
+// lock, after the result was published, so a request may still count as
+// running once its callback has run. A worker that runs the requests of its
+// hand (see Queued) one after another counts once.
 func (p *Pool) Stats() Stats {
 	var s Stats
 	s.Drains = p.drains.Load()

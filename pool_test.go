@@ -486,6 +486,27 @@ func TestSetLimitsStartsNoMoreWorkersThanMinAndQueueNeed(t *testing.T) {
 	g.release()
 }
 
+// TestStatsRunningCountsUntilWorkerComesBack holds the pool's lock while a
+// Func returns: its callback runs, since delivery takes no lock, while the
+// request still counts as running, as the doc of Stats says, until its
+// worker takes the lock for its next request.
+func TestStatsRunningCountsUntilWorkerComesBack(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1), WithSpin(0))
+	g := newGate(1)
+	t.Cleanup(g.release)
+	delivered := make(chan struct{})
+	_, err := p.Submit(g.fn(0, nil), func(error) { close(delivered) })
+	require.NoError(t, err)
+	<-g.started
+	p.mu.Lock()
+	g.release()
+	<-delivered
+	running := p.running
+	p.mu.Unlock()
+	require.Equal(t, 1, running, "a request whose callback ran, its worker not yet back")
+	eventually(t, func() bool { return p.Stats().Running == 0 }, "the worker must come back")
+}
+
 func TestFuncPanicIsDeliveredAndPoolSurvives(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
 	got := make(chan error, 1)
