@@ -221,6 +221,14 @@ func (p *Pool) countDrain(n int) {
 // at the outermost level recycles the delivered elements with one CAS. It also
 // runs when a Callback panics, so the pool stays consistent and the loop is
 // woken again for what is left of the batch.
+//
+// A Flush whose panic is re-raised (no panic handler, or one that panics)
+// leaves before the recycling: the delivered elements stay on spent, and the
+// end of the next outermost drain recycles them with its own. Nothing is
+// lost: their callbacks ran and were counted, no Handle can reach them
+// (Cancel finds them neither queued nor in a hand), and a Close or Shutdown
+// that delivers the last callbacks ends with such a drain. (On the pool's own
+// completion goroutine such a panic ends the program.)
 func (p *Pool) endDrain() {
 	if p.batch != nil {
 		// A Callback panicked or called runtime.Goexit in the middle of the

@@ -445,6 +445,35 @@ func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 	require.Equal(t, []string{"bad", "good"}, log)
 }
 
+// TestPanickingFlushRecyclesBatchLater lets a Flush panic at the end of a
+// batch, which ends the batch before its elements are recycled: they wait,
+// delivered, for the end of the next batch, which Close runs, so that once
+// Close returns every element is recycled and the counters add up.
+func TestPanickingFlushRecyclesBatchLater(t *testing.T) {
+	var log []string
+	bad := &recFlusher{"bad", &log, func() { panic("flush failed") }}
+	good := &recFlusher{"good", &log, nil}
+	p := newPool(t, WithExternalLoop(), WithMaxWorkers(1))
+	for range 3 {
+		_, err := p.Submit(func() error { return nil }, func(error) {
+			p.DeferCall(bad)
+			p.DeferCall(good)
+		})
+		require.NoError(t, err)
+	}
+	require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil })) // one worker: all three published
+	require.Panics(t, func() { p.RunCompletions() })
+	require.Equal(t, []string{"bad"}, log)
+	require.Equal(t, uint64(3), p.Stats().Delivered)
+	require.NotNil(t, p.spent, "the batch waits for the end of the next one")
+	require.NoError(t, p.Close())
+	require.Equal(t, []string{"bad", "good"}, log, "Close flushes the rest")
+	require.Nil(t, p.spent)
+	require.Equal(t, int64(4), p.nrecycled.Load(), "every element recycled, the SubmitCo one's too")
+	s := p.Stats()
+	require.Equal(t, [3]uint64{3 + 1, 3 + 1, 3}, [3]uint64{s.Submitted, s.Completed, s.Delivered})
+}
+
 // A Flush run at the end of a batch that calls DeferCall finds the batch
 // over: f is flushed at once, on every call, as Deferrer.Call does outside a
 // region. A Flush that a Close from a Callback runs, inside the batch,
