@@ -19,11 +19,12 @@ import (
 // decision of the P whose heap holds it read the clock, which cost 15% of a
 // lone request's round trip with one timer per worker. A blocked system call
 // holds an OS thread but no P. Nothing is ever written to the pipe: Close
-// stops the reaper by closing the write end, which makes the read end report
-// a hang-up to the poll(2) in progress whatever happened to the descriptors,
-// where a write to a broken descriptor would never arrive. Should the read
-// end break (a double close elsewhere in the program, say), the reaper waits
-// on a Go timer from then on, so that idle workers are still retired.
+// stops the reaper by closing a channel and then the pipe's write end, which
+// makes the read end report a hang-up to the poll(2) in progress; no write
+// can fail on the way. Should the read end break (a double close elsewhere in
+// the program, say), the reaper sees an event nobody sent and waits on a Go
+// timer from then on, so that idle workers are still retired and Close, which
+// it then waits for on the channel, returns at once.
 
 // startReaper starts the reaper. New, before the pool is shared.
 func (p *Pool) startReaper() error {
