@@ -346,19 +346,25 @@ func (o *outbox) tlsRecords() {
 
 // writeBlocking writes b, waiting for the client at most the server's
 // write timeout: a client that takes part of b within it, reading slowly
-// rather than not at all, gets another timeout for the rest (in plain text
-// only: a TLS connection whose write timed out cannot write again). The
-// goroutine that set busy only: the writer goroutine, or the reader in
-// sendTLS.
+// rather than not at all, gets another timeout for the rest. Over TLS the
+// records are written whole once encrypted, and the socket beneath TLS gets
+// the further timeouts (tlsConn.writeWithin): a TLS connection whose own
+// write timed out cannot write again. The goroutine that set busy only: the
+// writer goroutine, or the reader in sendTLS.
 func (o *outbox) writeBlocking(b []byte) error {
 	nc := o.c.rw
+	timeout := o.c.srv.writeTimeout()
 	var err error
 	for {
-		if err = nc.SetWriteDeadline(time.Now().Add(o.c.srv.writeTimeout())); err != nil {
+		if err = nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 			return err
 		}
 		var n int
-		n, err = nc.Write(b)
+		if o.overTLS {
+			n, err = nc.(*tlsConn).writeWithin(b, timeout)
+		} else {
+			n, err = nc.Write(b)
+		}
 		b = b[n:]
 		if n == 0 || o.overTLS || !errors.Is(err, os.ErrDeadlineExceeded) {
 			break

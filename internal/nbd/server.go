@@ -33,10 +33,8 @@ type Server struct {
 	// HandshakeTimeout bounds the whole negotiation of one connection.
 	HandshakeTimeout time.Duration
 	// WriteTimeout bounds how long one send may wait for a client that does
-	// not read; after it the connection is dropped. In plain text a client
-	// that takes part of a send within it gets another for the rest; over
-	// TLS, whose connection cannot write again after a write timed out, a
-	// send must go whole within one.
+	// not read; after it the connection is dropped. A client that takes
+	// part of a send within it gets another for the rest, over TLS too.
 	WriteTimeout time.Duration
 	// MaxRequests bounds the requests one connection may have between
 	// being read and having their replies sent; the connection stops

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"time"
 )
 
 // TLSMode says whether a Server offers TLS through NBD_OPT_STARTTLS and
@@ -133,7 +135,15 @@ type tlsConn struct {
 // Write encrypts b and sends the records in one write, after any that
 // writeNow left.
 func (t *tlsConn) Write(b []byte) (int, error) {
-	return t.cork.writeThrough(t.Conn, b)
+	return t.cork.writeThrough(t.Conn, b, 0)
+}
+
+// writeWithin is Write with a write timeout, for writeBlocking: each write
+// of records to the socket waits for the client at most timeout, and one
+// that times out after the client took some of them gets another timeout
+// for the rest (see corkConn.writeRaw).
+func (t *tlsConn) writeWithin(b []byte, timeout time.Duration) (int, error) {
+	return t.cork.writeThrough(t.Conn, b, timeout)
 }
 
 // writeNow encrypts b and writes the records to the socket with w without
@@ -266,8 +276,10 @@ func (c *corkConn) uncorkLocked() []byte {
 // client, writeThrough does not hold mu, so that the reader, answering a
 // KeyUpdate, adds its record to pending and goes on reading requests rather
 // than wait for a client that may be waiting for it to read; such records go
-// next. After a failed write they are dropped with the rest.
-func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
+// next. After a failed write they are dropped with the rest. A timeout
+// above zero extends the socket's write deadline while the client takes
+// the records (see writeRaw).
+func (c *corkConn) writeThrough(w io.Writer, b []byte, timeout time.Duration) (int, error) {
 	var n int
 	var err error
 	if len(b) > 0 {
@@ -281,7 +293,7 @@ func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
 		c.pending = nil // records made while out is written (rare) go here
 		c.sent.Broadcast()
 		c.mu.Unlock()
-		_, werr := c.Conn.Write(out)
+		werr := c.writeRaw(out, timeout)
 		c.mu.Lock()
 		if werr != nil {
 			err = errors.Join(err, werr)
@@ -296,6 +308,29 @@ func (c *corkConn) writeThrough(w io.Writer, b []byte) (int, error) {
 	c.sent.Broadcast()
 	c.pending = keepOutput(c.pending)
 	return n, err
+}
+
+// writeRaw writes out, records already made, to the socket. With a timeout
+// above zero, it sets the socket's write deadline timeout from now, and a
+// write that misses it after the client took part of out gets another for
+// the rest, as writeBlocking gives a plain-text client; once a whole timeout
+// passes with nothing taken, the write fails. The records are written
+// beneath the tls.Conn, which never sees the timeout: a tls.Conn whose own
+// write timed out cannot write again. With no timeout it writes under the
+// deadline the socket has.
+func (c *corkConn) writeRaw(out []byte, timeout time.Duration) error {
+	for {
+		if timeout > 0 {
+			if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+				return err
+			}
+		}
+		n, err := c.Conn.Write(out)
+		out = out[n:]
+		if n == 0 || timeout <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+	}
 }
 
 // writeNow writes b to w, the tls.Conn over c, and sends the records it

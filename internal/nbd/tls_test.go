@@ -580,36 +580,81 @@ type pacedConn struct{ net.Conn }
 
 func (c pacedConn) Read(b []byte) (int, error) { return pacedReader{c.Conn}.Read(b) }
 
-// TestSlowTLSClientDropped checks what WriteTimeout says of TLS: a TLS
-// connection whose write timed out cannot write again, so one send of the
-// writer goroutine must go within one timeout, and a client that reads, but
-// too slowly to take the whole send within it, is dropped. The client's pace
-// is TestSlowClientIsNotDropped's, which a plain-text client gets through;
-// here 4 MiB, which take it at least 2 s, go in one send with a timeout of
-// 1 s.
-func TestSlowTLSClientDropped(t *testing.T) {
+// startSlowTLS starts a TCP server with TLS and the write timeout wt, whose
+// sockets hold little (narrowSendListener), and a client over TLS with a
+// small receive window whose reads of the socket are paced's: pacedConn's
+// where paced is true, the socket's own otherwise.
+func startSlowTLS(t *testing.T, wt time.Duration, paced bool) (*testServer, *client) {
+	t.Helper()
 	certs := newTLSCerts(t)
 	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
 		listen: func(l net.Listener) net.Listener { return narrowSendListener{l} },
 		tune: func(s *Server) {
 			certs.tlsServer(TLSOn, false)(s)
-			s.WriteTimeout = time.Second
+			s.WriteTimeout = wt
 		}})
 	c := dialSmallWindow(t, ts)
 	c.greet(clientFlagFixedNewstyle)
 	c.requestTLS()
-	tc := tls.Client(pacedConn{c.nc}, certs.clientConfig(nil))
+	var nc net.Conn = c.nc
+	if paced {
+		nc = pacedConn{c.nc}
+	}
+	tc := tls.Client(nc, certs.clientConfig(nil))
 	require.NoError(t, tc.Handshake())
 	c.nc, c.br = tc, bufio.NewReader(tc)
 	c.connect2()
-	const n = 4
-	resume := ts.exec.pauseDelivery() // one batch: the replies go out in one send
+	return ts, c
+}
+
+// sendOneBatch sends n reads of the whole 1 MiB export and lets their
+// replies go out in one batch, which the writer goroutine sends in one
+// send. It returns their cookies.
+func sendOneBatch(ts *testServer, c *client, n int) map[uint64]bool {
+	resume := ts.exec.pauseDelivery()
+	want := map[uint64]bool{}
 	for range n {
-		c.request(cmdRead, 0, 0, 1<<20, nil)
+		want[c.request(cmdRead, 0, 0, 1<<20, nil)] = true
 	}
 	ts.exec.waitCompleted(n)
 	resume()
-	got, _ := io.Copy(io.Discard, c.br) // ends in a cut record, a reset or EOF
-	require.Less(t, got, int64(n<<20), "the client got every reply")
+	return want
+}
+
+// TestSlowTLSClientIsNotDropped is TestSlowClientIsNotDropped over TLS: a
+// client that keeps reading its replies, only slowly, is served however long
+// the send takes in all. The writer goroutine's records go to the socket
+// beneath TLS, so a write that times out after the client took some of them
+// gets another timeout for the rest, as in plain text. Here 8 MiB of
+// replies, which the client reads in at least 2048 reads 2 ms apart (over
+// 4 s), go out in one send, with a timeout of 2.5 s.
+func TestSlowTLSClientIsNotDropped(t *testing.T) {
+	ts, c := startSlowTLS(t, 2500*time.Millisecond, true)
+	const n = 8
+	want := sendOneBatch(ts, c, n)
+	for range n {
+		cookie, errno, data := c.reply()
+		require.True(t, want[cookie])
+		delete(want, cookie)
+		require.Zero(t, errno)
+		require.Equal(t, pattern(0, 1<<20), data)
+	}
+	found, _ := ts.findLog("sending replies")
+	require.False(t, found, "the connection was dropped")
+}
+
+// TestTLSClientThatStopsReadingIsDropped checks that the timeout still drops
+// a TLS client that took part of a send and then stopped reading: it gets
+// another timeout for the rest, in which it takes nothing.
+func TestTLSClientThatStopsReadingIsDropped(t *testing.T) {
+	ts, c := startSlowTLS(t, time.Second, false)
+	const n = 8
+	want := sendOneBatch(ts, c, n)
+	cookie, errno, data := c.reply()
+	require.True(t, want[cookie])
+	require.Zero(t, errno)
+	require.Equal(t, pattern(0, 1<<20), data)
+	// The client reads nothing more until the server gives up.
 	ts.waitLog("sending replies")
+	drainToEOF(t, c)
 }
