@@ -113,6 +113,7 @@ type Pool struct {
 	reaperR    *os.File      // the read end of its pipe, which it polls
 	reaperW    *os.File      // the write end, closed by Close to stop it
 	reaperFd   int           // reaperR's descriptor number
+	reaperFile [2]uint64     // the file reaperFd named in New (fileID)
 	reaperQuit chan struct{} // closed by Close to stop it
 	reaperDone chan struct{} // closed when it has exited
 	reaperOnce sync.Once     // the first Close stops it

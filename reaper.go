@@ -22,9 +22,12 @@ import (
 // stops the reaper by closing a channel and then the pipe's write end, which
 // makes the read end report a hang-up to the poll(2) in progress; no write
 // can fail on the way. Should the read end break (a double close elsewhere in
-// the program, say), the reaper sees an event nobody sent and waits on a Go
-// timer from then on, so that idle workers are still retired and Close, which
-// it then waits for on the channel, returns at once.
+// the program, say), the reaper sees an event nobody sent, or finds before a
+// poll(2) that the descriptor's number names another file (which the hang-up
+// would not reach), and waits on a Go timer from then on, so that idle
+// workers are still retired and Close, which it then waits for on the
+// channel, returns at once. A poll(2) in progress holds the pipe itself, so
+// the hang-up ends it whatever becomes of the number meanwhile.
 
 // startReaper starts the reaper. New, before the pool is shared.
 func (p *Pool) startReaper() error {
@@ -36,6 +39,9 @@ func (p *Pool) startReaper() error {
 	if err == nil {
 		// Not File.Fd: that would put the descriptor back in blocking mode.
 		err = rc.Control(func(fd uintptr) { p.reaperFd = int(fd) })
+	}
+	if err == nil {
+		p.reaperFile, err = fileID(p.reaperFd)
 	}
 	if err != nil {
 		r.Close()
@@ -108,6 +114,11 @@ func (p *Pool) reapWait(fds []unix.PollFd) reapEvent {
 	deadline := time.Now().Add(p.idleTimeout)
 	timeout := pollTimeout(p.idleTimeout)
 	for {
+		if id, err := fileID(p.reaperFd); err != nil || id != p.reaperFile {
+			// The number names another file, which Close's hang-up
+			// would not reach: the descriptor broke.
+			return reapBroken
+		}
 		_, err := unix.Poll(fds, timeout)
 		if p.reaperStopping() {
 			return reapStop
@@ -125,6 +136,15 @@ func (p *Pool) reapWait(fds []unix.PollFd) reapEvent {
 		}
 		timeout = pollTimeout(left)
 	}
+}
+
+// fileID returns what identifies the file that descriptor fd names.
+func fileID(fd int) ([2]uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return [2]uint64{}, err
+	}
+	return [2]uint64{uint64(st.Dev), uint64(st.Ino)}, nil
 }
 
 // reaperStopping reports whether Close asked the reaper to stop.

@@ -142,3 +142,36 @@ func TestReaperOutlivesBrokenDescriptor(t *testing.T) {
 	require.NoError(t, p.SetLimits(0, 1))
 	eventually(t, func() bool { return p.Stats().Workers == 0 }, "an idle worker above min must be retired")
 }
+
+// TestCloseDoesNotWaitForReaperOnQuietDescriptor puts the read end of
+// another pipe, which never becomes readable, in place of the reaper's
+// descriptor, as a double close elsewhere in the program followed by a
+// pipe(2) would, and interrupts the reaper's poll(2) so that it polls again:
+// Close must still stop it at once. The reaper used to poll the other pipe,
+// which neither Close's hang-up nor anything else ends, for the rest of its
+// idle timeout of an hour, and Close waited for it.
+func TestCloseDoesNotWaitForReaperOnQuietDescriptor(t *testing.T) {
+	p, err := New(WithIdleTimeout(time.Hour))
+	require.NoError(t, err)
+	var quiet [2]int
+	require.NoError(t, unix.Pipe2(quiet[:], unix.O_CLOEXEC))
+	defer unix.Close(quiet[0])
+	defer unix.Close(quiet[1])
+	var tids []int
+	require.Eventually(t, func() bool {
+		tids = pollingThreads(t)
+		return len(tids) == 1
+	}, 30*time.Second, time.Millisecond, "the reaper must wait in poll(2)")
+	require.NoError(t, unix.Dup3(quiet[0], reaperFd(p), unix.O_CLOEXEC))
+	require.NoError(t, unix.Tgkill(os.Getpid(), tids[0], unix.SIGURG))
+	require.Eventually(t, func() bool { return !signalPending(t, tids[0]) },
+		30*time.Second, time.Millisecond, "the reaper must take the signal")
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close waits for the reaper's idle timeout")
+	}
+}
