@@ -114,7 +114,8 @@ func (c *conn) serve() {
 // read are answered. One still negotiating (unless it lingers, see linger)
 // answers the option its client sends next, or has sent and not had
 // answered, with NBD_REP_ERR_SHUTDOWN, as the protocol asks of a server
-// that is shutting down, and then closes; it waits for that option at most
+// that is shutting down, and then closes; it waits for that option, and
+// for its client to take the replies to the options before, at most
 // shutdownOptionWait, and not past the negotiation's time limit. The
 // caller holds srv.mu.
 func (c *conn) stop() {
@@ -131,15 +132,17 @@ func (c *conn) stop() {
 // Shutdown begins waits for its client's next option (see stop).
 var shutdownOptionWait = time.Second
 
-// boundNegotiation makes the reads of a stopping connection in negotiation
-// end within shutdownOptionWait, or at the negotiation's time limit if that
-// comes first. Any goroutine.
+// boundNegotiation makes the reads and writes of a stopping connection in
+// negotiation end within shutdownOptionWait, or at the negotiation's time
+// limit if that comes first: a write too, since a client that sent options
+// and reads none of their replies would otherwise keep the negotiation
+// waiting for room in the socket until its time limit. Any goroutine.
 func (c *conn) boundNegotiation() {
 	end := time.Now().Add(shutdownOptionWait)
 	if c.negotiateBy.Before(end) {
 		end = c.negotiateBy
 	}
-	_ = c.nc.SetReadDeadline(end)
+	_ = c.nc.SetDeadline(end)
 }
 
 // abort stops the reader goroutine at its next read. Any goroutine.

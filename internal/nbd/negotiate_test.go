@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -349,4 +350,39 @@ func TestShutdownRefusesNextOption(t *testing.T) {
 	require.Equal(t, uint32(repErrShutdown), typ, "%s", msg)
 	c.expectEOF()
 	require.NoError(t, <-shut)
+}
+
+// TestShutdownBoundsNegotiatingClientThatDoesNotRead checks that a client
+// still negotiating when Shutdown begins, whose server is waiting for it to
+// read the replies to options it sent, is closed within Shutdown's wait for
+// its option, as one that sends no option is, rather than kept for the rest
+// of the negotiation's time limit.
+func TestShutdownBoundsNegotiatingClientThatDoesNotRead(t *testing.T) {
+	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
+	shutdownOptionWait = 10 * time.Millisecond
+	ts := startServer(t, serverConfig{tune: func(s *Server) { s.HandshakeTimeout = time.Hour }})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle)
+	// The client sends options and reads none of the replies, until the
+	// server's write of them waits for room in the socket.
+	opt := binary.BigEndian.AppendUint64(nil, magicOption)
+	opt = binary.BigEndian.AppendUint32(opt, optList)
+	opt = binary.BigEndian.AppendUint32(opt, 0)
+	flood := bytes.Repeat(opt, 4096)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			if _, err := c.nc.Write(flood); err != nil {
+				return
+			}
+		}
+	}()
+	waitStack(t, "nbd.(*conn).negotiate", "internal/poll.(*FD).Write", "runtime_pollWait")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, ts.srv.Shutdown(ctx))
+	c.nc.Close()
+	<-sent
 }

@@ -136,7 +136,8 @@ func (s *Server) Serve(l net.Listener) error {
 // NBD_REP_ERR_SHUTDOWN and close (bar those that closed themselves and
 // discard what their client still sends, see conn.linger; one whose client
 // sends no option within a second, or within the negotiation's time limit,
-// closes without it; see conn.stop), makes the others stop reading
+// or does not take the replies to its options before, closes without it;
+// see conn.stop), makes the others stop reading
 // requests, and waits until every request already read has been
 // answered and every connection closed. A request whose header was read
 // but which the connection can no longer serve (waiting for its budget, or
