@@ -49,6 +49,7 @@ type conn struct {
 	lingering    bool        // guarded by srv.mu; linger discards the client's input
 	stopping     atomic.Bool // set once the connection must stop reading requests (or options, see stop)
 	negotiateBy  time.Time   // read-only, set at accept: when negotiation must be over
+	sendFailed   bool        // serve goroutine only: a send of negotiation failed (see close)
 }
 
 // serve runs the connection from handshake to close, on its own goroutine.

@@ -41,7 +41,11 @@ func (c *conn) negotiate() bool {
 	n.noZeroes = flags&clientFlagNoZeroes != 0
 	for {
 		done, ok := n.option()
-		if err := n.bw.Flush(); err != nil || !ok {
+		if err := n.bw.Flush(); err != nil {
+			c.sendFailed = true
+			return false
+		}
+		if !ok {
 			return false
 		}
 		if done {

@@ -153,12 +153,13 @@ func (t *tlsConn) writeNow(b []byte, w *rawWriter) (rest bool, err error) {
 }
 
 // close ends the connection: the TLS session first, with close_notify,
-// when one runs and sending has not failed (a close_notify that cannot be
-// sent gives up after a few seconds, or at once when Shutdown has closed
-// the socket), then, over TCP, the sending side (see linger), then the
-// socket. Serve goroutine only.
+// when one runs and sending has not failed, in transmission or in
+// negotiation (a close_notify that cannot be sent gives up after a few
+// seconds, or at once when Shutdown has closed the socket), then, over
+// TCP, the sending side (see linger), then the socket. Serve goroutine
+// only.
 func (c *conn) close() {
-	if !c.out.hasFailed() {
+	if !c.sendFailed && !c.out.hasFailed() {
 		if tc, ok := c.rw.(*tlsConn); ok {
 			_ = tc.Conn.CloseWrite() // fails, sending nothing, before the handshake ends
 		}

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -657,4 +658,43 @@ func TestTLSClientThatStopsReadingIsDropped(t *testing.T) {
 	// The client reads nothing more until the server gives up.
 	ts.waitLog("sending replies")
 	drainToEOF(t, c)
+}
+
+// TestTLSNegotiationFailedSendNoCloseNotify checks that a TLS connection
+// whose send failed in negotiation closes without a close_notify, as one
+// whose send failed in transmission does: the stream of records is cut,
+// and the alert would wait up to crypto/tls's 5 s for a client that does
+// not read. Here the client sends options after STARTTLS and reads none of
+// the replies; Shutdown bounds the send that waits for it, and must then
+// be done well within those 5 s.
+func TestTLSNegotiationFailedSendNoCloseNotify(t *testing.T) {
+	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
+	shutdownOptionWait = 10 * time.Millisecond
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.HandshakeTimeout = time.Hour
+	}})
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	opt := binary.BigEndian.AppendUint64(nil, magicOption)
+	opt = binary.BigEndian.AppendUint32(opt, optList)
+	opt = binary.BigEndian.AppendUint32(opt, 0)
+	flood := bytes.Repeat(opt, 4096)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			if _, err := c.nc.Write(flood); err != nil {
+				return
+			}
+		}
+	}()
+	waitStack(t, "nbd.(*conn).negotiate", "nbd.(*corkConn).writeRaw", "runtime_pollWait")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	require.NoError(t, ts.srv.Shutdown(ctx))
+	c.nc.(*tls.Conn).NetConn().Close()
+	<-sent
 }
