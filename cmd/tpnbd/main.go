@@ -265,7 +265,9 @@ func listenUnix(path string) (net.Listener, error) {
 		return net.Listen("unix", path)
 	}
 	lockPath := path + ".lock"
-	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	// Read-only: flock needs no more, so a lock file that another user
+	// left readable does not stop a server that may use the path.
+	lock, err := os.OpenFile(lockPath, os.O_RDONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("listen unix %s: %w", path, err)
 	}

@@ -648,7 +648,7 @@ func TestSlowTLSClientIsNotDropped(t *testing.T) {
 // a TLS client that took part of a send and then stopped reading: it gets
 // another timeout for the rest, in which it takes nothing.
 func TestTLSClientThatStopsReadingIsDropped(t *testing.T) {
-	ts, c := startSlowTLS(t, time.Second, false)
+	ts, c := startSlowTLS(t, 3*time.Second, false)
 	const n = 8
 	want := sendOneBatch(ts, c, n)
 	cookie, errno, data := c.reply()
