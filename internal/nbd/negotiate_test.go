@@ -352,6 +352,25 @@ func TestShutdownRefusesNextOption(t *testing.T) {
 	require.NoError(t, <-shut)
 }
 
+// floodOptions sends NBD_OPT_LIST options on w, reading none of the
+// replies, until a write fails; the channel is closed then.
+func floodOptions(w io.Writer) <-chan struct{} {
+	opt := binary.BigEndian.AppendUint64(nil, magicOption)
+	opt = binary.BigEndian.AppendUint32(opt, optList)
+	opt = binary.BigEndian.AppendUint32(opt, 0)
+	flood := bytes.Repeat(opt, 4096)
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for {
+			if _, err := w.Write(flood); err != nil {
+				return
+			}
+		}
+	}()
+	return sent
+}
+
 // TestShutdownBoundsNegotiatingClientThatDoesNotRead checks that a client
 // still negotiating when Shutdown begins, whose server is waiting for it to
 // read the replies to options it sent, is closed within Shutdown's wait for
@@ -365,19 +384,7 @@ func TestShutdownBoundsNegotiatingClientThatDoesNotRead(t *testing.T) {
 	c.greet(clientFlagFixedNewstyle)
 	// The client sends options and reads none of the replies, until the
 	// server's write of them waits for room in the socket.
-	opt := binary.BigEndian.AppendUint64(nil, magicOption)
-	opt = binary.BigEndian.AppendUint32(opt, optList)
-	opt = binary.BigEndian.AppendUint32(opt, 0)
-	flood := bytes.Repeat(opt, 4096)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for {
-			if _, err := c.nc.Write(flood); err != nil {
-				return
-			}
-		}
-	}()
+	sent := floodOptions(c.nc)
 	waitStack(t, "nbd.(*conn).negotiate", "internal/poll.(*FD).Write", "runtime_pollWait")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

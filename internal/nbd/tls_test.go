@@ -633,15 +633,7 @@ func TestSlowTLSClientIsNotDropped(t *testing.T) {
 	ts, c := startSlowTLS(t, 2500*time.Millisecond, true)
 	const n = 8
 	want := sendOneBatch(ts, c, n)
-	for range n {
-		cookie, errno, data := c.reply()
-		require.True(t, want[cookie])
-		delete(want, cookie)
-		require.Zero(t, errno)
-		require.Equal(t, pattern(0, 1<<20), data)
-	}
-	found, _ := ts.findLog("sending replies")
-	require.False(t, found, "the connection was dropped")
+	requireKeptForReplies(t, ts, c, want)
 }
 
 // TestTLSClientThatStopsReadingIsDropped checks that the timeout still drops
@@ -677,19 +669,7 @@ func TestTLSNegotiationFailedSendNoCloseNotify(t *testing.T) {
 	}})
 	c := dialFixed(t, ts)
 	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
-	opt := binary.BigEndian.AppendUint64(nil, magicOption)
-	opt = binary.BigEndian.AppendUint32(opt, optList)
-	opt = binary.BigEndian.AppendUint32(opt, 0)
-	flood := bytes.Repeat(opt, 4096)
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		for {
-			if _, err := c.nc.Write(flood); err != nil {
-				return
-			}
-		}
-	}()
+	sent := floodOptions(c.nc)
 	waitStack(t, "nbd.(*conn).negotiate", "nbd.(*corkConn).writeRaw", "runtime_pollWait")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
