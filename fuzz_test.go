@@ -27,6 +27,8 @@ const (
 	opSetLimits                       // SetLimits, valid or not (takes a second byte)
 	opRunCompletions                  // RunCompletions
 	opClose                           // Close, Shutdown, or Shutdown with an expired context
+	opBatchAdd                        // record a request of any kind in the test's Batch
+	opBatchFlush                      // Flush the test's Batch
 	opCount
 )
 
@@ -43,6 +45,8 @@ type fuzzRun struct {
 	closed    bool       // Close or Shutdown began: requests are refused
 	released  bool       // Close or Shutdown returned nil: nothing is left to deliver
 	co        []*fuzzReq // background SubmitCo requests
+	batch     *threadpool.Batch
+	batched   []*fuzzReq // recorded in batch, not yet flushed
 	coWG      sync.WaitGroup
 	data      []byte
 }
@@ -69,6 +73,14 @@ func FuzzPool(f *testing.F) {
 		fnShutdown, 2, fnClose, 1, opOpenGate, 0, fnSubmit, 1})
 	f.Add([]byte{2, 0, fnSubmitCo, 1, fnShutdown, 1, fnSlow, 1, opSubmitCo, 2 * fnClose,
 		opRunCompletions, 0, opOpenGate, 0, opRunCompletions, 0})
+	// Batches: from the test, filled before and flushed after a slow Func
+	// took the one worker, with a bounded queue; and from Funcs.
+	f.Add([]byte{6, 0, fnSlow, 1, opBatchAdd, fnKinds + fnQuick, opBatchAdd, fnKinds + fnBatch,
+		opBatchAdd, fnPanic, opBatchFlush, 0, opBatchAdd, fnKinds + fnFail, opBatchAdd, fnKinds + fnSubmitCo,
+		opBatchFlush, 0, opOpenGate, 0, opBatchAdd, fnKinds + fnGoexit, opClose, 1, opBatchFlush, 0})
+	f.Add([]byte{2, 2, fnBatch, 1, opBatchAdd, fnKinds + fnBatch, opBatchAdd, fnKinds + fnShutdown,
+		opBatchAdd, fnKinds + fnSlow, opBatchFlush, 0, opSubmitCo, 2 * fnBatch, opRunCompletions, 0,
+		opOpenGate, 0, opBatchAdd, fnKinds + fnBatch})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fds := openFds(t)
 		leaks := goleak.IgnoreCurrent()
@@ -108,7 +120,7 @@ func runFuzz(t *testing.T, data []byte) {
 func (r *fuzzRun) step(op, arg byte) {
 	switch {
 	case op < fnKinds:
-		r.submit(int(op), arg%4 != 0)
+		r.submit(int(op), arg%4 != 0, arg%4 == 3, arg%8 == 7 && !r.external)
 	case op == opNilFunc:
 		r.nilFunc(arg%2 == 0)
 	case op == opCancel:
@@ -125,6 +137,10 @@ func (r *fuzzRun) step(op, arg byte) {
 		r.runCompletions()
 	case op == opClose:
 		r.close(int(arg % 3))
+	case op == opBatchAdd:
+		r.batchAdd(int(arg)%fnKinds, arg/fnKinds%4 != 0, arg/fnKinds%4 == 3)
+	case op == opBatchFlush:
+		r.batchFlush()
 	}
 }
 
@@ -144,8 +160,12 @@ func (r *fuzzRun) refused(err error) {
 	}
 }
 
-func (r *fuzzRun) submit(kind int, withCb bool) {
+// submit submits a request of kind; with cbBatch its callback flushes a
+// Batch of its own, and with cbClose it then closes the pool (which, on
+// the pool's own loop, waits there until the slow Funcs' gates open).
+func (r *fuzzRun) submit(kind int, withCb, cbBatch, cbClose bool) {
 	q := r.m.newReq(kind, false, withCb)
+	q.cbBatch, q.cbClose = cbBatch, cbClose
 	var cb threadpool.Callback
 	if withCb {
 		cb = r.m.cb(q)
@@ -157,6 +177,47 @@ func (r *fuzzRun) submit(kind int, withCb bool) {
 	}
 	require.False(r.t, r.closed, "accepted after close")
 	q.accepted, q.h = true, h
+}
+
+// batchAdd records a request in the test's Batch, like submit: nothing is
+// submitted yet.
+func (r *fuzzRun) batchAdd(kind int, withCb, cbBatch bool) {
+	if r.batch == nil {
+		r.batch = r.p.NewBatch()
+	}
+	q := r.m.newReq(kind, false, withCb)
+	q.cbBatch = cbBatch
+	var cb threadpool.Callback
+	if withCb {
+		cb = r.m.cb(q)
+	}
+	require.NoError(r.t, r.batch.Add(q.fn, cb))
+	r.batched = append(r.batched, q)
+	require.Equal(r.t, len(r.batched), r.batch.Len())
+}
+
+// batchFlush flushes the test's Batch: every request it recorded is accepted,
+// or none is.
+func (r *fuzzRun) batchFlush() {
+	if r.batch == nil {
+		return
+	}
+	qs := r.batched
+	r.batched = nil
+	err := r.batch.Flush()
+	require.Zero(r.t, r.batch.Len(), "a flushed Batch is empty")
+	if len(qs) == 0 {
+		require.NoError(r.t, err, "an empty Batch flushes nothing")
+		return
+	}
+	if err != nil {
+		r.refused(err)
+		return
+	}
+	require.False(r.t, r.closed, "batch accepted after close")
+	for _, q := range qs {
+		q.accepted = true
+	}
 }
 
 func (r *fuzzRun) nilFunc(co bool) {
@@ -282,6 +343,9 @@ func (r *fuzzRun) finish() {
 	r.m.closing.Store(true)
 	require.NoError(t, r.p.Close())
 	r.closed, r.released = true, true
+	if r.batch != nil && r.batch.Len() > 0 {
+		r.batchFlush() // refused: ErrClosed
+	}
 	for _, q := range r.co {
 		q.ctxEnded.Store(true)
 		q.cancelCtx()
@@ -349,7 +413,7 @@ func b2u(b bool) uint64 {
 	return 0
 }
 
-// Kinds of Func the pool fuzzer submits. The last five call the pool from
+// Kinds of Func the pool fuzzer submits. The last six call the pool from
 // the Func, on its worker.
 const (
 	fnQuick    = iota // returns nil
@@ -362,6 +426,7 @@ const (
 	fnSubmitCo        // SubmitCo of a Func that returns its request's own error
 	fnSubmit          // Submit of a quick Func with a callback
 	fnCancel          // Cancel of an earlier request
+	fnBatch           // Batch of two quick Funcs with callbacks
 	fnKinds
 )
 
@@ -377,6 +442,9 @@ type fuzzReq struct {
 	withCb bool
 	m      *fuzzModel
 	target *fuzzReq // what a fnCancel Func cancels; nil: the zero Handle
+
+	cbBatch bool // the callback flushes a Batch of two quick Funcs
+	cbClose bool // the callback then calls Close
 
 	// Written by the test goroutine.
 	accepted bool // Submit said yes (for SubmitCo: the result says so)
@@ -487,6 +555,8 @@ func (r *fuzzReq) fn() error {
 			m.innerCbs.Add(1)
 		}
 		return innerResult{err}
+	case fnBatch:
+		return innerResult{m.innerBatch(r)}
 	case fnCancel:
 		if r.target == nil {
 			if m.p.Cancel(threadpool.Handle{}) {
@@ -499,6 +569,32 @@ func (r *fuzzReq) fn() error {
 		}
 	}
 	return nil
+}
+
+// innerBatch flushes a Batch of two quick Funcs with callbacks, from r's Func
+// or Callback, and returns Flush's error.
+func (m *fuzzModel) innerBatch(r *fuzzReq) error {
+	b := m.p.NewBatch()
+	for range 2 {
+		err := b.Add(func() error { m.innerRan.Add(1); return nil }, func(err error) {
+			m.innerGot.Add(1)
+			if err != nil && !errors.Is(err, threadpool.ErrCanceled) {
+				m.failed("request %d: its Batch's callback got %v", r.id, err)
+			}
+		})
+		if err != nil {
+			m.failed("request %d: Batch.Add: %v", r.id, err)
+		}
+	}
+	err := b.Flush()
+	if err == nil {
+		m.innerAcc.Add(2)
+		m.innerCbs.Add(2)
+	}
+	if b.Len() != 0 {
+		m.failed("request %d: %d requests left in its Batch after Flush", r.id, b.Len())
+	}
+	return err
 }
 
 // cancel records that Cancel returned true for r. Any goroutine.
@@ -518,6 +614,21 @@ func (m *fuzzModel) cb(r *fuzzReq) threadpool.Callback {
 		r.calls++
 		r.err = err
 		m.mu.Unlock()
+		if r.cbBatch {
+			switch err := m.innerBatch(r); {
+			case err == nil:
+			case errors.Is(err, threadpool.ErrClosed) && m.closing.Load():
+			case errors.Is(err, threadpool.ErrQueueFull) && m.maxQueued:
+			default:
+				m.failed("request %d: its callback's Batch.Flush returned %v", r.id, err)
+			}
+		}
+		if r.cbClose {
+			m.closing.Store(true)
+			if err := m.p.Close(); err != nil {
+				m.failed("request %d: Close in its callback returned %v", r.id, err)
+			}
+		}
 	}
 }
 
@@ -562,12 +673,12 @@ func (r *fuzzReq) checkResult(err error) error {
 		default:
 			return fmt.Errorf("request %d: Shutdown in its Func returned %v", r.id, err)
 		}
-	case fnSubmitCo, fnSubmit:
+	case fnSubmitCo, fnSubmit, fnBatch:
 		if !errors.As(err, &inner) {
 			return fmt.Errorf("request %d: got %v, want the result of its inner call", r.id, err)
 		}
 		switch e := inner.err; {
-		case e == nil && r.kind == fnSubmit, e == r.fnErr && r.kind == fnSubmitCo:
+		case e == nil && (r.kind == fnSubmit || r.kind == fnBatch), e == r.fnErr && r.kind == fnSubmitCo:
 		case errors.Is(e, threadpool.ErrClosed) && r.m.closing.Load():
 		case errors.Is(e, threadpool.ErrQueueFull) && r.m.maxQueued:
 		case errors.Is(e, threadpool.ErrCanceled) && r.kind == fnSubmitCo:
