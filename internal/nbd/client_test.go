@@ -153,11 +153,17 @@ func dial(t *testing.T, ts *testServer) *client {
 // rather than in the client's receive queue.
 func dialSmallWindow(t *testing.T, ts *testServer) *client {
 	t.Helper()
+	return dialWindow(t, ts, 4096)
+}
+
+// dialWindow dials a TCP server with a receive buffer of rcvbuf bytes.
+func dialWindow(t *testing.T, ts *testServer, rcvbuf int) *client {
+	t.Helper()
 	require.Equal(t, "tcp", ts.network)
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
 		}); err != nil {
 			return err
 		}

@@ -328,6 +328,15 @@ func (l narrowSendListener) Accept() (net.Conn, error) {
 	return nc, err
 }
 
+// pacedWindow is the receive buffer of the clients of the slow-reader
+// tests (TestSlowClientIsNotDropped, startSlowTLS). A few KiB would
+// often leave it no room for a whole segment of the loopback's 64 KiB MSS,
+// so that it advertises a zero window; the server then learns of the room a
+// read makes from its probes alone, whose interval doubles while the window
+// stays closed, and on a loaded machine it takes nothing for seconds. This
+// still holds little of the 8 MiB the tests send.
+const pacedWindow = 256 << 10
+
 // pacedReader reads at most 4 KiB at a time, 2 ms apart: a client on a
 // slow link, which keeps reading.
 type pacedReader struct{ r io.Reader }
@@ -350,7 +359,7 @@ func TestSlowClientIsNotDropped(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20, tcp: true,
 		listen: func(l net.Listener) net.Listener { return narrowSendListener{l} },
 		tune:   func(s *Server) { s.WriteTimeout = 2500 * time.Millisecond }})
-	c := dialSmallWindow(t, ts)
+	c := dialWindow(t, ts, pacedWindow)
 	c.connect("")
 	c.br = bufio.NewReader(pacedReader{c.nc})
 	const n = 8

@@ -583,8 +583,8 @@ func (c pacedConn) Read(b []byte) (int, error) { return pacedReader{c.Conn}.Read
 
 // startSlowTLS starts a TCP server with TLS and the write timeout wt, whose
 // sockets hold little (narrowSendListener), and a client over TLS with a
-// small receive window whose reads of the socket are paced's: pacedConn's
-// where paced is true, the socket's own otherwise.
+// receive buffer of pacedWindow whose reads of the socket are paced's:
+// pacedConn's where paced is true, the socket's own otherwise.
 func startSlowTLS(t *testing.T, wt time.Duration, paced bool) (*testServer, *client) {
 	t.Helper()
 	certs := newTLSCerts(t)
@@ -594,7 +594,7 @@ func startSlowTLS(t *testing.T, wt time.Duration, paced bool) (*testServer, *cli
 			certs.tlsServer(TLSOn, false)(s)
 			s.WriteTimeout = wt
 		}})
-	c := dialSmallWindow(t, ts)
+	c := dialWindow(t, ts, pacedWindow)
 	c.greet(clientFlagFixedNewstyle)
 	c.requestTLS()
 	var nc net.Conn = c.nc
