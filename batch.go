@@ -25,7 +25,7 @@ func (p *Pool) NewBatch() *Batch { return &Batch{p: p} }
 
 // Add records a request for the next Flush. It returns ErrNilFunc for a nil
 // fn, and records nothing then. Nothing is submitted, and no error of the
-// pool is reported, before Flush.
+// pool is reported, before Flush. The goroutine that holds the Batch only.
 func (b *Batch) Add(fn Func, cb Callback) error {
 	if fn == nil {
 		return ErrNilFunc
@@ -34,7 +34,8 @@ func (b *Batch) Add(fn Func, cb Callback) error {
 	return nil
 }
 
-// Len returns how many requests are recorded and not yet flushed.
+// Len returns how many requests are recorded and not yet flushed. The
+// goroutine that holds the Batch only.
 func (b *Batch) Len() int { return len(b.reqs) }
 
 // Flush submits every recorded request, in order, and empties the Batch.
@@ -43,6 +44,12 @@ func (b *Batch) Len() int { return len(b.reqs) }
 // began, and ErrQueueFull when the requests that would wait for a worker
 // exceed the WithMaxQueued bound; then no callback of the batch runs. The
 // Batch is empty afterwards either way. Flush of an empty Batch returns nil.
+//
+// As Submit, Flush never runs a callback itself and never waits for a
+// worker, and the same holds from whichever goroutine holds the Batch: a
+// Callback (the callbacks run later on the loop, never nested in the calling
+// one), a Func (the requests queue behind the others; the Func does not wait
+// for them) or any other goroutine.
 func (b *Batch) Flush() error {
 	if len(b.reqs) == 0 {
 		return nil

@@ -10,7 +10,8 @@ var goidBufs = make(chan *[64]byte, 16)
 // its stack trace ("goroutine 123 [running]:"). It costs a couple of
 // microseconds, so it is kept off the request path: a worker takes its id
 // once when it starts, and the pool looks the caller up only in Close,
-// Shutdown, a SubmitCo that found no free worker, and race builds' checks.
+// Shutdown, a SubmitCo that found no free worker or whose worker left before
+// it ran the request, and race builds' checks.
 func curGoroutineID() uint64 {
 	var buf *[64]byte
 	select {
