@@ -3,6 +3,7 @@ package nbd
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"os"
 	"sync"
 	"syscall"
@@ -355,20 +356,10 @@ func (o *outbox) writeBlocking(b []byte) error {
 	nc := o.c.rw
 	timeout := o.c.srv.writeTimeout()
 	var err error
-	for {
-		if err = nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-			return err
-		}
-		var n int
-		if o.overTLS {
-			n, err = nc.(*tlsConn).writeWithin(b, timeout)
-		} else {
-			n, err = nc.Write(b)
-		}
-		b = b[n:]
-		if n == 0 || o.overTLS || !errors.Is(err, os.ErrDeadlineExceeded) {
-			break
-		}
+	if o.overTLS {
+		_, err = nc.(*tlsConn).writeWithin(b, timeout)
+	} else {
+		err = writeProgressing(nc, b, timeout)
 	}
 	// Clear the deadline so that it cannot fail a later non-blocking
 	// write from the completion goroutine.
@@ -377,6 +368,23 @@ func (o *outbox) writeBlocking(b []byte) error {
 	}
 	o.boundStopping() // after the clear: see boundStopping
 	return err
+}
+
+// writeProgressing writes b to nc, waiting for the client at most timeout at
+// a time: a write that times out after the client took part of b gets
+// another timeout for the rest; once a whole timeout passes with nothing
+// taken, it fails. It leaves the last deadline set.
+func writeProgressing(nc net.Conn, b []byte, timeout time.Duration) error {
+	for {
+		if err := nc.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
+			return err
+		}
+		n, err := nc.Write(b)
+		b = b[n:]
+		if n == 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return err
+		}
+	}
 }
 
 // boundStopping gives the socket of a stopping TLS connection a write

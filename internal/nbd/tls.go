@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"time"
 )
@@ -312,26 +311,18 @@ func (c *corkConn) writeThrough(w io.Writer, b []byte, timeout time.Duration) (i
 }
 
 // writeRaw writes out, records already made, to the socket. With a timeout
-// above zero, it sets the socket's write deadline timeout from now, and a
-// write that misses it after the client took part of out gets another for
-// the rest, as writeBlocking gives a plain-text client; once a whole timeout
-// passes with nothing taken, the write fails. The records are written
+// above zero it writes as writeBlocking does for a plain-text client
+// (writeProgressing): a write that times out after the client took part of
+// out gets another timeout for the rest. The records are written
 // beneath the tls.Conn, which never sees the timeout: a tls.Conn whose own
 // write timed out cannot write again. With no timeout it writes under the
 // deadline the socket has.
 func (c *corkConn) writeRaw(out []byte, timeout time.Duration) error {
-	for {
-		if timeout > 0 {
-			if err := c.Conn.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-				return err
-			}
-		}
-		n, err := c.Conn.Write(out)
-		out = out[n:]
-		if n == 0 || timeout <= 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
-			return err
-		}
+	if timeout > 0 {
+		return writeProgressing(c.Conn, out, timeout)
 	}
+	_, err := c.Conn.Write(out)
+	return err
 }
 
 // writeNow writes b to w, the tls.Conn over c, and sends the records it
