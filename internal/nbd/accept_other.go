@@ -4,7 +4,7 @@ package nbd
 
 import "syscall"
 
-// osTemporaryAcceptErrnos are the errors of accept(2) that temporaryAccept
-// reports as passing besides temporaryAcceptErrnos: none here (ENONET is
+// osTemporaryAcceptErrnos are the errors of accept(2) this system adds to
+// temporaryAcceptErrnos: none here (ENONET is
 // Linux's alone).
 var osTemporaryAcceptErrnos []syscall.Errno

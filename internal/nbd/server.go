@@ -131,25 +131,25 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// Shutdown stops the server: it closes the listeners, has each connection
-// still negotiating answer its client's next option with
-// NBD_REP_ERR_SHUTDOWN and close (bar those that closed themselves and
-// discard what their client still sends, see conn.linger; one whose client
-// sends no option within a second, or within the negotiation's time limit,
-// or does not take the replies to its options before, closes without it;
-// see conn.stop), makes the others stop reading
-// requests, and waits until every request already read has been
-// answered and every connection closed. A request whose header was read
-// but which the connection can no longer serve (waiting for its budget, or
-// for the rest of a write's payload) is answered with NBD_ESHUTDOWN. A TCP
-// connection closes once its client has closed its side too, or
-// lingerTimeout after its last reply (see conn.linger), so Shutdown may
-// wait that long for a client that keeps its connection open. If ctx ends
-// (or has ended) while connections remain, it closes them, waits for their
-// goroutines, and returns ctx's error; with none left it returns nil. Requests are still completed by the Executor,
-// which must keep running until Shutdown returns. Any goroutine but the
-// Executor's completion goroutine (which Shutdown waits for) may call
-// Shutdown, once or more.
+// Shutdown stops the server. It closes the listeners and makes every
+// connection in transmission stop reading requests. A connection still
+// negotiating answers its client's next option with NBD_REP_ERR_SHUTDOWN
+// and closes; it waits for that option, and for its client to take the
+// replies to the options before, at most a second and not past the
+// negotiation's time limit, and then closes without it (see conn.stop). One
+// that closed itself and discards what its client still sends is left to
+// finish (see conn.linger). Shutdown then waits until every request already
+// read has been answered and every connection closed. A request whose
+// header was read but which the connection can no longer serve (waiting for
+// its budget, or for the rest of a write's payload) is answered with
+// NBD_ESHUTDOWN. A TCP connection closes once its client has closed its
+// side too, or lingerTimeout after its last reply, so Shutdown may wait that
+// long for a client that keeps its connection open. If ctx ends (or has
+// ended) while connections remain, it closes them, waits for their
+// goroutines, and returns ctx's error; with none left it returns nil.
+// Requests are still completed by the Executor, which must keep running
+// until Shutdown returns. Any goroutine but the Executor's completion
+// goroutine (which Shutdown waits for) may call Shutdown, once or more.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing {
@@ -226,20 +226,18 @@ func (s *Server) closedLocked() chan struct{} {
 // of the connection being accepted, which accept(2) on Linux passes on and
 // says to retry like EAGAIN (ENETDOWN, EPROTO, ENOPROTOOPT, EHOSTDOWN,
 // ENONET, EHOSTUNREACH, ENETUNREACH; ENONET is Linux's alone, see
-// osTemporaryAcceptErrnos). It leaves out EOPNOTSUPP, which that list names too: accept(2) fails with it on
-// every call when the listener's socket is not a stream socket (a Unix
-// datagram socket made into a listener), so Serve returns it. A
-// net.Error's Timeout is false for all of these.
+// osTemporaryAcceptErrnos). It leaves out EOPNOTSUPP, which that list names
+// too: accept(2) fails with it on every call when the listener's socket is
+// not a stream socket (a Unix datagram socket made into a listener), so
+// Serve returns it. A net.Error's Timeout is false for all of these.
 func temporaryAccept(err error) bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		return true
 	}
-	for _, errnos := range [][]syscall.Errno{temporaryAcceptErrnos, osTemporaryAcceptErrnos} {
-		for _, e := range errnos {
-			if errors.Is(err, e) {
-				return true
-			}
+	for _, e := range temporaryAcceptErrnos {
+		if errors.Is(err, e) {
+			return true
 		}
 	}
 	return false
@@ -247,11 +245,12 @@ func temporaryAccept(err error) bool {
 
 // temporaryAcceptErrnos are the errors of accept(2) that temporaryAccept
 // reports as passing.
-var temporaryAcceptErrnos = []syscall.Errno{
+var temporaryAcceptErrnos = append([]syscall.Errno{
 	syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
-	syscall.ECONNABORTED, syscall.ECONNRESET, syscall.ENETDOWN, syscall.EPROTO, syscall.ENOPROTOOPT, syscall.EHOSTDOWN,
-	syscall.EHOSTUNREACH, syscall.ENETUNREACH,
-}
+	syscall.ECONNABORTED, syscall.ECONNRESET, syscall.ENETDOWN, syscall.EPROTO,
+	syscall.ENOPROTOOPT, syscall.EHOSTDOWN, syscall.EHOSTUNREACH,
+	syscall.ENETUNREACH,
+}, osTemporaryAcceptErrnos...)
 
 func (s *Server) addListener(l net.Listener) bool {
 	s.mu.Lock()
