@@ -141,7 +141,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("-runtime %v must give each of the %d rounds at least 1ms", o.runtime, o.rounds)
 	}
 	// Every read in flight, and every thread of the ceiling, has its own
-	// buffer of -bs bytes.
+	// buffer of -bs bytes; the ceiling's threads, one per GOMAXPROCS, are
+	// bounded by randread.MaxThreads as well.
 	if len(o.designs) > 0 {
 		for _, sh := range o.shapes {
 			if err := randread.CheckBuffers(sh.iodepth*sh.numjobs, o.bs); err != nil {
@@ -151,6 +152,10 @@ func (o *options) validate() error {
 	}
 	if o.ceiling {
 		procs := runtime.GOMAXPROCS(0)
+		if procs > randread.MaxThreads {
+			return fmt.Errorf("the ceiling's %d threads (GOMAXPROCS) are above the bound of %d locked OS threads: set GOMAXPROCS to at most %d, or leave the ceiling out of -design",
+				procs, randread.MaxThreads, randread.MaxThreads)
+		}
 		if err := randread.CheckBuffers(procs, o.bs); err != nil {
 			return fmt.Errorf("the ceiling's %d threads at -bs %d: %w", procs, o.bs, err)
 		}

@@ -302,3 +302,27 @@ func TestRunBuffersAboveTheBoundExitsTwo(t *testing.T) {
 	_, err = parseFlags([]string{"-size", strconv.Itoa(bs), "-bs", strconv.Itoa(bs), "-iodepth", "1", "-numjobs", "1", "-design", "pool"}, &bytes.Buffer{})
 	require.Equal(t, procs == 1, err != nil, "the pool alone reads with one buffer of -bs: %v", err)
 }
+
+// The ceiling reads on one locked OS thread per GOMAXPROCS, and
+// randread.NewCeiling refuses more than randread.MaxThreads of them: a
+// GOMAXPROCS above the bound is a bad flag setting for -design ceiling,
+// refused with the count, the bound and the way out before the data file is
+// made, rather than a failure once the comparison has begun.
+func TestRunCeilingThreadsAboveTheBoundExitsTwo(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(randread.MaxThreads + 1))
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	args := []string{
+		"-filename", filepath.Join(dir, "data"), "-size", "8k", "-bs", "512",
+		"-iodepth", "1", "-numjobs", "1", "-design", "pool,ceiling", "-progress=false",
+	}
+	require.Equal(t, 2, run(args, &stdout, &stderr), stderr.String())
+	require.Contains(t, stderr.String(), "the ceiling's "+strconv.Itoa(randread.MaxThreads+1)+" threads (GOMAXPROCS)")
+	require.Contains(t, stderr.String(), "above the bound of "+strconv.Itoa(randread.MaxThreads))
+	require.Contains(t, stderr.String(), "set GOMAXPROCS")
+	require.Empty(t, stdout.String())
+	require.NoFileExists(t, filepath.Join(dir, "data"))
+
+	_, err := parseFlags([]string{"-size", "8k", "-bs", "512", "-iodepth", "1", "-numjobs", "1", "-design", "pool"}, &bytes.Buffer{})
+	require.NoError(t, err, "the designs other than the ceiling do not read on a thread per GOMAXPROCS")
+}

@@ -13,6 +13,13 @@ import (
 // to the shared progress counter, so that the threads do not contend on it.
 const progressBatch = 64
 
+// MaxThreads bounds CeilingConfig.Threads, given or taken from GOMAXPROCS:
+// every thread is locked to its own OS thread, and the Go runtime ends the
+// process once it has 10000 of them, so a count near that crashes the run
+// rather than measuring anything. 1024 is one thread per CPU on the largest
+// machines the comparison is meant for.
+const MaxThreads = 1024
+
 // CeilingConfig describes a Ceiling.
 type CeilingConfig struct {
 	// File is read; it must hold at least Size bytes. The caller keeps it open
@@ -23,7 +30,7 @@ type CeilingConfig struct {
 	// BS is the size of every read, in bytes (4096 in the model).
 	BS int
 	// Threads is the number of reading threads; 0 means GOMAXPROCS, read
-	// when NewCeiling is called.
+	// when NewCeiling is called. Either way it must not exceed MaxThreads.
 	Threads int
 }
 
@@ -54,7 +61,8 @@ type ceilingReader struct {
 var _ Runner = (*Ceiling)(nil)
 
 // NewCeiling checks c and makes a Ceiling; it starts no goroutine until Run.
-// Buffers of Threads x BS bytes above MaxBuffers are refused with an error.
+// More threads than MaxThreads, and buffers of Threads x BS bytes above
+// MaxBuffers, are refused with an error.
 func NewCeiling(c CeilingConfig) (*Ceiling, error) {
 	if err := validateFile(c.File, c.Size, c.BS); err != nil {
 		return nil, err
@@ -62,8 +70,12 @@ func NewCeiling(c CeilingConfig) (*Ceiling, error) {
 	if c.Threads < 0 {
 		return nil, fmt.Errorf("randread: threads %d must not be negative", c.Threads)
 	}
+	from := ""
 	if c.Threads == 0 {
-		c.Threads = runtime.GOMAXPROCS(0)
+		c.Threads, from = runtime.GOMAXPROCS(0), " (GOMAXPROCS)"
+	}
+	if c.Threads > MaxThreads {
+		return nil, fmt.Errorf("randread: threads %d%s above the bound of %d: each is an OS thread of its own", c.Threads, from, MaxThreads)
 	}
 	if err := CheckBuffers(c.Threads, c.BS); err != nil {
 		return nil, fmt.Errorf("randread: %d threads at bs %d: %w", c.Threads, c.BS, err)

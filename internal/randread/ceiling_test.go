@@ -1,6 +1,7 @@
 package randread
 
 import (
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -75,6 +76,28 @@ func TestCeilingConfigRejected(t *testing.T) {
 		_, err := NewCeiling(c)
 		require.Error(t, err, name)
 	}
+}
+
+// Every thread of a Ceiling is locked to its own OS thread, and the runtime
+// ends the process beyond 10000 of them: NewCeiling refuses more than
+// MaxThreads threads, given or taken from GOMAXPROCS, with an error naming
+// the count and the bound. Only the buffer budget bounded them, which at
+// bs 512 let two million threads through.
+func TestCeilingRejectsThreadsAboveTheBound(t *testing.T) {
+	f := dataFile(t, 8<<10)
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 8 << 10, BS: 512, Threads: MaxThreads})
+	require.NoError(t, err, "MaxThreads is allowed")
+	require.Equal(t, MaxThreads, c.Threads())
+	for _, n := range []int{MaxThreads + 1, MaxBuffers / 512} {
+		c, err := NewCeiling(CeilingConfig{File: f, Size: 8 << 10, BS: 512, Threads: n})
+		require.ErrorContains(t, err, fmt.Sprintf("threads %d above the bound of %d", n, MaxThreads))
+		require.Nil(t, c)
+	}
+
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(MaxThreads + 1))
+	c, err = NewCeiling(CeilingConfig{File: f, Size: 8 << 10, BS: 512})
+	require.ErrorContains(t, err, fmt.Sprintf("threads %d (GOMAXPROCS) above the bound of %d", MaxThreads+1, MaxThreads))
+	require.Nil(t, c)
 }
 
 // TestTimedReadsTheCPUClockAtTheEdgesOnly checks that the process's CPU time
