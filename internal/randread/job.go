@@ -27,38 +27,68 @@ type job struct {
 	staged   int // issued since the last flush
 }
 
+// waitIRQ is how a job waits on its notifier; tests replace it.
+var waitIRQ = (*threadpool.Notifier).Wait
+
+// After a failed wait, a job polls its used list instead, pausing minPoll
+// before the second poll and doubling the pause up to maxPoll, as the pool's
+// completion loop does after a failed wait.
+const (
+	minPoll = time.Millisecond
+	maxPoll = 64 * time.Millisecond
+)
+
 // run keeps the job's depth until quota reads were issued (quota < 0: until
-// the workload stops), waits for the last ones, and returns. Job goroutine.
+// the workload stops), waits for the last ones, and returns. It never
+// returns with a read in flight, since the next run reuses the requests: if
+// a wait on the notifier fails, it records the error, which stops the
+// workload, and takes the reads still in flight off the used list as they
+// complete, without the notifier. Job goroutine.
 func (j *job) run(quota int64) {
 	j.issued, j.inflight, j.err = 0, 0, nil
 	for _, r := range j.reqs {
 		j.issue(r, quota)
 	}
 	j.flush()
+	polls := 0 // polls of the used list since a wait failed
 	for j.inflight > 0 {
-		if err := j.irq.Wait(context.Background()); err != nil {
-			j.fail(err)
-			return
-		}
-		now := j.w.now()
-		n := 0
-		for r := j.used.take(); r != nil; {
-			next := r.next
-			r.next = nil
-			j.inflight--
-			n++
-			if err := r.check(); err != nil {
-				j.fail(err)
-			} else {
-				j.ios++
-				j.lat.Record(time.Duration(now - r.start))
+		if polls > 0 {
+			d := maxPoll
+			if polls <= 6 {
+				d = minPoll << (polls - 1)
 			}
-			j.issue(r, quota)
-			r = next
+			time.Sleep(d)
+			polls++
+		} else if err := waitIRQ(j.irq, context.Background()); err != nil {
+			j.fail(err)
+			polls = 1
 		}
-		j.flush()
-		j.w.progress.Add(uint64(n))
+		j.reap(quota)
 	}
+}
+
+// reap takes every request on the used list, checks and records its read,
+// and hands it to issue, which resubmits it unless the quota is issued or
+// the workload is stopping. Job goroutine.
+func (j *job) reap(quota int64) {
+	now := j.w.now()
+	n := 0
+	for r := j.used.take(); r != nil; {
+		next := r.next
+		r.next = nil
+		j.inflight--
+		n++
+		if err := r.check(); err != nil {
+			j.fail(err)
+		} else {
+			j.ios++
+			j.lat.Record(time.Duration(now - r.start))
+		}
+		j.issue(r, quota)
+		r = next
+	}
+	j.flush()
+	j.w.progress.Add(uint64(n))
 }
 
 // issue submits r at a fresh random offset unless the job has issued its

@@ -1,14 +1,18 @@
 package randread
 
 import (
+	"context"
+	"errors"
 	"math"
 	"math/big"
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/batchio/threadpool"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -379,4 +383,78 @@ func TestConfigRejectsBuffersAboveTheBound(t *testing.T) {
 	require.Error(t, CheckBuffers(1, MaxBuffers+1))
 	require.Error(t, CheckBuffers(MaxBuffers/4096+1, 4096))
 	require.Error(t, CheckBuffers(math.MaxInt, math.MaxInt))
+}
+
+// heldIssuer starts no read: it hands every submitted request to the test,
+// which reads and completes it when it chooses.
+type heldIssuer struct{ submitted chan *request }
+
+func (i heldIssuer) submit(r *request) error {
+	i.submitted <- r
+	return nil
+}
+
+func (i heldIssuer) flush() error { return nil }
+
+// A job whose wait on its notifier fails still has reads in flight, which
+// complete later into its used list. The job used to return at once, and
+// the next run, which reuses the requests, could submit one still being
+// read: one buffer read into twice at once, and its completion counted in
+// the wrong run. The test holds a job's two reads, fails its wait, then
+// completes the reads one by one: Run returns only after the last, with
+// both counted and nothing left for the next run, which then runs as usual.
+func TestAFailedWaitLeavesNoReadInFlight(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 1, Mode: Each, Design: Goroutine})
+	require.NoError(t, err)
+	defer w.Close()
+	j := w.jobs[0]
+	iss := j.iss
+	held := heldIssuer{submitted: make(chan *request, 2)}
+	j.iss = held
+
+	errWait := errors.New("wait failed")
+	var waits atomic.Int64
+	failed := make(chan struct{})
+	saved := waitIRQ
+	defer func() { waitIRQ = saved }()
+	waitIRQ = func(*threadpool.Notifier, context.Context) error {
+		if waits.Add(1) == 1 {
+			close(failed)
+		}
+		return errWait
+	}
+
+	type outcome struct {
+		r   Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		r, err := w.Run(100)
+		done <- outcome{r, err}
+	}()
+	reqs := []*request{<-held.submitted, <-held.submitted}
+	<-failed
+	for i, r := range reqs {
+		select {
+		case o := <-done:
+			t.Fatalf("Run returned with %d reads in flight: %v", len(reqs)-i, o.err)
+		default:
+		}
+		r.read()
+		r.complete(nil)
+	}
+	o := <-done
+	require.ErrorIs(t, o.err, errWait)
+	require.Equal(t, uint64(2), o.r.IOs, "the reads in flight count in their own run")
+	require.Zero(t, j.inflight, "no read in flight once Run has returned")
+	require.Nil(t, j.used.take(), "nothing left on the used list for the next run")
+	require.Equal(t, int64(1), waits.Load(), "a notifier that failed is not waited on again in the run")
+
+	waitIRQ, j.iss = saved, iss
+	r, err := w.Run(100)
+	require.NoError(t, err)
+	require.Equal(t, uint64(100), r.IOs)
+	require.Equal(t, uint64(102), w.Progress())
 }
