@@ -14,7 +14,7 @@
 #   -r, -t  rounds and seconds per job; default 5 rounds of 1 second
 #       (about 4 minutes): short runs alternating often resist the noise of
 #       a shared machine better than long ones
-#   -p  run tpnbd with -procs PROCS (GOMAXPROCS); default: Go's default
+#   -p  tpnbd -procs PROCS (GOMAXPROCS, at most 1024); default: Go's default
 #   -b  also run tpnbd -flush=defer built from git revision REV of this
 #       repository (tpnbd-base), alternating with the others, to measure a
 #       change against nbdkit and its own base in the same run
@@ -51,25 +51,36 @@ if [ $# -gt 0 ]; then
 	exit 2
 fi
 
-# The numbers go to seq, fio, arithmetic and tpnbd: refuse what is not one
-# here, rather than run no round or fail halfway.
-number() { # number FLAG VALUE REGEXP WHAT
-	if ! [[ $2 =~ $3 ]]; then
-		echo "$(basename "$0"): $1 $2: want $4" >&2
+# The numbers go to seq, fio, arithmetic and tpnbd: refuse what is not one,
+# or is too large for them, here, rather than run no round, wrap around or
+# fail halfway.
+# above VALUE MAX: whether the decimal VALUE, with no leading zero, is above
+# MAX, compared as text, since the shell's arithmetic would wrap around.
+above() { ((${#1} > ${#2})) || { ((${#1} == ${#2})) && [[ $1 > $2 ]]; }; }
+number() { # number FLAG VALUE REGEXP WHAT MAX
+	if ! [[ $2 =~ $3 ]] || above "$2" "$5"; then
+		echo "$(basename "$0"): $1 $2: want $4, at most $5" >&2
 		exit 2
 	fi
 }
-number -r "$rounds" '^[1-9][0-9]*$' "a positive number of rounds"
-number -t "$runtime" '^[1-9][0-9]*$' "a positive number of seconds"
-number -s "$size_mib" '^[1-9][0-9]*$' "a positive number of MiB"
-# tpnbd reads -procs as Go does: 010 would be 8, and 08 not a number.
-number -p "$procs" '^(0|[1-9][0-9]*)$' "0 (Go's default) or a positive GOMAXPROCS"
+# Rounds are counted in the shell's arithmetic, whose largest integer is
+# 2^63-1; fio turns the seconds into microseconds, which must fit as well.
+number -r "$rounds" '^[1-9][0-9]*$' "a positive number of rounds" 9223372036854775807
+number -t "$runtime" '^[1-9][0-9]*$' "a positive number of seconds" 9223372036854
+# The file's bytes, -s << 20, must fit in the shell's arithmetic.
+number -s "$size_mib" '^[1-9][0-9]*$' "a positive number of MiB" 8796093022207
+# tpnbd reads -procs as Go does: 010 would be 8, and 08 not a number. Go
+# keeps GOMAXPROCS in 32 bits (2^32+1 is 1) and allocates per P: 1024 is
+# more than the machines this compares on have CPUs.
+number -p "$procs" '^(0|[1-9][0-9]*)$' "0 (Go's default) or a positive GOMAXPROCS" 1024
 
 if [ -n "$only" ]; then
 	IFS=, read -r -a want <<<"$only"
 	for job in "${want[@]}"; do
-		if ! [[ $job =~ ^(randread|randwrite):[1-9][0-9]*:[1-9][0-9]*$ ]]; then
-			echo "$(basename "$0"): -j: $job: want RW:IODEPTH:NUMJOBS, RW randread or randwrite, e.g. randread:1:1" >&2
+		# fio keeps IODEPTH and NUMJOBS in 32-bit integers.
+		if ! [[ $job =~ ^(randread|randwrite):([1-9][0-9]*):([1-9][0-9]*)$ ]] ||
+			above "${BASH_REMATCH[2]}" 2147483647 || above "${BASH_REMATCH[3]}" 2147483647; then
+			echo "$(basename "$0"): -j: $job: want RW:IODEPTH:NUMJOBS, RW randread or randwrite, IODEPTH and NUMJOBS at most 2147483647, e.g. randread:1:1" >&2
 			exit 2
 		fi
 	done

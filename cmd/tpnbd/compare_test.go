@@ -30,6 +30,50 @@ func TestCompareRefusesBadNumbers(t *testing.T) {
 	}
 }
 
+// compare.sh refuses a number too large for what it feeds (the shell's
+// arithmetic, seq, fio, tpnbd's GOMAXPROCS) with a message naming its flag
+// and the bound, and exit status 2: -s 8796093022208, whose bytes are 2^63,
+// wrapped to a negative size in the shell's arithmetic, and a -p of 2^32+1
+// ran tpnbd with GOMAXPROCS 1.
+func TestCompareRefusesNumbersAboveTheirBound(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		bound string
+	}{
+		{[]string{"-s", "8796093022208"}, "8796093022207"},
+		{[]string{"-s", "99999999999999999999"}, "8796093022207"},
+		{[]string{"-s", "9000000000000"}, "8796093022207"},
+		{[]string{"-r", "9223372036854775808"}, "9223372036854775807"},
+		{[]string{"-r", "100000000000000000000"}, "9223372036854775807"},
+		{[]string{"-t", "9223372036855"}, "9223372036854"},
+		{[]string{"-p", "1025"}, "1024"},
+		{[]string{"-p", "4294967297"}, "1024"},
+	} {
+		requireRefused(t, append([]string{"-j", "randread:1:1"}, c.args...), c.args[0]+" "+c.args[1]+": ")
+		requireRefused(t, append([]string{"-j", "randread:1:1"}, c.args...), "at most "+c.bound)
+	}
+	for _, job := range []string{"randread:2147483648:1", "randwrite:1:2147483648", "randread:1:99999999999999999999"} {
+		requireRefused(t, []string{"-j", "randread:1:1," + job}, "-j: "+job+": ")
+		requireRefused(t, []string{"-j", "randread:1:1," + job}, "at most 2147483647")
+	}
+}
+
+// The bounds themselves are numbers compare.sh takes: it goes on past its
+// checks of the arguments to look for its tools, which are not on PATH.
+func TestCompareTakesNumbersAtTheirBound(t *testing.T) {
+	cmd := exec.Command("bash", "compare.sh", "-s", "8796093022207", "-r", "9223372036854775807",
+		"-t", "9223372036854", "-p", "1024", "-j", "randread:2147483647:2147483647")
+	cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, 1, exit.ExitCode(), stderr.String())
+	require.Contains(t, stderr.String(), "fio not found")
+	require.Empty(t, stdout.String())
+}
+
 // An argument that is not an option, and what follows it, is not ignored:
 // getopts stops at the first one, so "compare.sh tcp -r 3" would have run
 // the default five rounds on Unix sockets.
@@ -44,10 +88,13 @@ func TestCompareRefusesStrayArguments(t *testing.T) {
 }
 
 // requireRefused runs compare.sh with args and requires that it print
-// nothing, exit 2 and say why on stderr, in words containing want.
+// nothing, exit 2 and say why on stderr, in words containing want. Its PATH
+// has none of the tools the comparison runs: if it took args, it would stop
+// with exit status 1 where it looks for them.
 func requireRefused(t *testing.T, args []string, want string) {
 	t.Helper()
 	cmd := exec.Command("bash", append([]string{"compare.sh"}, args...)...)
+	cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -56,6 +103,19 @@ func requireRefused(t *testing.T, args []string, want string) {
 	require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
 	require.Contains(t, stderr.String(), want, args)
 	require.Empty(t, stdout.String(), args)
+}
+
+// argumentTools returns a directory holding the commands compare.sh runs
+// while it checks its arguments, for a PATH of them alone.
+func argumentTools(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	for _, tool := range []string{"basename", "dirname", "sed"} {
+		path, err := exec.LookPath(tool)
+		require.NoError(t, err)
+		require.NoError(t, os.Symlink(path, filepath.Join(bin, tool)))
+	}
+	return bin
 }
 
 // A server whose median IOPS is zero, because its fio runs failed or did
