@@ -78,6 +78,11 @@ func main() {
 // nbd.OpenExport enforces too.
 const maxNameLen = 4096
 
+// maxProcs bounds -procs, as compare.sh bounds its -p: Go keeps
+// GOMAXPROCS in 32 bits (2^32+1 would be 1) and allocates per P, and 1024
+// is more than the machines tpnbd is measured on have CPUs.
+const maxProcs = 1024
+
 func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var cfg config
 	fs := flag.NewFlagSet("tpnbd", flag.ContinueOnError)
@@ -95,7 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.flush, "flush", "defer", "sends of the pool's replies: defer (one per connection per batch of completions) or each (one per reply); replies served inline go out per run either way")
 	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
 	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
-	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server (0: Go's default, one per CPU)")
+	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server, at most 1024 (0: Go's default, one per CPU)")
 	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them (positive; a second signal ends the process at once)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems")
@@ -113,8 +118,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		fmt.Fprintln(stderr, "tpnbd: -flush must be defer or each")
 		return cfg, errors.New("bad -flush")
 	}
-	if cfg.procs < 0 {
-		fmt.Fprintln(stderr, "tpnbd: -procs must be 0 (Go's default) or more")
+	if cfg.procs < 0 || cfg.procs > maxProcs {
+		fmt.Fprintf(stderr, "tpnbd: -procs must be from 0 (Go's default) to %d\n", maxProcs)
 		return cfg, errors.New("bad -procs")
 	}
 	if cfg.workers <= 0 || cfg.minWorkers < 0 || cfg.minWorkers > cfg.workers {

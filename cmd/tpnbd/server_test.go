@@ -135,13 +135,17 @@ func TestMissingToolSkipsUnlessRequired(t *testing.T) {
 	require.Contains(t, msg, requireClientsEnv)
 }
 
-// Flag values that cannot mean anything are refused: a negative -procs, a
-// -shutdown-wait that would give up before a shutdown begins, worker
-// limits the pool cannot hold, and an export name over the protocol's 4096
-// bytes, as bad flags (exit status 2) before any file is opened.
+// Flag values that cannot mean anything are refused: a -procs below 0 or
+// above 1024, a -shutdown-wait that would give up before a shutdown
+// begins, worker limits the pool cannot hold, and an export name over the
+// protocol's 4096 bytes, as bad flags (exit status 2) before any file is
+// opened. Go keeps GOMAXPROCS in 32 bits: a -procs of 2^32+1 ran the
+// server with GOMAXPROCS 1.
 func TestFlagsRefuseNonsense(t *testing.T) {
 	for _, args := range [][]string{
 		{"-procs", "-1"},
+		{"-procs", "1025"},
+		{"-procs", "4294967297"},
 		{"-shutdown-wait", "0"},
 		{"-shutdown-wait", "-1s"},
 		{"-workers", "0"},
@@ -161,6 +165,13 @@ func TestFlagsRefuseNonsense(t *testing.T) {
 	require.Contains(t, stderr.String(), "-name")
 	_, err = parseFlags([]string{"-name", strings.Repeat("x", 4096), "disk.img"}, io.Discard)
 	require.NoError(t, err, "-name of 4096 bytes")
+	stderr.Reset()
+	_, err = parseFlags([]string{"-procs", "4294967297", "disk.img"}, &stderr)
+	require.Error(t, err, "-procs 4294967297")
+	require.Contains(t, stderr.String(), "to 1024")
+	cfg, err := parseFlags([]string{"-procs", "1024", "disk.img"}, io.Discard)
+	require.NoError(t, err, "-procs 1024")
+	require.Equal(t, 1024, cfg.procs)
 }
 
 // -h is no bad flag: the real binary prints the usage and exits 0, as the
