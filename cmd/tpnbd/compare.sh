@@ -51,18 +51,12 @@ if [ $# -gt 0 ]; then
 	exit 2
 fi
 
+# shellcheck source=cmd/tpnbd/lib.sh
+. "$(dirname "$0")/lib.sh"
+
 # The numbers go to seq, fio, arithmetic and tpnbd: refuse what is not one,
 # or is too large for them, here, rather than run no round, wrap around or
 # fail halfway.
-# above VALUE MAX: whether the decimal VALUE, with no leading zero, is above
-# MAX, compared as text, since the shell's arithmetic would wrap around.
-above() { ((${#1} > ${#2})) || { ((${#1} == ${#2})) && [[ $1 > $2 ]]; }; }
-number() { # number FLAG VALUE REGEXP WHAT MAX
-	if ! [[ $2 =~ $3 ]] || above "$2" "$5"; then
-		echo "$(basename "$0"): $1 $2: want $4, at most $5" >&2
-		exit 2
-	fi
-}
 # Rounds are counted in the shell's arithmetic, whose largest integer is
 # 2^63-1; fio turns the seconds into microseconds, which must fit as well.
 number -r "$rounds" '^[1-9][0-9]*$' "a positive number of rounds" 9223372036854775807
@@ -86,8 +80,6 @@ if [ -n "$only" ]; then
 	done
 fi
 
-# shellcheck source=cmd/tpnbd/lib.sh
-. "$(dirname "$0")/lib.sh"
 need fio qemu-nbd nbdkit go
 if [ -n "$base" ]; then
 	repo=$(cd "$(dirname "$0")/../.." && pwd)

@@ -93,7 +93,14 @@ func TestCompareRefusesStrayArguments(t *testing.T) {
 // with exit status 1 where it looks for them.
 func requireRefused(t *testing.T, args []string, want string) {
 	t.Helper()
-	cmd := exec.Command("bash", append([]string{"compare.sh"}, args...)...)
+	requireScriptRefused(t, "compare.sh", args, want)
+}
+
+// requireScriptRefused is requireRefused for any of this directory's
+// scripts: it runs script with args and a PATH of argumentTools alone.
+func requireScriptRefused(t *testing.T, script string, args []string, want string) {
+	t.Helper()
+	cmd := exec.Command("bash", append([]string{script}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -105,8 +112,9 @@ func requireRefused(t *testing.T, args []string, want string) {
 	require.Empty(t, stdout.String(), args)
 }
 
-// argumentTools returns a directory holding the commands compare.sh runs
-// while it checks its arguments, for a PATH of them alone.
+// argumentTools returns a directory holding the commands compare.sh and
+// sparsecopy.sh run while they check their arguments, for a PATH of them
+// alone.
 func argumentTools(t *testing.T) string {
 	t.Helper()
 	bin := t.TempDir()

@@ -1,5 +1,20 @@
 # Shell functions shared by compare.sh and sparsecopy.sh, which source it
-# (bash).
+# (bash). Sourcing it only defines functions and variables, so the scripts
+# source it before they check their arguments.
+
+# above VALUE MAX: whether the decimal VALUE, with no leading zero, is above
+# MAX, compared as text, since the shell's arithmetic would wrap around.
+above() { ((${#1} > ${#2})) || { ((${#1} == ${#2})) && [[ $1 > $2 ]]; }; }
+
+# number FLAG VALUE REGEXP WHAT MAX: exits with status 2, saying that FLAG
+# wants WHAT, at most MAX, unless VALUE matches REGEXP and is at most MAX.
+# REGEXP must admit decimal numbers without a leading zero only.
+number() {
+	if ! [[ $2 =~ $3 ]] || above "$2" "$5"; then
+		echo "$(basename "$0"): $1 $2: want $4, at most $5" >&2
+		exit 2
+	fi
+}
 
 # need TOOL...: exits unless every tool is on PATH.
 need() {

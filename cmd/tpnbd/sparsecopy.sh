@@ -8,8 +8,9 @@
 #
 # Usage: cmd/tpnbd/sparsecopy.sh [-r ROUNDS] [-s SIZE_MIB]
 #   -r  rounds (default 5)
-#   -s  image size in MiB (default 1024); it holds 8 MiB of random data in
-#       64 pieces of 128 KiB at scattered offsets, holes elsewhere
+#   -s  image size in MiB, at least 8 (default 1024); it holds 8 MiB of
+#       random data in 64 pieces of 128 KiB at scattered offsets, holes
+#       elsewhere
 # Needs nbdcopy, qemu-img (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
@@ -18,12 +19,20 @@ while getopts "r:s:" opt; do
 	case $opt in
 	r) rounds=$OPTARG ;;
 	s) size_mib=$OPTARG ;;
-	*) sed -n '2,13p' "$0"; exit 2 ;;
+	*) sed -n '2,14p' "$0"; exit 2 ;;
 	esac
 done
 
 # shellcheck source=cmd/tpnbd/lib.sh
 . "$(dirname "$0")/lib.sh"
+# The numbers go to seq, truncate and the shell's arithmetic, whose largest
+# integer is 2^63-1: refuse what is not one, or is too large, here, rather
+# than run no round or wrap around. The image's bytes, -s << 20, must fit,
+# and its 64 pieces of data take 8 MiB (below that the spacing between
+# them is 0 and the arithmetic divides by it). A leading zero would make
+# the arithmetic read octal where truncate reads decimal.
+number -r "$rounds" '^[1-9][0-9]*$' "a positive number of rounds" 9223372036854775807
+number -s "$size_mib" '^([89]|[1-9][0-9]+)$' "a number of MiB, 8 or more" 8796093022207
 need nbdcopy qemu-img go
 setup_work sparsecopy
 img=$work/sparse.img
