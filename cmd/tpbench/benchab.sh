@@ -32,12 +32,12 @@ while getopts "r:t:o:g:" opt; do
 	t) benchtime=$OPTARG ;;
 	o) out=$OPTARG ;;
 	g) groups+=("$OPTARG") ;;
-	*) sed -n '2,25p' "$0"; exit 2 ;;
+	*) sed -n '2,25p' "$0" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	sed -n '2,25p' "$0"
+	sed -n '2,25p' "$0" >&2
 	exit 2
 fi
 if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then

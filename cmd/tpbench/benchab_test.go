@@ -113,3 +113,16 @@ func TestBenchabRefusesBadBenchtime(t *testing.T) {
 		require.Equal(t, 0, code, "-t %q: %s", bt, stderr)
 	}
 }
+
+// An unknown option, and a call without a base revision or with more than
+// two, are refused with the usage on stderr, not stdout, before anything is
+// built or run.
+func TestBenchabRefusesBadUsage(t *testing.T) {
+	for _, args := range [][]string{{"-x", "HEAD"}, {}, {"-r", "1"}, {"HEAD", "HEAD", "HEAD"}} {
+		code, stdout, stderr, results := benchab(t, "", args...)
+		require.Equal(t, 2, code, "%q: %s", args, stderr)
+		require.Contains(t, stderr, "Usage: cmd/tpbench/benchab.sh", args)
+		require.Empty(t, stdout, args)
+		require.Empty(t, results, args)
+	}
+}

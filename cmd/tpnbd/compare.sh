@@ -41,7 +41,7 @@ while getopts "qTr:t:s:p:b:j:" opt; do
 	p) procs=$OPTARG ;;
 	b) base=$OPTARG ;;
 	j) only=$OPTARG ;;
-	*) sed -n '2,24p' "$0"; exit 2 ;;
+	*) sed -n '2,24p' "$0" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))

@@ -87,6 +87,12 @@ func TestCompareRefusesStrayArguments(t *testing.T) {
 	}
 }
 
+// An unknown option is refused with the usage, on stderr like every other
+// refusal: it used to go to stdout.
+func TestCompareRefusesUnknownOptions(t *testing.T) {
+	requireRefused(t, []string{"-x"}, "Usage: cmd/tpnbd/compare.sh")
+}
+
 // requireRefused runs compare.sh with args and requires that it print
 // nothing, exit 2 and say why on stderr, in words containing want. Its PATH
 // has none of the tools the comparison runs: if it took args, it would stop

@@ -64,3 +64,14 @@ func TestSparseCopyTakesNumbersAtTheirBound(t *testing.T) {
 		require.Empty(t, stdout.String(), args)
 	}
 }
+
+// An argument that is not an option, and what follows it, is not ignored
+// (getopts stops at the first one, so "sparsecopy.sh 3 -r 1" ran the
+// default five rounds), and an unknown option is refused with the usage on
+// stderr, not stdout.
+func TestSparseCopyRefusesStrayArgumentsAndUnknownOptions(t *testing.T) {
+	for _, args := range [][]string{{"3"}, {"3", "-r", "1"}, {"-r", "1", "extra"}} {
+		requireScriptRefused(t, "sparsecopy.sh", args, "unexpected argument")
+	}
+	requireScriptRefused(t, "sparsecopy.sh", []string{"-x"}, "Usage: cmd/tpnbd/sparsecopy.sh")
+}
