@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"time"
 )
@@ -87,7 +88,9 @@ func (n *negotiation) tlsRequired(opt uint32) (done, ok bool) {
 // false when the connection must close: the client sent more after the
 // option (plain text that would otherwise be taken as sent under TLS), or
 // the handshake failed. The handshake is bounded by the deadline of the
-// whole negotiation, set on the connection before it began.
+// whole negotiation, set on the connection before it began, and by the one
+// Shutdown sets (see conn.stop); a handshake that Shutdown ends logs
+// nothing, as other connections that Shutdown ends do.
 func (n *negotiation) startTLS(data []byte) bool {
 	c := n.c
 	switch {
@@ -108,7 +111,11 @@ func (n *negotiation) startTLS(data []byte) bool {
 	cork := newCorkConn(c.nc)
 	tc := tls.Server(cork, c.srv.TLSConfig)
 	if err := tc.Handshake(); err != nil {
-		if !errors.Is(err, net.ErrClosed) { // not closed by Shutdown
+		// Shutdown closes the socket once its ctx ends; before that, the
+		// bound it set on the stopping negotiation ends the handshake.
+		byShutdown := errors.Is(err, net.ErrClosed) ||
+			(c.stopping.Load() && errors.Is(err, os.ErrDeadlineExceeded))
+		if !byShutdown {
 			c.srv.logf("nbd: %s: TLS handshake: %v", c.nc.RemoteAddr(), err)
 		}
 		return false

@@ -300,6 +300,31 @@ func TestStartTLSBadInput(t *testing.T) {
 	})
 }
 
+// TestShutdownDuringTLSHandshakeLogsNothing checks that a connection whose
+// TLS handshake Shutdown ends (with the bound it sets on a negotiation, see
+// conn.stop) logs nothing, as other connections that Shutdown ends do: the
+// server stops by request, and the timeout is no fault of the connection. A
+// handshake that the negotiation's own time limit ends is still logged (see
+// TestStartTLSBadInput).
+func TestShutdownDuringTLSHandshakeLogsNothing(t *testing.T) {
+	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
+	shutdownOptionWait = 10 * time.Millisecond
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.HandshakeTimeout = time.Hour // only Shutdown ends the handshake
+	}})
+	c := dialFixed(t, ts)
+	c.requestTLS()
+	c.send([]byte{0x16, 0x03, 0x01, 0x02}) // the start of a ClientHello's record
+	waitStack(t, "nbd.(*negotiation).startTLS", "crypto/tls.(*Conn).readRecord", "runtime_pollWait")
+	require.NoError(t, ts.srv.Shutdown(context.Background()))
+	c.expectEOF()
+	ts.logMu.Lock()
+	defer ts.logMu.Unlock()
+	require.Empty(t, ts.logs)
+}
+
 // TestStartTLSForgetsStructuredReplies checks that structured replies and
 // the metadata context negotiated in plain text end with STARTTLS, as the
 // protocol asks: over TLS the client negotiates them again or goes without.
