@@ -286,7 +286,41 @@ func stuckClient(t *testing.T, ts *testServer) *client {
 	return c
 }
 
+// TestStuckClientDoesNotStallOthers checks that another client is served
+// while the server's send to a client that reads none of its replies waits
+// for it. The write timeout is an hour, so that the send still waits when
+// the other client is done, however slow the machine: with a timeout of
+// 200 ms the stuck connection was dropped before the other client's first
+// reply, even on an idle machine under -race, and a wait that stalled the
+// others until the timeout went unnoticed. Here a completion goroutine that
+// waited for the stuck client would keep the other client's replies for the
+// hour, and its reads fail on their deadline of a minute.
 func TestStuckClientDoesNotStallOthers(t *testing.T) {
+	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+		s.WriteTimeout = time.Hour
+	}})
+	stuck := stuckClient(t, ts)
+	waitStack(t, "nbd.writeProgressing", "runtime_pollWait") // the send to it waits
+	c := dial(t, ts)
+	c.connect("")
+	for i := range 50 {
+		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
+		errno, data := c.read(uint64(i)*4096, 4096)
+		require.Zero(t, errno)
+		require.Equal(t, pattern(byte(i), 4096), data)
+	}
+	found, _ := ts.findLog("sending replies")
+	require.False(t, found, "the stuck connection was dropped before the other client was served")
+	// Closing the stuck client's end fails the send that waits for it
+	// (for the hour otherwise), which ends its connection.
+	require.NoError(t, stuck.nc.Close())
+	ts.waitLog("sending replies")
+}
+
+// TestStuckClientDropped checks that the write timeout drops a client that
+// reads none of its replies: reading its connection then ends in EOF (or a
+// reset) after the replies sent before.
+func TestStuckClientDropped(t *testing.T) {
 	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
 		s.WriteTimeout = 200 * time.Millisecond
 	}})
@@ -298,16 +332,6 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 	stuck := stuckClient(t, ts)
 	ts.exec.waitSubmitted(64)
 	release()
-	c := dial(t, ts)
-	c.connect("")
-	for i := range 50 {
-		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
-		errno, data := c.read(uint64(i)*4096, 4096)
-		require.Zero(t, errno)
-		require.Equal(t, pattern(byte(i), 4096), data)
-	}
-	// The stuck connection is dropped once a send times out; reading it
-	// then ends in EOF (or a reset) after the replies sent before.
 	ts.waitLog("sending replies")
 	_, err := io.Copy(io.Discard, stuck.nc)
 	if err != nil {
