@@ -528,25 +528,66 @@ func TestTLSOneWritePerBatch(t *testing.T) {
 	require.Equal(t, int64(1), writes.Load()-before, "one write for the batch")
 }
 
+// stuckTLSClient is stuckClient over TLS: it sends large reads and never
+// reads a reply.
+func stuckTLSClient(t *testing.T, ts *testServer, certs *tlsCerts) *client {
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	for range 64 {
+		c.request(cmdRead, 0, 0, 1<<20, nil)
+	}
+	return c
+}
+
+// TestTLSStuckClientDoesNotStallOthers is TestStuckClientDoesNotStallOthers
+// over TLS: another client is served while the writer goroutine's send of
+// records to a TLS client that reads none of its replies waits for it. With
+// a write timeout of 200 ms the test passed a completion goroutine that
+// waited on the stuck socket, the timeout bounding the wait; with an hour,
+// such a wait keeps the other client's replies past its minute's deadline.
+func TestTLSStuckClientDoesNotStallOthers(t *testing.T) {
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.WriteTimeout = time.Hour
+	}})
+	stuck := stuckTLSClient(t, ts, certs)
+	waitStack(t, "nbd.writeProgressing", "runtime_pollWait") // the send to it waits
+	c := dialFixed(t, ts)
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	c.connect2()
+	for i := range 20 {
+		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
+		errno, data := c.read(uint64(i)*4096, 4096)
+		require.Zero(t, errno)
+		require.Equal(t, pattern(byte(i), 4096), data)
+	}
+	found, _ := ts.findLog("sending replies")
+	require.False(t, found, "the stuck connection was dropped before the other client was served")
+	// Closing the stuck client's end fails the send that waits for it
+	// (for the hour otherwise), which ends its connection.
+	require.NoError(t, stuck.nc.Close())
+	ts.waitLog("sending replies")
+}
+
+// TestTLSStuckClientDropped is TestStuckClientDropped over TLS: the write
+// timeout drops a TLS client that reads none of its replies, whose
+// connection then ends in EOF (or a reset, or a record cut short) after the
+// records sent before.
 func TestTLSStuckClientDropped(t *testing.T) {
 	certs := newTLSCerts(t)
 	ts := startServer(t, serverConfig{size: 1 << 20, tune: func(s *Server) {
 		certs.tlsServer(TLSOn, false)(s)
 		s.WriteTimeout = 200 * time.Millisecond
 	}})
-	stuck := dialFixed(t, ts)
-	require.NoError(t, stuck.startTLS(certs.clientConfig(nil)))
-	stuck.connect2()
-	for range 64 {
-		stuck.request(cmdRead, 0, 0, 1<<20, nil)
-	}
-	// Another client is served meanwhile.
-	c := dialFixed(t, ts)
-	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
-	c.connect2()
-	for i := range 20 {
-		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
-	}
+	// No reply goes out, so no send can time out, until the stuck
+	// client's 64 requests are all in: a client dropped before it sent
+	// them all would fail its send.
+	release := ts.exec.holdWork()
+	stuck := stuckTLSClient(t, ts, certs)
+	ts.exec.waitSubmitted(64)
+	release()
 	ts.waitLog("sending replies")
 	drainToEOF(t, stuck)
 }
