@@ -276,22 +276,29 @@ func TestRunHelpExitsZero(t *testing.T) {
 	}
 }
 
+// requireRefusedBeforeData runs tpbench with args, a data file in a
+// temporary directory and no progress line, and requires that it exit 2,
+// print nothing on stdout, say each of wants on stderr and not make the
+// data file.
+func requireRefusedBeforeData(t *testing.T, args []string, wants ...string) {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	var stdout, stderr bytes.Buffer
+	args = append([]string{"-filename", data, "-progress=false"}, args...)
+	require.Equal(t, 2, run(args, &stdout, &stderr), stderr.String())
+	for _, want := range wants {
+		require.Contains(t, stderr.String(), want)
+	}
+	require.Empty(t, stdout.String())
+	require.NoFileExists(t, data)
+}
+
 // Flags whose read buffers exceed randread.MaxBuffers are bad flags: the
 // command exits 2 with a message stating the bound and the product, before
 // it makes the data file, rather than allocate until memory runs out.
 func TestRunBuffersAboveTheBoundExitsTwo(t *testing.T) {
-	dir := t.TempDir()
-	var stdout, stderr bytes.Buffer
-	args := []string{
-		"-filename", filepath.Join(dir, "data"), "-size", "8k", "-bs", "4096",
-		"-iodepth", "64,262145", "-numjobs", "8,1", "-design", "pool", "-progress=false",
-	}
-	require.Equal(t, 2, run(args, &stdout, &stderr), stderr.String())
-	require.Contains(t, stderr.String(), "-iodepth 262145 times -numjobs 1 at -bs 4096")
-	require.Contains(t, stderr.String(), "1073745920 bytes")
-	require.Contains(t, stderr.String(), "1073741824 bytes (1 GiB)")
-	require.Empty(t, stdout.String())
-	require.NoFileExists(t, filepath.Join(dir, "data"))
+	requireRefusedBeforeData(t, []string{"-size", "8k", "-bs", "4096", "-iodepth", "64,262145", "-numjobs", "8,1", "-design", "pool"},
+		"-iodepth 262145 times -numjobs 1 at -bs 4096", "1073745920 bytes", "1073741824 bytes (1 GiB)")
 
 	// The ceiling reads with a buffer per GOMAXPROCS thread.
 	procs := runtime.GOMAXPROCS(0)
@@ -310,18 +317,9 @@ func TestRunBuffersAboveTheBoundExitsTwo(t *testing.T) {
 // made, rather than a failure once the comparison has begun.
 func TestRunCeilingThreadsAboveTheBoundExitsTwo(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(randread.MaxThreads + 1))
-	dir := t.TempDir()
-	var stdout, stderr bytes.Buffer
-	args := []string{
-		"-filename", filepath.Join(dir, "data"), "-size", "8k", "-bs", "512",
-		"-iodepth", "1", "-numjobs", "1", "-design", "pool,ceiling", "-progress=false",
-	}
-	require.Equal(t, 2, run(args, &stdout, &stderr), stderr.String())
-	require.Contains(t, stderr.String(), "the ceiling's "+strconv.Itoa(randread.MaxThreads+1)+" threads (GOMAXPROCS)")
-	require.Contains(t, stderr.String(), "above the bound of "+strconv.Itoa(randread.MaxThreads))
-	require.Contains(t, stderr.String(), "set GOMAXPROCS")
-	require.Empty(t, stdout.String())
-	require.NoFileExists(t, filepath.Join(dir, "data"))
+	requireRefusedBeforeData(t, []string{"-size", "8k", "-bs", "512", "-iodepth", "1", "-numjobs", "1", "-design", "pool,ceiling"},
+		"the ceiling's "+strconv.Itoa(randread.MaxThreads+1)+" threads (GOMAXPROCS)",
+		"above the bound of "+strconv.Itoa(randread.MaxThreads), "set GOMAXPROCS")
 
 	_, err := parseFlags([]string{"-size", "8k", "-bs", "512", "-iodepth", "1", "-numjobs", "1", "-design", "pool"}, &bytes.Buffer{})
 	require.NoError(t, err, "the designs other than the ceiling do not read on a thread per GOMAXPROCS")

@@ -303,7 +303,17 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 	waitStack(t, "nbd.writeProgressing", "runtime_pollWait") // the send to it waits
 	c := dial(t, ts)
 	c.connect("")
-	for i := range 50 {
+	requireServedBesideStuck(t, ts, c, 50, stuck)
+}
+
+// requireServedBesideStuck has c write and read back n blocks while the
+// server's send to stuck waits for it, and requires that the stuck
+// connection was not dropped meanwhile. It then closes stuck's end, which
+// fails the send that waits for it (for the write timeout otherwise), and
+// waits until that connection has ended.
+func requireServedBesideStuck(t *testing.T, ts *testServer, c *client, n int, stuck *client) {
+	t.Helper()
+	for i := range n {
 		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
 		errno, data := c.read(uint64(i)*4096, 4096)
 		require.Zero(t, errno)
@@ -311,8 +321,6 @@ func TestStuckClientDoesNotStallOthers(t *testing.T) {
 	}
 	found, _ := ts.findLog("sending replies")
 	require.False(t, found, "the stuck connection was dropped before the other client was served")
-	// Closing the stuck client's end fails the send that waits for it
-	// (for the hour otherwise), which ends its connection.
 	require.NoError(t, stuck.nc.Close())
 	ts.waitLog("sending replies")
 }

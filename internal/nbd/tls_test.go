@@ -300,6 +300,23 @@ func TestStartTLSBadInput(t *testing.T) {
 	})
 }
 
+// tlsServerForShutdown starts a server with TLS on, whose handshakes no
+// time limit of its own ends, and whose Shutdown waits 10 ms for a
+// negotiating client's next option, for tests that end connections with
+// Shutdown; it returns the server and its certificates.
+func tlsServerForShutdown(t *testing.T) (*testServer, *tlsCerts) {
+	t.Helper()
+	saved := shutdownOptionWait
+	t.Cleanup(func() { shutdownOptionWait = saved })
+	shutdownOptionWait = 10 * time.Millisecond
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.HandshakeTimeout = time.Hour
+	}})
+	return ts, certs
+}
+
 // TestShutdownDuringTLSHandshakeLogsNothing checks that a connection whose
 // TLS handshake Shutdown ends (with the bound it sets on a negotiation, see
 // conn.stop) logs nothing, as other connections that Shutdown ends do: the
@@ -307,13 +324,7 @@ func TestStartTLSBadInput(t *testing.T) {
 // handshake that the negotiation's own time limit ends is still logged (see
 // TestStartTLSBadInput).
 func TestShutdownDuringTLSHandshakeLogsNothing(t *testing.T) {
-	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
-	shutdownOptionWait = 10 * time.Millisecond
-	certs := newTLSCerts(t)
-	ts := startServer(t, serverConfig{tune: func(s *Server) {
-		certs.tlsServer(TLSOn, false)(s)
-		s.HandshakeTimeout = time.Hour // only Shutdown ends the handshake
-	}})
+	ts, _ := tlsServerForShutdown(t) // only Shutdown ends the handshake
 	c := dialFixed(t, ts)
 	c.requestTLS()
 	c.send([]byte{0x16, 0x03, 0x01, 0x02}) // the start of a ClientHello's record
@@ -557,18 +568,7 @@ func TestTLSStuckClientDoesNotStallOthers(t *testing.T) {
 	c := dialFixed(t, ts)
 	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
 	c.connect2()
-	for i := range 20 {
-		require.Zero(t, c.write(uint64(i)*4096, pattern(byte(i), 4096), 0))
-		errno, data := c.read(uint64(i)*4096, 4096)
-		require.Zero(t, errno)
-		require.Equal(t, pattern(byte(i), 4096), data)
-	}
-	found, _ := ts.findLog("sending replies")
-	require.False(t, found, "the stuck connection was dropped before the other client was served")
-	// Closing the stuck client's end fails the send that waits for it
-	// (for the hour otherwise), which ends its connection.
-	require.NoError(t, stuck.nc.Close())
-	ts.waitLog("sending replies")
+	requireServedBesideStuck(t, ts, c, 20, stuck)
 }
 
 // TestTLSStuckClientDropped is TestStuckClientDropped over TLS: the write
@@ -732,13 +732,7 @@ func TestTLSClientThatStopsReadingIsDropped(t *testing.T) {
 // the replies; Shutdown bounds the send that waits for it, and must then
 // be done well within those 5 s.
 func TestTLSNegotiationFailedSendNoCloseNotify(t *testing.T) {
-	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
-	shutdownOptionWait = 10 * time.Millisecond
-	certs := newTLSCerts(t)
-	ts := startServer(t, serverConfig{tune: func(s *Server) {
-		certs.tlsServer(TLSOn, false)(s)
-		s.HandshakeTimeout = time.Hour
-	}})
+	ts, certs := tlsServerForShutdown(t)
 	c := dialFixed(t, ts)
 	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
 	sent := floodOptions(c.nc)
