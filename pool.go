@@ -25,7 +25,6 @@ package threadpool
 import (
 	"context"
 	"os"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,7 +58,6 @@ type Pool struct {
 	idleTimeout  time.Duration
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
 	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
-	maxTransit   int           // most workers in transit at once (see dispatch)
 	spinFor      time.Duration // longest spin of a worker; 0: none (spin.go)
 	spinTurn     time.Duration // longest turn of a spin before it ends (spin.go)
 
@@ -178,7 +176,6 @@ func New(opts ...Option) (*Pool, error) {
 		idleTimeout:  c.idleTimeout,
 		minWorkers:   c.minWorkers,
 		maxWorkers:   c.maxWorkers,
-		maxTransit:   max(2, min(maxTransitCap, runtime.GOMAXPROCS(0))),
 		spinFor:      c.spin,
 		spinTurn:     c.spinTurn,
 		quiet:        make(chan struct{}),

@@ -53,15 +53,21 @@ func (p *Pool) spawn(transit bool) {
 	go p.work(w)
 }
 
-// maxTransitCap bounds Pool.maxTransit, which is otherwise one worker in
-// transit per processor (at least two). Each woken worker takes the pool's
-// mutex to take its request, so many of them at once take turns at it: on
-// 16 cores, one job at iodepth 64 (about 9 requests a batch) did 0.65M reads
-// a second with up to 16 workers in transit, 0.72M with 4 and 0.77M with 2,
-// on fewer cores; eight jobs at iodepth 64 did 1.21M, 1.25M and 1.17M, and
-// eight at iodepth 1 0.30M, 0.30M and 0.29M (three alternated rounds each,
+// maxTransit is the most workers in transit at once (see dispatch), on any
+// number of processors. Each woken worker takes the pool's mutex to take its
+// request, so many of them at once take turns at it: on 16 cores, one job
+// at iodepth 64 (about 9 requests a batch) did 0.65M reads a second with up
+// to 16 workers in transit, 0.72M with 4 and 0.77M with 2, on fewer cores;
+// eight jobs at iodepth 64 did 1.21M, 1.25M and 1.17M, and eight at
+// iodepth 1 0.30M, 0.30M and 0.29M (three alternated rounds each,
 // cmd/tpbench/README.md). Four keeps most of the gain and loses nothing.
-const maxTransitCap = 4
+// It holds on fewer processors too, where it was one per processor: on 2
+// CPUs, whose kernel packs threads onto busy CPUs, one job at iodepth 64
+// did 1.33x, 1.08x, 1.00x and 0.97x the reads with 4 as with 2 in four
+// alternated comparisons (it ran on one CPU's worth of time in 36% of the
+// runs with 4, 55% with 2), and the other benchmarks stayed within the
+// noise.
+const maxTransit = 4
 
 // dispatch makes sure that queued work has workers on their way to it: when
 // more requests are queued than workers are in transit, it wakes the most
@@ -74,7 +80,7 @@ func (p *Pool) dispatch() {
 	if p.queued > 0 {
 		p.kickSpinner()
 	}
-	for p.unstarted() > p.transit && p.transit < p.maxTransit {
+	for p.unstarted() > p.transit && p.transit < maxTransit {
 		if n := len(p.idle); n > 0 {
 			w := p.idle[n-1]
 			p.idle[n-1] = nil
