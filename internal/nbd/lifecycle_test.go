@@ -266,14 +266,23 @@ func TestShutdownDuringLingerKeepsReplies(t *testing.T) {
 // closed once Shutdown's wait for its option is over (see conn.stop).
 func TestShutdownClosesNegotiatingConnections(t *testing.T) {
 	ts := startServer(t, serverConfig{})
+	c := dialListed(t, ts)
+	require.NoError(t, ts.srv.Shutdown(context.Background()))
+	c.expectEOF()
+}
+
+// dialListed dials ts and negotiates as far as a listing of the exports,
+// leaving the client in negotiation with no option outstanding.
+func dialListed(t *testing.T, ts *testServer) *client {
+	t.Helper()
 	c := dial(t, ts)
 	c.greet(clientFlagFixedNewstyle)
 	c.option(optList, nil)
 	typ, _ := c.optReply(optList)
 	require.Equal(t, uint32(repServer), typ)
-	_, _ = c.optReply(optList)
-	require.NoError(t, ts.srv.Shutdown(context.Background()))
-	c.expectEOF()
+	typ, _ = c.optReply(optList)
+	require.Equal(t, uint32(repAck), typ)
+	return c
 }
 
 // stuckClient sends large reads and never reads a reply.

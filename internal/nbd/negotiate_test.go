@@ -334,13 +334,7 @@ func TestShutdownRefusesNextOption(t *testing.T) {
 	defer func(d time.Duration) { shutdownOptionWait = d }(shutdownOptionWait)
 	shutdownOptionWait = time.Hour // the client's next option comes, however slow the machine
 	ts := startServer(t, serverConfig{tune: func(s *Server) { s.HandshakeTimeout = time.Hour }})
-	c := dial(t, ts)
-	c.greet(clientFlagFixedNewstyle)
-	c.option(optList, nil)
-	typ, _ := c.optReply(optList)
-	require.Equal(t, uint32(repServer), typ)
-	typ, _ = c.optReply(optList)
-	require.Equal(t, uint32(repAck), typ)
+	c := dialListed(t, ts)
 
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
