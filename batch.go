@@ -60,7 +60,9 @@ func (b *Batch) Flush() error {
 	return err
 }
 
-// acceptBatch queues reqs under one lock and dispatches workers for them.
+// acceptBatch queues reqs under one lock and dispatches workers for them;
+// the first goes straight to an idle worker when the pool was idle
+// (handOff).
 func (p *Pool) acceptBatch(reqs []batchReq) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -70,13 +72,16 @@ func (p *Pool) acceptBatch(reqs []batchReq) error {
 	if p.maxQueued > 0 && p.waiting(len(reqs)) > p.maxQueued {
 		return ErrQueueFull
 	}
-	for _, r := range reqs {
-		e := p.alloc()
-		e.fn, e.cb = r.fn, r.cb
-		p.enqueue(e)
-	}
+	// Counted before the first request can run: handOff wakes its worker.
 	p.pending.Add(int64(len(reqs)))
 	p.submitted += uint64(len(reqs))
+	for i, r := range reqs {
+		e := p.alloc()
+		e.fn, e.cb = r.fn, r.cb
+		if i > 0 || !p.handOff(e) {
+			p.enqueue(e)
+		}
+	}
 	p.dispatch()
 	return nil
 }

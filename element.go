@@ -161,6 +161,9 @@ func (p *Pool) pushDone(e *element) {
 // takeDone moves everything on the done stack into the loop's batch, oldest
 // first. Loop goroutine only.
 func (p *Pool) takeDone() *element {
+	if p.done.Load() == nil { // a plain load: no locked swap when empty
+		return nil
+	}
 	head := p.done.Swap(nil)
 	var prev *element
 	for head != nil {

@@ -333,8 +333,10 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 	// A SubmitCo request that no worker will take: no idle worker, no room
 	// for a new one, and as many queued requests as workers on their way.
 	stalled = co && p.waiting(1) > 0
-	p.enqueue(e)
-	p.dispatch()
+	if !p.handOff(e) {
+		p.enqueue(e)
+		p.dispatch()
+	}
 	p.mu.Unlock()
 	return e, gen, stalled, nil
 }
@@ -344,7 +346,11 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 // with ErrCanceled (never inside Cancel). Cancel returns true in that case
 // only. A request that is running or finished, the zero Handle, a Handle of
 // another pool, and a Handle whose request is long gone are left alone and
-// Cancel returns false. Cancel never waits for a Func or a callback, so the
+// Cancel returns false. A request submitted while the pool has nothing else
+// queued, running or on its way to a worker goes straight to an idle worker,
+// if one is idle, without a stop on the queue: it has started once Submit
+// (or Batch.Flush, for the batch's first request) returns, and Close lets it
+// run too. Cancel never waits for a Func or a callback, so the
 // same holds from any goroutine: a Callback, a Func (its own request is
 // running: false), or any other goroutine. While a Shutdown lets the queued
 // requests run, Cancel may still cancel one of them; once Close has canceled
@@ -456,7 +462,7 @@ type Stats struct {
 
 	Workers     int    // live worker goroutines
 	IdleWorkers int    // workers waiting for work
-	Running     int    // Funcs running now, and some just returned (see Stats)
+	Running     int    // Funcs running now, about to run on a worker woken for them, or just returned (see Stats)
 	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next
 	Spins       uint64 // times a worker spun for the next request (WithSpin)
 	MinWorkers  int    // the current lower limit (New or SetLimits)
@@ -483,7 +489,9 @@ type Stats struct {
 // returned whose worker has not yet come back for its next request: a worker
 // counts its request from when it takes it until it next takes the pool's
 // lock, after the result was published, so a request may still count as
-// running once its callback has run. A worker that runs the requests of its
+// running once its callback has run. A request that Submit handed straight
+// to an idle worker (see Cancel) counts as running from Submit on, before
+// the worker has woken. A worker that runs the requests of its
 // hand (see Queued) one after another counts once.
 func (p *Pool) Stats() Stats {
 	var s Stats

@@ -39,6 +39,12 @@ type worker struct {
 	// kick ends the worker's spin (spin.go): set, under Pool.mu, by whoever
 	// takes it off Pool.spinner; read by the spinning worker without mu.
 	kick atomic.Bool
+
+	// direct is a request handed straight to the idle worker (Pool.handOff):
+	// written under Pool.mu by the submitter that takes the worker off the
+	// idle list, before it sends the wake-up; read and cleared by the worker
+	// after it received the wake-up, without mu.
+	direct *element
 }
 
 // spawn starts a worker goroutine, counted in transit when it is started for
@@ -81,10 +87,7 @@ func (p *Pool) dispatch() {
 		p.kickSpinner()
 	}
 	for p.unstarted() > p.transit && p.transit < maxTransit {
-		if n := len(p.idle); n > 0 {
-			w := p.idle[n-1]
-			p.idle[n-1] = nil
-			p.idle = p.idle[:n-1]
+		if w := p.popIdle(); w != nil {
 			w.transit = true
 			p.transit++
 			w.wake <- struct{}{}
@@ -94,6 +97,41 @@ func (p *Pool) dispatch() {
 			return
 		}
 	}
+}
+
+// popIdle takes the most recently idle worker off the idle list, or returns
+// nil when none is idle. mu held.
+func (p *Pool) popIdle() *worker {
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	w := p.idle[n-1]
+	p.idle[n-1] = nil
+	p.idle = p.idle[:n-1]
+	return w
+}
+
+// handOff gives e, just accepted, straight to the most recently idle worker
+// when the pool has nothing else in progress: no request running, waiting to
+// start or with a worker on its way (a spinner counts as one), so that e
+// overtakes nothing, and at depth the workers go on taking requests from the
+// queue. The worker runs e as soon as it wakes, without taking mu again to
+// find it. From here on e counts as running (Stats.Running), and Cancel and
+// Close leave it to run, as they do a request that has started. It reports
+// whether it handed e over. mu held.
+func (p *Pool) handOff(e *element) bool {
+	if p.running > 0 || p.transit > 0 || p.unstarted() > 0 || p.workers > p.maxWorkers {
+		return false
+	}
+	w := p.popIdle()
+	if w == nil {
+		return false
+	}
+	w.direct = e
+	p.take(w)
+	w.wake <- struct{}{}
+	return true
 }
 
 // unstarted returns how many accepted requests wait to start: queued, or in
@@ -214,6 +252,10 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
 		<-w.wake
+		if e := w.direct; e != nil { // handed over by handOff, counted taken
+			w.direct = nil
+			return e
+		}
 		p.mu.Lock()
 		if w.reaped {
 			p.mu.Unlock()

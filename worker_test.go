@@ -1,6 +1,7 @@
 package threadpool
 
 import (
+	"errors"
 	"math"
 	"testing"
 	"time"
@@ -49,5 +50,61 @@ func TestPollTimeout(t *testing.T) {
 		time.Duration(math.MaxInt64): math.MaxInt32,
 	} {
 		require.Equal(t, want, pollTimeout(d), "idle timeout %v", d)
+	}
+}
+
+// TestSubmitHandsALoneRequestToAnIdleWorker: a request submitted while no
+// other is queued, running or on its way goes straight to an idle worker:
+// from Submit's return it counts as running, and Cancel leaves it to run. A
+// request submitted while another runs queues as before, and can be
+// canceled.
+func TestSubmitHandsALoneRequestToAnIdleWorker(t *testing.T) {
+	p := newPool(t, WithMinWorkers(1), WithMaxWorkers(1))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the worker at min goes idle")
+	g := newGate(1)
+	results := make(chan error, 2)
+	lone, err := p.Submit(g.fn(1, errors.New("ran")), func(err error) { results <- err })
+	require.NoError(t, err)
+	s := p.Stats()
+	require.Equal(t, 1, s.Running, "the lone request is the woken worker's")
+	require.Equal(t, 0, s.Queued)
+	require.Equal(t, 0, s.IdleWorkers)
+	require.False(t, p.Cancel(lone), "a request handed to a worker has started")
+
+	require.Equal(t, 1, <-g.started)
+	queued, err := p.Submit(func() error { return nil }, func(err error) { results <- err })
+	require.NoError(t, err)
+	require.Equal(t, 1, p.Stats().Queued, "behind a running request, a request queues")
+	require.True(t, p.Cancel(queued))
+	g.release()
+	got := []error{<-results, <-results}
+	require.ErrorIs(t, got[0], ErrCanceled, "the queued request's callback comes first")
+	require.EqualError(t, got[1], "ran")
+}
+
+// TestFlushHandsTheFirstRequestToAnIdleWorker: a Batch flushed to a pool
+// with nothing in progress hands its first request to an idle worker and
+// queues the others behind it, in order.
+func TestFlushHandsTheFirstRequestToAnIdleWorker(t *testing.T) {
+	p := newPool(t, WithMinWorkers(1), WithMaxWorkers(1))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the worker at min goes idle")
+	g := newGate(3)
+	type result struct {
+		i   int
+		err error
+	}
+	order := make(chan result, 3)
+	b := p.NewBatch()
+	for i := range 3 {
+		require.NoError(t, b.Add(g.fn(i, nil), func(err error) { order <- result{i, err} }))
+	}
+	require.NoError(t, b.Flush())
+	s := p.Stats()
+	require.Equal(t, 1, s.Running, "the first request is the woken worker's")
+	require.Equal(t, 2, s.Queued, "the rest queue behind it")
+	g.release()
+	for i := range 3 {
+		require.Equal(t, i, <-g.started, "requests start in order")
+		require.Equal(t, result{i, nil}, <-order, "callbacks come in order, without error")
 	}
 }
