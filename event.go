@@ -28,7 +28,12 @@ type event struct {
 // signal writes one signal. Any goroutine.
 func (e *event) signal() {
 	if err := e.wc.Write(e.writeFn); err != nil {
-		e.n.wrote(err) // the descriptor was closed
+		if e.n.closed.Load() {
+			// Close ran between Notify's check and this write: the signal
+			// comes after Close, and does nothing, as Notify documents.
+			return
+		}
+		e.n.wrote(err) // the descriptor was closed under the Notifier
 	}
 }
 

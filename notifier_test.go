@@ -283,3 +283,16 @@ func TestNotifierMissedFalseAfterClose(t *testing.T) {
 	require.False(t, n.Missed())
 	require.ErrorIs(t, n.Wait(context.Background()), threadpool.ErrClosed)
 }
+
+// A Notify that passed the closed check just before Close finds the
+// descriptor closed when it writes: it does nothing, as a Notify after Close
+// does, and is no write error.
+func TestNotifyRacingCloseIsNoWriteError(t *testing.T) {
+	noLeaks(t)
+	n := newNotifier(t)
+	require.NoError(t, n.Close())
+	threadpool.SignalPastClose(n)
+	require.Zero(t, n.Stats().WriteErrors)
+	require.NoError(t, n.LastWriteError())
+	require.False(t, n.Missed())
+}

@@ -81,6 +81,10 @@ func WithEventfdLoop() Option { return withLoopWake(wakeEventfd) }
 // of writing (nil f restores real writes). Call it before n is shared.
 func SetWriteFault(n *Notifier, f func() error) { n.writeFault = f }
 
+// SignalPastClose writes one signal of n without the closed check of
+// Notify: what a Notify that passed that check just before Close does.
+func SignalPastClose(n *Notifier) { n.ev.signal() }
+
 // SetReadFault makes every later read of n by Wait and Clear return f's error
 // instead of reading (nil f restores real reads). It may be called while n is
 // in use.
