@@ -3,8 +3,8 @@ package threadpool
 import "context"
 
 // Close stops the pool at once: queued requests are canceled (their callbacks
-// get ErrCanceled), running ones are waited for, and every remaining callback
-// is delivered. Submit, SubmitCo and SetLimits return ErrClosed from the
+// get ErrCanceled), running ones (those handed straight to a worker too, see
+// Submit) are waited for, and every remaining callback is delivered. Submit, SubmitCo and SetLimits return ErrClosed from the
 // moment Close begins; a Submit racing with Close either gets ErrClosed and
 // no callback, or is accepted and gets exactly one callback. Close may be
 // called more than once, from several goroutines at once (WithExternalLoop,

@@ -220,6 +220,14 @@ func New(opts ...Option) (*Pool, error) {
 // Shutdown or Close began (from any goroutine, a Func or Callback included);
 // then cb is never called.
 //
+// A request submitted while the pool has nothing else queued, running or on
+// its way to a worker may skip the queue: Submit then hands it to an idle
+// worker with the wake-up, and it has started (Cancel returns false, Close
+// lets it run). The same holds for SubmitCo and for the first request of a
+// Batch.Flush. Which requests go that way depends on timing (a worker
+// counts as running until it next takes the pool's lock, see Stats), so
+// nothing may depend on it.
+//
 // The same holds from any goroutine: from a Callback (cb runs later on the
 // loop, never nested in the calling Callback), from a Func (the request
 // queues behind the others; the Func does not wait for it) and from any other
@@ -234,7 +242,8 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 
 // SubmitCo runs fn on a worker and waits until it has returned, then returns
 // its error. If ctx ends while the request is still queued, the request is
-// canceled (fn never runs) and SubmitCo returns ctx's error; if ctx ends while
+// canceled (fn never runs) and SubmitCo returns ctx's error (a request handed
+// straight to an idle worker is not queued: see Submit); if ctx ends while
 // fn runs, SubmitCo returns ctx's error at once and fn finishes in the
 // background. SubmitCo returns ErrCanceled when Close, or a Shutdown whose ctx
 // ended, canceled the queued request, and the errors of Submit for a request
@@ -346,11 +355,8 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 // with ErrCanceled (never inside Cancel). Cancel returns true in that case
 // only. A request that is running or finished, the zero Handle, a Handle of
 // another pool, and a Handle whose request is long gone are left alone and
-// Cancel returns false. A request submitted while the pool has nothing else
-// queued, running or on its way to a worker goes straight to an idle worker,
-// if one is idle, without a stop on the queue: it has started once Submit
-// (or Batch.Flush, for the batch's first request) returns, and Close lets it
-// run too. Cancel never waits for a Func or a callback, so the
+// Cancel returns false, as it does for a request handed straight to an idle
+// worker (see Submit). Cancel never waits for a Func or a callback, so the
 // same holds from any goroutine: a Callback, a Func (its own request is
 // running: false), or any other goroutine. While a Shutdown lets the queued
 // requests run, Cancel may still cancel one of them; once Close has canceled
@@ -489,9 +495,9 @@ type Stats struct {
 // returned whose worker has not yet come back for its next request: a worker
 // counts its request from when it takes it until it next takes the pool's
 // lock, after the result was published, so a request may still count as
-// running once its callback has run. A request that Submit handed straight
-// to an idle worker (see Cancel) counts as running from Submit on, before
-// the worker has woken. A worker that runs the requests of its
+// running once its callback has run. A request handed straight to an idle
+// worker (see Submit) counts as running from Submit, SubmitCo or
+// Batch.Flush on, before the worker has woken. A worker that runs the requests of its
 // hand (see Queued) one after another counts once.
 func (p *Pool) Stats() Stats {
 	var s Stats

@@ -119,9 +119,10 @@ func (p *Pool) popIdle() *worker {
 // queue. The worker runs e as soon as it wakes, without taking mu again to
 // find it. From here on e counts as running (Stats.Running), and Cancel and
 // Close leave it to run, as they do a request that has started. It reports
-// whether it handed e over. mu held.
+// whether it handed e over. No worker is idle while the pool is above max
+// (SetLimits wakes them all, and next never parks one then). mu held.
 func (p *Pool) handOff(e *element) bool {
-	if p.running > 0 || p.transit > 0 || p.unstarted() > 0 || p.workers > p.maxWorkers {
+	if p.running > 0 || p.transit > 0 || p.unstarted() > 0 {
 		return false
 	}
 	w := p.popIdle()
@@ -212,7 +213,10 @@ func (p *Pool) work(w *worker) {
 // the queue's, or else the queue's oldest (and, the queue long, a hand of the
 // next ones), before it spins, parks or exits. maySpin allows
 // it to spin before it parks (spin.go): its last request did not wake the
-// completion loop.
+// completion loop. A parked worker woken by handOff returns the request it
+// was handed at once, without mu: the request was accepted before any
+// Close began, and an idle worker is neither above max nor retired; the
+// next call looks at those again.
 func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.mu.Lock()
 	p.doneRunning(w)
