@@ -4,9 +4,10 @@ import "context"
 
 // Close stops the pool at once: queued requests are canceled (their callbacks
 // get ErrCanceled), running ones (those handed straight to a worker too, see
-// Submit) are waited for, and every remaining callback is delivered. Submit, SubmitCo and SetLimits return ErrClosed from the
-// moment Close begins; a Submit racing with Close either gets ErrClosed and
-// no callback, or is accepted and gets exactly one callback. Close may be
+// Submit) are waited for, and every remaining callback is delivered. Submit,
+// SubmitCo and SetLimits return ErrClosed from the moment Close begins; a
+// Submit racing with Close either gets ErrClosed and no callback, or is
+// accepted and gets exactly one callback. Close may be
 // called more than once, from several goroutines at once (WithExternalLoop,
 // one at a time: see below). What holds when it returns depends on the
 // caller:
@@ -15,13 +16,16 @@ import "context"
 //     callback has run, every goroutine of the pool has exited and every file
 //     descriptor is closed. It waits for Funcs that are still running, those
 //     that called Close themselves included. WithExternalLoop, Close delivers
-//     the remaining callbacks on its caller, which must then be the loop
-//     goroutine, or run when the loop no longer calls RunCompletions, and
+//     the remaining callbacks on its caller, as they come while it waits for
+//     the running Funcs (one may wait for another request's callback), so
+//     its caller must then be the loop goroutine, or run when the loop no
+//     longer calls RunCompletions, and
 //     only one Close or Shutdown may deliver at a time: like two
 //     RunCompletions at once, two would deliver one batch together.
-//   - A Callback: Close cannot wait for the loop it runs on. It waits for the
-//     running Funcs, delivers the remaining callbacks nested (on the loop, as
-//     always), runs every Flush deferred so far in the batch (DeferCall),
+//   - A Callback: Close cannot wait for the loop it runs on. It delivers the
+//     remaining callbacks nested (on the loop, as always), as they come while
+//     it waits for the running Funcs (one may wait for another request's
+//     callback), runs every Flush deferred so far in the batch (DeferCall),
 //     the calling Callback's own included, instead of leaving them to the end
 //     of the batch, and returns; the completion goroutine exits once that
 //     Callback returns. What the Callback defers after Close is flushed at
@@ -47,26 +51,49 @@ func (p *Pool) close(w *worker, onLoop bool) error {
 	if w != nil {
 		return p.waitOthers(context.Background(), w)
 	}
+	if p.external || onLoop {
+		return p.closeOnLoop()
+	}
 	p.wg.Wait()
 	p.stopReaper()
-	switch {
-	case p.external:
-		p.drain()
-		p.flushNested()
-		return p.notifier.Close()
-	case onLoop:
+	p.stopLoop.Store(true)
+	p.wakeLoop()
+	<-p.loopDone
+	return nil
+}
+
+// closeOnLoop is Close on the goroutine that delivers completions: the
+// pool's own, from a Callback, or WithExternalLoop the loop's. It delivers
+// the callbacks as they come while the running Funcs finish, since one of
+// them may wait for a callback that only this goroutine can run, then waits
+// for the workers, delivers what is left and runs what the batch deferred
+// so far. Loop goroutine only.
+func (p *Pool) closeOnLoop() error {
+	if !p.external {
 		// Stop first: should a Callback delivered here call
 		// runtime.Goexit, the loop that restarts must still exit.
 		p.stopLoop.Store(true)
-		p.drain()
-		p.flushNested()
-		return nil
-	default:
-		p.stopLoop.Store(true)
-		p.wakeLoop()
-		<-p.loopDone
-		return nil
 	}
+	returned := false
+	defer func() {
+		if !returned {
+			// A Callback delivered here called runtime.Goexit (or
+			// panicked), which unwinds this Close: the pool must still
+			// release itself once its workers are gone, and none may be
+			// left to do it as it leaves.
+			p.stopWhenGone()
+		}
+	}()
+	_ = p.runUntilQuiet(context.Background()) // no ctx to end: nil
+	p.wg.Wait()
+	p.stopReaper()
+	p.drain()
+	returned = true
+	p.flushNested()
+	if p.external {
+		return p.notifier.Close()
+	}
+	return nil
 }
 
 // Shutdown stops the pool gracefully: Submit, SubmitCo and SetLimits return

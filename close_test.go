@@ -831,3 +831,86 @@ func TestShutdownOnLoopContextEndsWhileCompletionsKeepComing(t *testing.T) {
 		})
 	}
 }
+
+// submitWaitingFunc submits B, whose Func waits until aDone is closed (by
+// another request's callback) and gives up after a bound, reporting it to
+// B's callback; it returns once B runs, with the channel of B's result.
+func submitWaitingFunc(t *testing.T, p *Pool, aDone <-chan struct{}) <-chan error {
+	giveUp := make(chan struct{})
+	timer := time.AfterFunc(30*time.Second, func() { close(giveUp) })
+	t.Cleanup(func() { timer.Stop() })
+	bStarted, bErr := make(chan struct{}), make(chan error, 1)
+	_, err := p.Submit(func() error {
+		close(bStarted)
+		select {
+		case <-aDone:
+			return nil
+		case <-giveUp:
+			return errors.New("B gave up: A's callback was not delivered while Close waited for B")
+		}
+	}, func(err error) { bErr <- err })
+	require.NoError(t, err)
+	<-bStarted
+	return bErr
+}
+
+// closeWithAFuncWaitingForACallback runs a Func, B, that waits for the
+// callback of another request, A, whose Func returns only once a third
+// request's callback has begun: on the loop, where that callback calls
+// Close. So A's callback can only be delivered by Close itself, while it
+// waits for B. drive runs the loop WithExternalLoop until Close has
+// returned, and returns its error.
+func closeWithAFuncWaitingForACallback(t *testing.T, p *Pool, drive func(closed <-chan error) error) {
+	inC, aDone := make(chan struct{}), make(chan struct{})
+	bErr := submitWaitingFunc(t, p, aDone)
+	closed := make(chan error, 1)
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		close(inC)
+		closed <- p.Close()
+	})
+	require.NoError(t, err)
+	_, err = p.Submit(func() error { <-inC; return nil }, func(error) { close(aDone) })
+	require.NoError(t, err)
+	require.NoError(t, drive(closed))
+	require.NoError(t, <-bErr)
+}
+
+// Close from a Callback delivers the callbacks due while it waits for the
+// running Funcs, so that a Func waiting for one of them ends, with every
+// kind of loop.
+func TestCloseFromCallbackDeliversWhileFuncsRun(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(3))...)
+			require.NoError(t, err)
+			closeWithAFuncWaitingForACallback(t, p, func(closed <-chan error) error {
+				for mode.external {
+					waitReadable(t, p.Fd())
+					p.RunCompletions()
+					select {
+					case err := <-closed:
+						return err
+					default:
+					}
+				}
+				return <-closed
+			})
+			require.NoError(t, p.Close())
+		})
+	}
+}
+
+// WithExternalLoop, a Close from the loop goroutine, outside any Callback,
+// delivers the callbacks due while it waits for the running Funcs, as the
+// pool's own loop goes on delivering during a Close from elsewhere.
+func TestCloseExternalDeliversWhileFuncsRun(t *testing.T) {
+	p, err := New(WithExternalLoop(), WithMaxWorkers(2))
+	require.NoError(t, err)
+	aDone := make(chan struct{})
+	bErr := submitWaitingFunc(t, p, aDone)
+	_, err = p.Submit(func() error { return nil }, func(error) { close(aDone) })
+	require.NoError(t, err)
+	require.NoError(t, p.Close())
+	require.NoError(t, <-bErr)
+	require.Equal(t, -1, p.Fd())
+}

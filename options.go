@@ -139,8 +139,9 @@ func WithSpin(d time.Duration) Option { return func(c *config) { c.spin = d } }
 // runs the callbacks on the caller's goroutine. RunCompletions, Close and
 // Shutdown must then be called from that loop goroutine (from inside a Callback
 // too), or once the loop has stopped calling RunCompletions, by one goroutine
-// at a time, since each of them delivers callbacks on its caller. Should a write
-// to Fd fail, MissedWakeup says so.
+// at a time, since each of them delivers callbacks on its caller; Close and
+// Shutdown called from a Func are the exception: they deliver nothing (see
+// Close). Should a write to Fd fail, MissedWakeup says so.
 func WithExternalLoop() Option { return func(c *config) { c.external = true } }
 
 // WithPanicHandler makes the pool recover a panicking Callback (or Flusher run
