@@ -80,15 +80,17 @@ func (e *event) readAll(fd uintptr) int {
 		if n > 0 {
 			total += n
 		}
-		if errors.Is(err, syscall.EAGAIN) || (err == nil && n < len(e.sys.buf)) {
+		switch {
+		case errors.Is(err, syscall.EAGAIN):
 			return total
-		}
-		if err != nil {
+		case err != nil:
 			e.err = os.NewSyscallError("read", err)
 			return total
-		}
-		if n == 0 {
+		case n == 0:
+			// End of file: the write end was closed under the Notifier.
 			e.err = os.ErrClosed
+			return total
+		case n < len(e.sys.buf):
 			return total
 		}
 	}
