@@ -273,14 +273,22 @@ func (p *Pool) deliver(e *element) {
 // loopPanicHandler returns what the completion loop does with the value of
 // a panicking Callback or Flush: hand it to h, the pool's panic handler, or,
 // without one, re-raise it as a *PanicError that carries the original stack
-// (the deferred functions that recover it run before the stack unwinds). The
-// calls a batch deferred after a panicking Flush stay recorded for the end of
-// the next batch.
+// (the deferred functions that recover it run before the stack unwinds). A
+// value that already is a *PanicError is re-raised as it is: it comes from a
+// delivery or Flush nested in the panicking Callback (a Close, Shutdown or
+// RunCompletions it called), and carries the first stack. The calls a batch
+// deferred after a panicking Flush stay recorded for the end of the next
+// batch.
 func loopPanicHandler(h func(v any)) func(v any) {
 	if h != nil {
 		return h
 	}
-	return func(v any) { panic(&PanicError{Value: v, Stack: debug.Stack()}) }
+	return func(v any) {
+		if pe, ok := v.(*PanicError); ok {
+			panic(pe)
+		}
+		panic(&PanicError{Value: v, Stack: debug.Stack()})
+	}
 }
 
 // callback runs cb and hands a panic to p.panicHandler (loopPanicHandler).

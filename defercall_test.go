@@ -404,6 +404,21 @@ func TestRunCompletionsOffTheLoopPanicsInRaceBuilds(t *testing.T) {
 	require.NotPanics(t, func() { p.RunCompletions() }, "the loop is free again")
 }
 
+// requireFlushFailed runs RunCompletions on p, which must panic with one
+// *PanicError of the value and stack of a recFlusher's panic "flush failed".
+func requireFlushFailed(t *testing.T, p *Pool) {
+	t.Helper()
+	var v any
+	func() {
+		defer func() { v = recover() }()
+		p.RunCompletions()
+	}()
+	pe, ok := v.(*PanicError)
+	require.True(t, ok, "RunCompletions panicked with %#v, not a *PanicError", v)
+	require.Equal(t, "flush failed", pe.Value)
+	require.Contains(t, string(pe.Stack), "recFlusher", "the stack of the panicking Flush")
+}
+
 // A Flusher that panics at the end of a batch of a pool without a panic
 // handler is re-raised as a *PanicError, as WithPanicHandler says, and the
 // Flushes deferred after it run at the end of the next batch; with a handler
@@ -423,15 +438,7 @@ func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 
 	p := newPool(t, WithExternalLoop())
 	deferBoth(p)
-	var v any
-	func() {
-		defer func() { v = recover() }()
-		p.RunCompletions()
-	}()
-	pe, ok := v.(*PanicError)
-	require.True(t, ok, "RunCompletions panicked with %#v, not a *PanicError", v)
-	require.Equal(t, "flush failed", pe.Value)
-	require.Contains(t, string(pe.Stack), "recFlusher", "the stack of the panicking Flush")
+	requireFlushFailed(t, p)
 	require.Equal(t, []string{"bad"}, log)
 	require.Zero(t, p.RunCompletions())
 	require.Equal(t, []string{"bad", "good"}, log, "the Flush after the panic runs at the next batch")
@@ -443,6 +450,26 @@ func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 	require.Equal(t, 1, p.RunCompletions())
 	require.Equal(t, []any{"flush failed"}, handled)
 	require.Equal(t, []string{"bad", "good"}, log)
+}
+
+// A Flush that panics when a Close called from a Callback runs the batch's
+// deferred calls, on a pool without a panic handler, reaches the loop as one
+// *PanicError of the Flush's value, not one wrapped in another by the
+// Callback it unwound; a second Close then releases the pool.
+func TestPanickingFlushInNestedCloseIsWrappedOnce(t *testing.T) {
+	var log []string
+	bad := &recFlusher{"bad", &log, func() { panic("flush failed") }}
+	p, err := New(WithExternalLoop())
+	require.NoError(t, err)
+	_, err = p.Submit(func() error { return nil }, func(error) {
+		p.DeferCall(bad)
+		_ = p.Close()
+	})
+	require.NoError(t, err)
+	waitReadable(t, p.Fd())
+	requireFlushFailed(t, p)
+	require.NoError(t, p.Close())
+	require.Equal(t, -1, p.Fd())
 }
 
 // TestPanickingFlushRecyclesBatchLater lets a Flush panic at the end of a
