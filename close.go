@@ -19,9 +19,13 @@ import "context"
 //     the remaining callbacks on its caller, as they come while it waits for
 //     the running Funcs (one may wait for another request's callback), so
 //     its caller must then be the loop goroutine, or run when the loop no
-//     longer calls RunCompletions, and
-//     only one Close or Shutdown may deliver at a time: like two
-//     RunCompletions at once, two would deliver one batch together.
+//     longer calls RunCompletions, and only one Close or Shutdown may
+//     deliver at a time: like two RunCompletions at once, two would deliver
+//     one batch together. A Callback delivered there that panics (without
+//     WithPanicHandler) or calls runtime.Goexit unwinds Close: the pool's
+//     goroutines still exit once its Funcs have returned, and the
+//     descriptor, with any callback still due, waits for the loop's next
+//     RunCompletions or Close.
 //   - A Callback: Close cannot wait for the loop it runs on. It delivers the
 //     remaining callbacks nested (on the loop, as always), as they come while
 //     it waits for the running Funcs (one may wait for another request's

@@ -451,6 +451,31 @@ func TestShutdownOnLoopWithGoexitNested(t *testing.T) {
 	}
 }
 
+// WithExternalLoop, a Close on the loop whose delivered callback calls
+// runtime.Goexit, which unwinds that Close, still releases the pool's
+// goroutines with no worker left to do it; the descriptor stays for the
+// loop's next Close.
+func TestCloseExternalWithGoexitNested(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	p, err := New(WithExternalLoop(), WithMaxWorkers(1), WithSpin(0))
+	require.NoError(t, err)
+	left := *p.left.Load()
+	_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(error) { runtime.Goexit() })
+	require.NoError(t, err)
+	<-left // the worker is gone; the completion is published
+	require.Zero(t, p.Stats().Workers)
+	unwound := make(chan struct{})
+	go func() {
+		defer close(unwound)
+		_ = p.Close() // the loop, ended by the callback
+	}()
+	<-unwound
+	goleak.VerifyNone(t, leaks)
+	require.NotEqual(t, -1, p.Fd(), "the descriptor stays for the loop's next Close")
+	require.NoError(t, p.Close())
+	require.Equal(t, -1, p.Fd())
+}
+
 // Two Funcs that call Close at once do not wait for each other.
 func TestCloseFromTwoFuncs(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(2))
