@@ -7,10 +7,9 @@ import "context"
 // Submit) are waited for, and every remaining callback is delivered. Submit,
 // SubmitCo and SetLimits return ErrClosed from the moment Close begins; a
 // Submit racing with Close either gets ErrClosed and no callback, or is
-// accepted and gets exactly one callback. Close may be
-// called more than once, from several goroutines at once (WithExternalLoop,
-// one at a time: see below). What holds when it returns depends on the
-// caller:
+// accepted and gets exactly one callback. Close may be called more than once,
+// from several goroutines at once (WithExternalLoop, one at a time: see
+// below). What holds when it returns depends on the caller:
 //
 //   - Any other goroutine (not a Func or Callback of this pool): every
 //     callback has run, every goroutine of the pool has exited and every file

@@ -497,8 +497,8 @@ type Stats struct {
 // lock, after the result was published, so a request may still count as
 // running once its callback has run. A request handed straight to an idle
 // worker (see Submit) counts as running from Submit, SubmitCo or
-// Batch.Flush on, before the worker has woken. A worker that runs the requests of its
-// hand (see Queued) one after another counts once.
+// Batch.Flush on, before the worker has woken. A worker that runs the
+// requests of its hand (see Queued) one after another counts once.
 func (p *Pool) Stats() Stats {
 	var s Stats
 	s.Drains = p.drains.Load()
