@@ -77,21 +77,10 @@ func (p *Pool) closeOnLoop() error {
 		// runtime.Goexit, the loop that restarts must still exit.
 		p.stopLoop.Store(true)
 	}
-	returned := false
-	defer func() {
-		if !returned {
-			// A Callback delivered here called runtime.Goexit (or
-			// panicked), which unwinds this Close: the pool must still
-			// release itself once its workers are gone, and none may be
-			// left to do it as it leaves.
-			p.stopWhenGone()
-		}
-	}()
-	_ = p.runUntilQuiet(context.Background()) // no ctx to end: nil
+	_ = p.deliverUntilQuiet(context.Background()) // no ctx to end: nil
 	p.wg.Wait()
 	p.stopReaper()
 	p.drain()
-	returned = true
 	p.flushNested()
 	if p.external {
 		return p.notifier.Close()
@@ -130,19 +119,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	case w != nil:
 		err = p.waitOthers(ctx, w)
 	case p.external || onLoop:
-		returned := false
-		defer func() {
-			if !returned {
-				// A Callback delivered here called runtime.Goexit (or
-				// panicked), which unwinds this Shutdown: the pool
-				// must still release itself, and no worker may be
-				// left to do it as it leaves.
-				p.stopWhenGone()
-			}
-		}()
-		err = p.runUntilQuiet(ctx)
-		returned = true
-		if err != nil {
+		if err = p.deliverUntilQuiet(ctx); err != nil {
 			p.beginClose(true)
 			p.stopWhenGone()
 			p.drain() // deliver the canceled requests on the loop, as Close does
@@ -211,6 +188,22 @@ func (c *cancelChain) add(e *element) {
 		c.first = e
 	}
 	c.last = e
+}
+
+// deliverUntilQuiet is runUntilQuiet for a Close or Shutdown on the loop. A
+// Callback it delivers that calls runtime.Goexit (or panics) unwinds that
+// Close or Shutdown: the pool must still release itself once its workers
+// are gone, and none may be left to do it as it leaves. Loop goroutine only.
+func (p *Pool) deliverUntilQuiet(ctx context.Context) error {
+	returned := false
+	defer func() {
+		if !returned {
+			p.stopWhenGone()
+		}
+	}()
+	err := p.runUntilQuiet(ctx)
+	returned = true
+	return err
 }
 
 // runUntilQuiet runs the completion loop on the caller until every accepted
