@@ -210,9 +210,14 @@ type roundTripper interface {
 
 // BenchmarkSubmit measures a Submit-to-callback round trip with an empty
 // Func: inflight=1 is the latency of one request, inflight=64 the throughput
-// with 64 outstanding. design=goroutine is the usual Go way without the
-// library: a goroutine per request sends its result on a channel to one loop
-// goroutine. Compare with
+// with 64 outstanding. The other designs are the usual Go ways without the
+// library, each sending its results on a channel to one loop goroutine that
+// issues the next request: design=goroutine starts a goroutine per request;
+// design=chanpool feeds min(inflight, DefaultMaxWorkers) long-lived worker
+// goroutines through a channel. With one request in flight, chanpool is the
+// least any design with the pool's contract (Funcs on workers, callbacks on
+// one loop goroutine, both parked while there is nothing to do) can cost:
+// two channel hand-offs per round trip and no bookkeeping. Compare with
 //
 //	benchstat -col /design
 func BenchmarkSubmit(b *testing.B) {
@@ -222,6 +227,9 @@ func BenchmarkSubmit(b *testing.B) {
 		})
 		b.Run(fmt.Sprintf("inflight=%d/design=goroutine", inflight), func(b *testing.B) {
 			benchRoundTrips(b, newGoroutineTripper(), inflight)
+		})
+		b.Run(fmt.Sprintf("inflight=%d/design=chanpool", inflight), func(b *testing.B) {
+			benchRoundTrips(b, newChanPoolTripper(min(inflight, threadpool.DefaultMaxWorkers)), inflight)
 		})
 	}
 }
@@ -333,13 +341,18 @@ func (t *poolTripper) run(b *testing.B, n, inflight int) {
 func (t *poolTripper) close() { t.p.Close() }
 
 // goroutineTripper is the baseline: go fn() per request, results on a
-// channel to one loop goroutine.
+// channel to one loop goroutine. With reqs set, it is the chanpool design
+// instead: worker goroutines take the requests from reqs.
 type goroutineTripper struct {
 	c       tripCounter
 	results chan error
 	exec    func()        // a goroutine body: run the Func, send its result
 	runs    chan struct{} // one token per run for the loop goroutine
 	stopped chan struct{} // closed when the loop goroutine returned
+	// chanpool only: one token per request for the workers, and the
+	// workers' exits.
+	reqs    chan struct{}
+	workers sync.WaitGroup
 }
 
 func newGoroutineTripper() *goroutineTripper {
@@ -354,6 +367,31 @@ func newGoroutineTripper() *goroutineTripper {
 	return t
 }
 
+// newChanPoolTripper is the chanpool design with n workers.
+func newChanPoolTripper(n int) *goroutineTripper {
+	t := newGoroutineTripper()
+	t.reqs = make(chan struct{}, 64)
+	t.workers.Add(n)
+	for range n {
+		go func() {
+			defer t.workers.Done()
+			for range t.reqs {
+				t.exec()
+			}
+		}()
+	}
+	return t
+}
+
+// issue starts one request: a goroutine, or a token for the workers.
+func (t *goroutineTripper) issue() {
+	if t.reqs != nil {
+		t.reqs <- struct{}{}
+	} else {
+		go t.exec()
+	}
+}
+
 // loop receives results and starts the next request. Loop goroutine.
 func (t *goroutineTripper) loop() {
 	defer close(t.stopped)
@@ -363,7 +401,7 @@ func (t *goroutineTripper) loop() {
 				panic(err)
 			}
 			if t.c.take() {
-				go t.exec()
+				t.issue()
 			}
 			last = t.c.completeOne()
 		}
@@ -375,7 +413,7 @@ func (t *goroutineTripper) run(_ *testing.B, n, inflight int) {
 	t.runs <- struct{}{}
 	for range min(n, inflight) {
 		if t.c.take() {
-			go t.exec()
+			t.issue()
 		}
 	}
 	<-t.c.done
@@ -384,6 +422,10 @@ func (t *goroutineTripper) run(_ *testing.B, n, inflight int) {
 func (t *goroutineTripper) close() {
 	close(t.runs)
 	<-t.stopped
+	if t.reqs != nil {
+		close(t.reqs)
+		t.workers.Wait()
+	}
 }
 
 // The random-read benchmarks read a data file of -randread.size bytes,

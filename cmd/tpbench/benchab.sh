@@ -145,6 +145,7 @@ BEGIN {
 		"RandRead/iodepth=64/numjobs=8/mode=defer RandRead/iodepth=64/numjobs=8/mode=each " \
 		"RandRead/iodepth=1/numjobs=8/mode=defer RandRead/iodepth=1/numjobs=8/mode=each " \
 		"Submit/inflight=1/design=pool Submit/inflight=1/design=goroutine " \
+		"Submit/inflight=1/design=chanpool Submit/inflight=1/design=goroutine " \
 		"Submit/inflight=64/design=pool Submit/inflight=64/design=goroutine", w, " ") / 2
 	for (i = 1; i <= npairs; i++) { a[i] = w[2 * i - 1]; b[i] = w[2 * i] }
 }
