@@ -72,13 +72,16 @@ func (p *Pool) close(w *worker, onLoop bool) error {
 // for the workers, delivers what is left and runs what the batch deferred
 // so far. Loop goroutine only.
 func (p *Pool) closeOnLoop() error {
-	if !p.external {
-		// Stop first: should a Callback delivered here call
-		// runtime.Goexit, the loop that restarts must still exit.
-		p.stopLoop.Store(true)
-	}
+	// Should a Callback delivered here call runtime.Goexit, the loop that
+	// restarts must go on delivering while Funcs still run, and exit once the
+	// last worker has left (stopWhenGone): so no stop before the workers.
 	_ = p.deliverUntilQuiet(context.Background()) // no ctx to end: nil
 	p.wg.Wait()
+	if !p.external {
+		// Before the last drain and the Flushes, which may still call
+		// runtime.Goexit: the loop that restarts must then exit.
+		p.stopLoop.Store(true)
+	}
 	p.stopReaper()
 	p.drain()
 	p.flushNested()

@@ -939,3 +939,49 @@ func TestCloseExternalDeliversWhileFuncsRun(t *testing.T) {
 	require.NoError(t, <-bErr)
 	require.Equal(t, -1, p.Fd())
 }
+
+// A Close from a Callback delivers the callbacks due nested while it waits
+// for the running Funcs. Should one of them call runtime.Goexit, which
+// unwinds that Close and restarts the loop, while another Func still runs,
+// the restarted loop must go on delivering: that Func's callback is still
+// due, and a later Close must find it delivered.
+func TestCloseFromCallbackGoexitNestedWhileFuncRuns(t *testing.T) {
+	p, err := New(WithMaxWorkers(3), WithSpin(0))
+	require.NoError(t, err)
+	res := newResults()
+	hold, started := make(chan struct{}), make(chan struct{})
+	_, err = p.Submit(func() error { close(started); <-hold; return nil }, res.cb("running"))
+	require.NoError(t, err)
+	<-started
+	goexitGo, exiting := make(chan struct{}), make(chan struct{})
+	_, err = p.Submit(func() error { <-goexitGo; return nil }, func(err error) {
+		res.cb("goexit")(err)
+		close(exiting)
+		runtime.Goexit()
+	})
+	require.NoError(t, err)
+	_, err = p.Submit(func() error { return nil }, func(err error) {
+		res.cb("closer")(err)
+		close(goexitGo)
+		_ = p.Close() // delivers the goexit callback nested, which unwinds it
+	})
+	require.NoError(t, err)
+	<-exiting
+	// Let the restarted loop settle: it takes a wake-up from its wait, or
+	// exits. Two sends into the one-slot channel: the second one completes
+	// once the loop has received.
+	select {
+	case p.wakeCh <- struct{}{}:
+	default:
+	}
+	select {
+	case p.wakeCh <- struct{}{}:
+	case <-p.loopDone:
+	}
+	close(hold)
+	require.NoError(t, p.Close())
+	require.NoError(t, res.once(t, "closer"))
+	require.NoError(t, res.once(t, "goexit"))
+	require.NoError(t, res.once(t, "running"), "the running Func's callback was lost")
+	require.Equal(t, uint64(3), p.Stats().Delivered)
+}
