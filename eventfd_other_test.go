@@ -22,3 +22,20 @@ func TestPipeNotifierWaitEndsAtEndOfFile(t *testing.T) {
 	defer cancel()
 	require.ErrorIs(t, n.Wait(ctx), ErrClosed)
 }
+
+// A Notify that passed the closed check just before Close may write once
+// Close has closed the pipe's read end and not yet its write end: the write
+// fails with EPIPE. It does nothing, as a Notify after Close does, and is no
+// write error.
+func TestPipeNotifyRacingCloseIsNoWriteError(t *testing.T) {
+	n, err := NewNotifier()
+	require.NoError(t, err)
+	// Close as far as its first step: the flag set, the read end closed.
+	require.False(t, n.closed.Swap(true))
+	require.NoError(t, n.ev.sys.r.Close())
+	n.ev.signal() // the racing Notify's write
+	require.NoError(t, n.ev.sys.w.Close())
+	require.Zero(t, n.Stats().WriteErrors)
+	require.NoError(t, n.LastWriteError())
+	require.False(t, n.Missed())
+}

@@ -116,6 +116,11 @@ func (n *Notifier) wrote(err error) {
 		n.writes.Add(1)
 		return
 	}
+	if n.closed.Load() {
+		// Close ran during the write (a pipe's read end already closed:
+		// EPIPE): the signal comes after Close, and does nothing.
+		return
+	}
 	n.writeFailed(err)
 }
 
