@@ -31,7 +31,9 @@ var (
 
 	// ErrGoexit is the Value of the *PanicError delivered to the Callback, or
 	// returned by SubmitCo, for a Func that called runtime.Goexit. The worker
-	// that ran it is replaced.
+	// that ran it exits; another starts in its place if the pool is then
+	// below its minimum or queued work needs one, as for any worker that
+	// leaves.
 	ErrGoexit = errors.New("threadpool: Func called runtime.Goexit")
 )
 

@@ -256,8 +256,9 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 // waits for a callback, fn never gets a worker), from the goroutine that
 // calls RunCompletions, from any other goroutine, and from a Func. A Func
 // that calls SubmitCo when no worker is idle and no new one may start (all
-// busy at the maximum), or when the worker woken for the request exits
-// instead (the maximum was lowered), runs fn itself, on its own worker, as if
+// busy at the maximum), or when a worker exits while the request waits to
+// start (the one woken for it, above a lowered maximum, say: the pool
+// cannot tell which worker it was), runs fn itself, on its own worker, as if
 // it called fn: SubmitCo returns fn's error once fn has returned, whatever
 // ctx does meanwhile (a panic in fn still comes back as a *PanicError, a
 // runtime.Goexit ends the calling Func too).
