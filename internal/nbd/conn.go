@@ -50,6 +50,8 @@ type conn struct {
 	stopping     atomic.Bool // set once the connection must stop reading requests (or options, see stop)
 	negotiateBy  time.Time   // read-only, set at accept: when negotiation must be over
 	sendFailed   bool        // serve goroutine only: a send of negotiation failed (see close)
+
+	stopBy atomic.Int64 // UnixNano of the bound boundNegotiation set, or 0; see negotiationEnd
 }
 
 // serve runs the connection from handshake to close, on its own goroutine.
@@ -143,7 +145,18 @@ func (c *conn) boundNegotiation() {
 	if c.negotiateBy.Before(end) {
 		end = c.negotiateBy
 	}
+	c.stopBy.Store(end.UnixNano())
 	_ = c.nc.SetDeadline(end)
+}
+
+// negotiationEnd returns when a connection still negotiating must be done:
+// its time limit, or the sooner bound a Shutdown set (boundNegotiation).
+func (c *conn) negotiationEnd() time.Time {
+	end := c.negotiateBy
+	if ns := c.stopBy.Load(); ns != 0 && ns < end.UnixNano() {
+		end = time.Unix(0, ns)
+	}
+	return end
 }
 
 // abort stops the reader goroutine at its next read. Any goroutine.

@@ -167,6 +167,11 @@ func (t *tlsConn) writeNow(b []byte, w *rawWriter) (rest bool, err error) {
 func (c *conn) close() {
 	if !c.sendFailed && !c.out.hasFailed() {
 		if tc, ok := c.rw.(*tlsConn); ok {
+			if !c.transmitting {
+				// crypto/tls gives close_notify a write timeout of its
+				// own (5 s): not past the negotiation's bounds.
+				tc.cork.closeBy = c.negotiationEnd
+			}
 			_ = tc.Conn.CloseWrite() // fails, sending nothing, before the handshake ends
 		}
 		c.linger()
@@ -192,6 +197,19 @@ type corkConn struct {
 	buf     []byte    // guarded by mu; records gathered while corked
 	pending []byte    // guarded by mu; records made earlier and not sent yet
 	handOff func()    // guarded by mu; set while the writer goroutine runs (see handTo)
+
+	closeBy func() time.Time // serve goroutine only, set by conn.close in negotiation: the latest write deadline
+}
+
+// SetWriteDeadline sets the socket's write deadline, no later than closeBy
+// says once conn.close has set it.
+func (c *corkConn) SetWriteDeadline(t time.Time) error {
+	if c.closeBy != nil {
+		if end := c.closeBy(); t.IsZero() || t.After(end) {
+			t = end
+		}
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 // handTo makes Write, from then on, keep the records it is given in pending

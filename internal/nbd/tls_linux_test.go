@@ -517,3 +517,61 @@ func TestKeyUpdateAnswerDoesNotWaitForAFullSocket(t *testing.T) {
 		}
 	}
 }
+
+// captureListener gives every accepted Unix connection a small send buffer
+// and hands it to the test, which watches what it holds for its client.
+type captureListener struct {
+	net.Listener
+	conns chan net.Conn
+}
+
+func (l captureListener) Accept() (net.Conn, error) {
+	nc, err := l.Listener.Accept()
+	if err == nil {
+		err = nc.(*net.UnixConn).SetWriteBuffer(4096)
+		l.conns <- nc
+	}
+	return nc, err
+}
+
+// TestShutdownBoundsCloseNotifyOfNegotiatingTLSClient checks that a TLS
+// client still negotiating when Shutdown begins, whose every reply was
+// sent whole but which read none of them, so that the server's socket is
+// full, is closed within Shutdown's wait for its next option, as a client
+// in plain text is, and not past that bound by the close_notify sent as
+// it closes: crypto/tls gives that alert a write timeout of its own, 5 s,
+// in place of the deadline the negotiation set on the socket.
+func TestShutdownBoundsCloseNotifyOfNegotiatingTLSClient(t *testing.T) {
+	saved := shutdownOptionWait
+	t.Cleanup(func() { shutdownOptionWait = saved })
+	shutdownOptionWait = 10 * time.Millisecond
+	certs := newTLSCerts(t)
+	conns := make(chan net.Conn, 1)
+	ts := startServer(t, serverConfig{name: strings.Repeat("x", 3000),
+		listen: func(l net.Listener) net.Listener { return captureListener{l, conns} },
+		tune: func(s *Server) {
+			certs.tlsServer(TLSOn, false)(s)
+			s.HandshakeTimeout = time.Hour
+		}})
+	c := dialFixed(t, ts)
+	server := <-conns
+	require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	// Options whose replies the client does not read, one at a time, each
+	// reply written whole (one write, one buffer of the socket), until
+	// the socket holds as much as its send buffer: a write now waits.
+	for {
+		before, size := sendQueue(t, server)
+		if before >= size {
+			break
+		}
+		c.option(optList, nil)
+		for q, _ := sendQueue(t, server); q == before; q, _ = sendQueue(t, server) {
+			runtime.Gosched()
+		}
+		waitStack(t, "nbd.(*negotiation).option", "runtime_pollWait") // back to reading options
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	require.NoError(t, ts.srv.Shutdown(ctx))
+}
