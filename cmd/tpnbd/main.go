@@ -46,6 +46,7 @@ type config struct {
 	workers        int
 	minWorkers     int
 	procs          int
+	maxConns       int
 	shutdownWait   time.Duration
 	cpuProfile     string
 	verbose, quiet bool
@@ -78,6 +79,11 @@ func main() {
 // nbd.OpenExport enforces too.
 const maxNameLen = 4096
 
+// defaultMaxConns is -max-conns' default: with the server's bounds per
+// connection (nbd.DefaultMaxRequests requests, nbd.DefaultMaxBytes bytes of
+// payload), clients can make it hold at most 128 x 64 MiB.
+const defaultMaxConns = 128
+
 // maxProcs bounds -procs, as compare.sh bounds its -p: Go keeps
 // GOMAXPROCS in 32 bits (2^32+1 would be 1) and allocates per P, and 1024
 // is more than the machines tpnbd is measured on have CPUs.
@@ -100,6 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.flush, "flush", "defer", "sends of the pool's replies: defer (one per connection per batch of completions) or each (one per reply); replies served inline go out per run either way")
 	fs.IntVar(&cfg.workers, "workers", 64, "maximum worker goroutines")
 	fs.IntVar(&cfg.minWorkers, "min-workers", 0, "worker goroutines kept alive when idle")
+	fs.IntVar(&cfg.maxConns, "max-conns", defaultMaxConns, "connections served at once; one more is closed before the greeting (0: no bound)")
 	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server, at most 1024 (0: Go's default, one per CPU)")
 	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them (positive; a second signal ends the process at once)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
@@ -125,6 +132,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	if cfg.workers <= 0 || cfg.minWorkers < 0 || cfg.minWorkers > cfg.workers {
 		fmt.Fprintln(stderr, "tpnbd: -workers must be positive and -min-workers from 0 to -workers")
 		return cfg, errors.New("bad -workers or -min-workers")
+	}
+	if cfg.maxConns < 0 {
+		fmt.Fprintln(stderr, "tpnbd: -max-conns must be 0 (no bound) or positive")
+		return cfg, errors.New("bad -max-conns")
 	}
 	if len(cfg.name) > maxNameLen {
 		fmt.Fprintf(stderr, "tpnbd: -name must be at most %d bytes\n", maxNameLen)
@@ -173,7 +184,7 @@ func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.A
 	}
 	defer pool.Close()
 
-	srv := &nbd.Server{Export: exp, Exec: poolExec{pool}, SimpleRepliesOnly: !cfg.structured, Inline: cfg.inline}
+	srv := &nbd.Server{Export: exp, Exec: poolExec{pool}, SimpleRepliesOnly: !cfg.structured, Inline: cfg.inline, MaxConns: cfg.maxConns}
 	if srv.TLS, srv.TLSConfig, err = cfg.tls.load(); err != nil {
 		return err
 	}

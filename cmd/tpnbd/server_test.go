@@ -137,9 +137,9 @@ func TestMissingToolSkipsUnlessRequired(t *testing.T) {
 
 // Flag values that cannot mean anything are refused: a -procs below 0 or
 // above 1024, a -shutdown-wait that would give up before a shutdown
-// begins, worker limits the pool cannot hold, and an export name over the
-// protocol's 4096 bytes, as bad flags (exit status 2) before any file is
-// opened. Go keeps GOMAXPROCS in 32 bits: a -procs of 2^32+1 ran the
+// begins, worker limits the pool cannot hold, a -max-conns below 0, and an
+// export name over the protocol's 4096 bytes, as bad flags (exit status 2)
+// before any file is opened. Go keeps GOMAXPROCS in 32 bits: a -procs of 2^32+1 ran the
 // server with GOMAXPROCS 1.
 func TestFlagsRefuseNonsense(t *testing.T) {
 	for _, args := range [][]string{
@@ -153,6 +153,7 @@ func TestFlagsRefuseNonsense(t *testing.T) {
 		{"-min-workers", "-1"},
 		{"-min-workers", "65"},
 		{"-min-workers", "5", "-workers", "4"},
+		{"-max-conns", "-1"},
 	} {
 		var stderr strings.Builder
 		_, err := parseFlags(append(args, "disk.img"), &stderr)
@@ -277,4 +278,27 @@ func TestUnixStaleSocketTakenOnce(t *testing.T) {
 	_, err = c.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF, "another listener than the winner took the path")
 	require.NoError(t, c.Close())
+}
+
+// -max-conns reaches the server: with one connection open, the next is
+// closed before the server's greeting. The default bounds them at 128.
+func TestMaxConnsFlag(t *testing.T) {
+	cfg, err := parseFlags([]string{"disk.img"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 128, cfg.maxConns)
+
+	s := startTpnbd(t, 1<<20, false, "-max-conns", "1")
+	greeting := make([]byte, 8)
+	first, err := net.Dial("unix", s.sock)
+	require.NoError(t, err)
+	defer first.Close()
+	_, err = io.ReadFull(first, greeting)
+	require.NoError(t, err)
+	require.Equal(t, "NBDMAGIC", string(greeting))
+	second, err := net.Dial("unix", s.sock)
+	require.NoError(t, err)
+	defer second.Close()
+	n, err := second.Read(greeting)
+	require.Zero(t, n)
+	require.ErrorIs(t, err, io.EOF)
 }

@@ -22,8 +22,9 @@ const (
 	DefaultMaxBytes         = 64 << 20
 )
 
-// Server serves one Export to any number of connections. Set its exported
-// fields before the first Serve and do not change them afterwards.
+// Server serves one Export to any number of connections (at most MaxConns
+// at once, when set). Set its exported fields before the first Serve and do
+// not change them afterwards.
 type Server struct {
 	// Export is the export served; required.
 	Export *Export
@@ -43,6 +44,13 @@ type Server struct {
 	// MaxBytes bounds the payload bytes one connection may hold the same
 	// way (a single request up to MaxPayload always fits).
 	MaxBytes int64
+	// MaxConns bounds the connections open at once, negotiating, in
+	// transmission or closing; 0 (or less) means no bound. With MaxBytes and
+	// MaxRequests it bounds what clients can make the server hold. A
+	// connection accepted while MaxConns are open is closed at once,
+	// before the server's greeting, and logged: its client sees the
+	// connection end.
+	MaxConns int
 	// SimpleRepliesOnly makes the server refuse NBD_OPT_STRUCTURED_REPLY
 	// and the metadata context options with NBD_REP_ERR_UNSUP, so that
 	// clients use simple replies and no block status (for comparison).
@@ -123,7 +131,10 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		delay = 0
 		c := &conn{srv: s, nc: nc, exp: s.Export, exec: s.Exec, negotiateBy: time.Now().Add(s.handshakeTimeout())}
-		if !s.track(c) {
+		if ok, full := s.track(c); !ok {
+			if full {
+				s.logf("nbd: %s: refused: %d connections open (MaxConns)", nc.RemoteAddr(), s.MaxConns)
+			}
 			nc.Close()
 			continue
 		}
@@ -278,19 +289,23 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// track registers a new connection; it reports false once closing.
-func (s *Server) track(c *conn) bool {
+// track registers a new connection; it reports false once closing, and
+// false with full set when MaxConns connections are open.
+func (s *Server) track(c *conn) (ok, full bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
-		return false
+		return false, false
+	}
+	if s.MaxConns > 0 && len(s.conns) >= s.MaxConns {
+		return false, true
 	}
 	if s.conns == nil {
 		s.conns = make(map[*conn]struct{})
 	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
-	return true
+	return true, false
 }
 
 // startTransmission marks c as past negotiation; it reports false once

@@ -127,3 +127,41 @@ func TestShutdownEndsServeBackingOff(t *testing.T) {
 		t.Fatal("Serve still waits to accept again after Shutdown")
 	}
 }
+
+// A server with MaxConns connections open closes the next one it accepts at
+// once, before its greeting, and logs it; once one of them has gone, a new
+// one is served.
+func TestMaxConnsRefusesConnectionsBeyondIt(t *testing.T) {
+	ts := startServer(t, serverConfig{tune: func(s *Server) { s.MaxConns = 2 }})
+	first, second := dial(t, ts), dial(t, ts)
+	first.connect("")
+	second.connect("")
+	dial(t, ts).expectEOF()
+	ts.waitLog("refused: 2 connections open (MaxConns)")
+	require.Equal(t, uint32(0), second.write(0, []byte("still served"), 0))
+
+	first.request(cmdDisc, 0, 0, 0, nil)
+	first.expectEOF()
+	// The server lets go of the first connection once its goroutines have
+	// finished: until then a new one is refused, at once.
+	for {
+		c := dial(t, ts)
+		if _, err := c.br.Peek(1); err == nil {
+			c.connect("")
+			errno, data := c.read(0, 12)
+			require.Equal(t, uint32(0), errno)
+			require.Equal(t, "still served", string(data))
+			return
+		}
+	}
+}
+
+// Without MaxConns, connections are not counted against any bound.
+func TestNoMaxConnsServesEveryConnection(t *testing.T) {
+	ts := startServer(t, serverConfig{})
+	for range 8 {
+		dial(t, ts).connect("")
+	}
+	found, _ := ts.findLog("MaxConns")
+	require.False(t, found)
+}
