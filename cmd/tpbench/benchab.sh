@@ -85,14 +85,20 @@ build rev "${2:-}"
 
 # Every line of $work/raw is "ROUND BENCHMARK-LINE", the benchmark's name
 # tagged with /v=base or /v=rev. A test binary run with GOMAXPROCS=1 names
-# its benchmarks without the -GOMAXPROCS suffix; they get -1.
+# its benchmarks without the -GOMAXPROCS suffix; they get -1. A test binary
+# that fails (a benchmark's short read) ends the comparison with its output,
+# which says why, on stderr.
 for r in $(seq "$rounds"); do
 	for g in "${groups[@]}"; do
 		for v in $(printf '%s\n' base rev | shuf); do
-			"$work/$v.test" -test.run '^$' -test.bench "$g" -test.benchtime "$benchtime" \
-				-randread.file "$work/data.dat" |
-				sed -n -e "s|^\(Benchmark[^ ]*\)-\([0-9][0-9]*\) |$r \1/v=$v-\2 |p" -e t \
-					-e "s|^\(Benchmark[^ ]*\) |$r \1/v=$v-1 |p" >>"$work/raw"
+			if ! "$work/$v.test" -test.run '^$' -test.bench "$g" -test.benchtime "$benchtime" \
+				-randread.file "$work/data.dat" >"$work/out"; then
+				echo "$(basename "$0"): the $v build failed in round $r, group $g:" >&2
+				cat "$work/out" >&2
+				exit 1
+			fi
+			sed -n -e "s|^\(Benchmark[^ ]*\)-\([0-9][0-9]*\) |$r \1/v=$v-\2 |p" -e t \
+				-e "s|^\(Benchmark[^ ]*\) |$r \1/v=$v-1 |p" "$work/out" >>"$work/raw"
 		done
 	done
 	echo "round $r of $rounds done" >&2

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -17,6 +18,13 @@ import (
 // exit status, its standard output and standard error, and the results file
 // (-o) it wrote, "" if none.
 func benchab(t *testing.T, lines string, args ...string) (code int, stdout, stderr, results string) {
+	t.Helper()
+	return benchabExiting(t, lines, 0, args...)
+}
+
+// benchabExiting is benchab with test binaries that exit with status after
+// printing lines, as a real one does when a benchmark fails.
+func benchabExiting(t *testing.T, lines string, status int, args ...string) (code int, stdout, stderr, results string) {
 	t.Helper()
 	script, err := filepath.Abs("benchab.sh")
 	require.NoError(t, err)
@@ -43,7 +51,8 @@ func benchab(t *testing.T, lines string, args ...string) (code int, stdout, stde
 	printed := filepath.Join(dir, "lines")
 	require.NoError(t, os.WriteFile(printed, []byte(lines), 0o644))
 	// go test -c -o BINARY .
-	fakeGo := "#!/bin/sh\nprintf '#!/bin/sh\\ncat %s\\n' '" + printed + "' >\"$4\" && chmod +x \"$4\"\n"
+	fakeGo := "#!/bin/sh\nprintf '#!/bin/sh\\ncat %s\\nexit %d\\n' '" + printed + "' " + strconv.Itoa(status) +
+		" >\"$4\" && chmod +x \"$4\"\n"
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "go"), []byte(fakeGo), 0o755))
 
 	out := filepath.Join(dir, "results.txt")
@@ -125,4 +134,20 @@ func TestBenchabRefusesBadUsage(t *testing.T) {
 		require.Empty(t, stdout, args)
 		require.Empty(t, results, args)
 	}
+}
+
+// A benchmark that fails (a short read, say) prints its failure on the test
+// binary's standard output and exits 1. benchab.sh stops there, and says
+// why on stderr: it filtered that output down to the benchmark lines, so it
+// used to exit 1 without a word, the failure and the failed build dropped.
+func TestBenchabReportsAFailedBenchmark(t *testing.T) {
+	lines := "BenchmarkRandRead/iodepth=1/numjobs=8/mode=defer-2 \t--- FAIL: BenchmarkRandRead/iodepth=1/numjobs=8/mode=defer-2\n" +
+		"    bench_test.go:146: randread: short read: read at offset 4096 returned 0 of 4096 bytes: EOF\n" +
+		"--- FAIL: BenchmarkRandRead\nFAIL\n"
+	code, stdout, stderr, results := benchabExiting(t, lines, 1, "-r", "2", "-g", "RandRead/", "HEAD")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "randread: short read", "the benchmark's failure reaches the user")
+	require.Contains(t, stderr, "round 1", "with the round")
+	require.Empty(t, stdout, "no ratios from a failed run")
+	require.Empty(t, results)
 }

@@ -114,8 +114,7 @@ func compare(o *options, stdout, stderr io.Writer) error {
 	if o.json {
 		return writeJSON(stdout, o, m, results)
 	}
-	writeTable(stdout, o, m, results)
-	return nil
+	return writeTable(stdout, o, m, results)
 }
 
 // compareShape runs the subjects of one shape alternately: every round runs

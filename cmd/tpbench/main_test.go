@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -323,4 +324,23 @@ func TestRunCeilingThreadsAboveTheBoundExitsTwo(t *testing.T) {
 
 	_, err := parseFlags([]string{"-size", "8k", "-bs", "512", "-iodepth", "1", "-numjobs", "1", "-design", "pool"}, &bytes.Buffer{})
 	require.NoError(t, err, "the designs other than the ceiling do not read on a thread per GOMAXPROCS")
+}
+
+// failingWriter refuses every write, as a full disk does.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errFull }
+
+var errFull = errors.New("no space left on device")
+
+// A report that cannot be written is a failed run, table or JSON: exit 1
+// with the write's error, not 0 with the results lost. The JSON's error
+// was returned, the table's ignored.
+func TestRunReportNotWrittenExitsOne(t *testing.T) {
+	for _, extra := range [][]string{{"-json"}, nil} {
+		var stderr bytes.Buffer
+		args := tinyRun(t.TempDir(), append([]string{"-iodepth", "1", "-numjobs", "1", "-mode", "defer"}, extra...)...)
+		require.Equal(t, 1, run(args, failingWriter{}, &stderr), "%q: %s", extra, stderr.String())
+		require.Contains(t, stderr.String(), errFull.Error(), "%q", extra)
+	}
 }

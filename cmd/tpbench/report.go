@@ -153,7 +153,25 @@ func ratioCell(v float64) string {
 	return fmt.Sprintf("%.3fx", v)
 }
 
-func writeTable(w io.Writer, o *options, m machine, results []*shapeResult) {
+// stickyWriter passes writes on until one fails, and keeps that error.
+type stickyWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *stickyWriter) Write(b []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(b)
+	s.err = err
+	return n, err
+}
+
+// writeTable writes the header and the table, and returns the first error
+// of its writes.
+func writeTable(out io.Writer, o *options, m machine, results []*shapeResult) error {
+	w := &stickyWriter{w: out}
 	writeHeader(w, o, m)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
@@ -176,4 +194,5 @@ func writeTable(w io.Writer, o *options, m machine, results []*shapeResult) {
 	tw.Flush()
 	fmt.Fprintln(w, "\nIOPS is the median over the rounds; the other figures cover every round.")
 	fmt.Fprintln(w, "CPU ns/IO and cores count the whole process (getrusage) over the measured runs.")
+	return w.err
 }
