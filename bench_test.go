@@ -192,10 +192,12 @@ func benchIdle(b *testing.B, opts ...threadpool.Option) {
 			b.Fatal(err)
 		}
 		wg.Wait()
-		cpu, start := randread.ProcessCPU(), time.Now()
+		// The CPU time is read inside the wall-clock interval.
+		start := time.Now()
+		cpu := randread.ProcessCPU()
 		time.Sleep(10 * time.Millisecond)
-		idleWall += time.Since(start)
 		idleCPU += randread.ProcessCPU() - cpu
+		idleWall += time.Since(start)
 	}
 	b.ReportMetric(float64(idleCPU)/float64(idleWall), "idle-cores")
 }

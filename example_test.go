@@ -90,15 +90,13 @@ func ExampleBatch() {
 
 // replyWriter buffers replies and sends them in one write per batch.
 type replyWriter struct {
-	buf    strings.Builder
-	writes int
+	buf strings.Builder
 }
 
 func (w *replyWriter) Flush() {
 	if w.buf.Len() == 0 {
 		return
 	}
-	w.writes++
 	fmt.Print(w.buf.String())
 	w.buf.Reset()
 }
@@ -123,14 +121,12 @@ func ExamplePool_DeferCall() {
 	if err := p.Shutdown(context.Background()); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("writes <= replies:", w.writes <= 5)
 	// Output:
 	// reply 0
 	// reply 1
 	// reply 2
 	// reply 3
 	// reply 4
-	// writes <= replies: true
 }
 
 // SubmitCo runs blocking work on the pool and waits for its result.
@@ -146,8 +142,11 @@ func ExamplePool_SubmitCo() {
 		info, err = os.Stat(os.TempDir())
 		return err
 	})
-	fmt.Println(err, info.IsDir())
-	// Output: <nil> true
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(info.IsDir())
+	// Output: true
 }
 
 // With an external loop the caller polls Fd and runs the callbacks itself.
