@@ -52,6 +52,13 @@ if ! [[ $benchtime =~ ^([1-9][0-9]*x|($num$unit)+)$ && $benchtime =~ [1-9] ]]; t
 	echo "$(basename "$0"): -t $benchtime: want a duration such as 0.3s or a count such as 100x" >&2
 	exit 2
 fi
+# The results go to $out once every round has run: find out now, not then,
+# that it cannot be written.
+if [ -d "$out" ] || { [ -e "$out" ] && [ ! -w "$out" ]; } ||
+	{ [ ! -e "$out" ] && [ ! -w "$(dirname -- "$out")" ]; }; then
+	echo "$(basename "$0"): -o $out: cannot be written" >&2
+	exit 2
+fi
 if [ ${#groups[@]} -eq 0 ]; then
 	groups=(
 		'RandReadDesign/iodepth=64/design=(pool|goroutine|chanpool)$'
@@ -64,7 +71,13 @@ fi
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d /tmp/benchab.XXXXXX)
-trap 'rm -rf "$work"' EXIT INT TERM
+trap 'rm -rf "$work"' EXIT
+# Ctrl-C or SIGTERM ends the script by that signal, once the EXIT trap has
+# removed $work: a trap that only removed it let the script go on, blame
+# the build whose binary the signal ended, and exit 1, which a calling loop
+# takes for a failure, not an interrupt, and goes on.
+trap 'trap - INT; kill -INT $$' INT
+trap 'trap - TERM; kill -TERM $$' TERM
 
 # build NAME REV: the test binary of revision REV (empty: the working tree).
 build() {

@@ -6,17 +6,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchio/threadpool/internal/cmdtest"
 )
 
-// benchab runs benchab.sh with args in a git repository of its own, made
-// for the test, whose one commit is the revision HEAD. A fake go command,
-// first on PATH, "builds" every test binary as a script that prints lines,
-// as the real one prints its benchmarks' results. It returns the script's
-// exit status, its standard output and standard error, and the results file
-// (-o) it wrote, "" if none.
+// benchab runs benchab.sh with args (see benchabCommand) and test binaries
+// that print lines, as the real ones print their benchmarks' results. It
+// returns the script's exit status, its standard output and standard error,
+// and the results file (-o) it wrote, "" if none.
 func benchab(t *testing.T, lines string, args ...string) (code int, stdout, stderr, results string) {
 	t.Helper()
 	return benchabExiting(t, lines, 0, args...)
@@ -25,6 +27,30 @@ func benchab(t *testing.T, lines string, args ...string) (code int, stdout, stde
 // benchabExiting is benchab with test binaries that exit with status after
 // printing lines, as a real one does when a benchmark fails.
 func benchabExiting(t *testing.T, lines string, status int, args ...string) (code int, stdout, stderr, results string) {
+	t.Helper()
+	printed := filepath.Join(t.TempDir(), "lines")
+	require.NoError(t, os.WriteFile(printed, []byte(lines), 0o644))
+	cmd, out := benchabCommand(t, "#!/bin/sh\ncat '"+printed+"'\nexit "+strconv.Itoa(status)+"\n", args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if err != nil {
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit)
+		code = exit.ExitCode()
+	}
+	if b, err := os.ReadFile(out); err == nil {
+		results = string(b)
+	}
+	return code, o.String(), e.String(), results
+}
+
+// benchabCommand returns the command that runs benchab.sh with args in a
+// git repository of its own, made for the test, whose one commit is the
+// revision HEAD, and with a fake go command first on PATH that "builds"
+// every test binary as the shell script binary. It also returns the path
+// of the results file (-o).
+func benchabCommand(t *testing.T, binary string, args ...string) (cmd *exec.Cmd, results string) {
 	t.Helper()
 	script, err := filepath.Abs("benchab.sh")
 	require.NoError(t, err)
@@ -48,28 +74,16 @@ func benchabExiting(t *testing.T, lines string, status int, args ...string) (cod
 
 	bin := filepath.Join(dir, "bin")
 	require.NoError(t, os.Mkdir(bin, 0o755))
-	printed := filepath.Join(dir, "lines")
-	require.NoError(t, os.WriteFile(printed, []byte(lines), 0o644))
+	fake := filepath.Join(dir, "binary")
+	require.NoError(t, os.WriteFile(fake, []byte(binary), 0o755))
 	// go test -c -o BINARY .
-	fakeGo := "#!/bin/sh\nprintf '#!/bin/sh\\ncat %s\\nexit %d\\n' '" + printed + "' " + strconv.Itoa(status) +
-		" >\"$4\" && chmod +x \"$4\"\n"
+	fakeGo := "#!/bin/sh\ncp '" + fake + "' \"$4\" && chmod +x \"$4\"\n"
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "go"), []byte(fakeGo), 0o755))
 
-	out := filepath.Join(dir, "results.txt")
-	cmd := exec.Command("bash", append([]string{copied, "-o", out}, args...)...)
+	results = filepath.Join(dir, "results.txt")
+	cmd = exec.Command("bash", append([]string{copied, "-o", results}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err = cmd.Run()
-	if err != nil {
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit)
-		code = exit.ExitCode()
-	}
-	if b, err := os.ReadFile(out); err == nil {
-		results = string(b)
-	}
-	return code, o.String(), e.String(), results
+	return cmd, results
 }
 
 // A test binary run with GOMAXPROCS=1 names its benchmarks without the
@@ -150,4 +164,35 @@ func TestBenchabReportsAFailedBenchmark(t *testing.T) {
 	require.Contains(t, stderr, "round 1", "with the round")
 	require.Empty(t, stdout, "no ratios from a failed run")
 	require.Empty(t, results)
+}
+
+// Ctrl-C (SIGINT to the foreground process group) ends benchab.sh by that
+// signal, once its temporary directory is removed, so that a shell loop
+// over several comparisons stops as well. Its trap used to remove the
+// directory and go on: it blamed the build whose test binary the signal
+// had ended ("the base build failed"), could not show that binary's
+// output (removed) and exited 1, which a calling loop takes for a failure
+// of its own before it starts its next comparison.
+func TestBenchabEndsByCtrlC(t *testing.T) {
+	started := filepath.Join(t.TempDir(), "started")
+	cmd, results := benchabCommand(t, "#!/bin/sh\necho \"$0\" >'"+started+".tmp'\nmv '"+started+".tmp' '"+started+"'\nexec sleep 60\n",
+		"-r", "2", "-g", "Submit/", "HEAD")
+	stdout, stderr, binary := cmdtest.CtrlC(t, cmd, started, time.Minute)
+	require.NotContains(t, stderr, "failed")
+	require.Empty(t, stdout)
+	require.NoFileExists(t, results)
+	require.NoDirExists(t, filepath.Dir(strings.TrimSpace(binary)), "the temporary directory is removed")
+}
+
+// A results file (-o) that cannot be written is refused before anything is
+// built or run: benchab.sh used to find out once every round had run, and
+// remove their results with its temporary directory.
+func TestBenchabRefusesAnUnwritableResultsFile(t *testing.T) {
+	lines := "BenchmarkSubmit/inflight=1/design=pool-2 \t 10 \t 100 ns/op\n"
+	out := filepath.Join(t.TempDir(), "no such directory", "results.txt")
+	code, stdout, stderr, _ := benchab(t, lines, "-r", "2", "-g", "Submit/", "-o", out, "HEAD")
+	require.Equal(t, 2, code, stderr)
+	require.Contains(t, stderr, "-o "+out+":")
+	require.NotContains(t, stderr, "round 1 of 2")
+	require.Empty(t, stdout)
 }

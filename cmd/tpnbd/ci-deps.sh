@@ -1,9 +1,11 @@
 #!/bin/sh
 # Installs the NBD clients and servers that tpnbd's integration tests and
-# compare.sh drive (Debian packages). Runs apt-get update only when a
-# package is missing; does nothing when all are installed.
+# compare.sh drive (Debian packages), and the C compiler and headers of cgo,
+# without which go test -race refuses to run ("-race requires cgo"; gcc
+# only recommends libc6-dev). Runs apt-get update only when a package is
+# missing; does nothing when all are installed.
 set -eu
-pkgs="qemu-utils nbdkit libnbd-bin fio"
+pkgs="qemu-utils nbdkit libnbd-bin fio gcc libc6-dev"
 missing=""
 for p in $pkgs; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

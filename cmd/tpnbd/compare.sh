@@ -14,6 +14,7 @@
 #   -r, -t  rounds and seconds per job; default 5 rounds of 1 second
 #       (about 4 minutes): short runs alternating often resist the noise of
 #       a shared machine better than long ones
+#   -s  size of the served file in MiB (default 256)
 #   -p  tpnbd -procs PROCS (GOMAXPROCS, at most 1024); default: Go's default
 #   -b  also run tpnbd -flush=defer built from git revision REV of this
 #       repository (tpnbd-base), alternating with the others, to measure a
@@ -41,13 +42,13 @@ while getopts "qTr:t:s:p:b:j:" opt; do
 	p) procs=$OPTARG ;;
 	b) base=$OPTARG ;;
 	j) only=$OPTARG ;;
-	*) sed -n '2,24p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,25p' "$0" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -gt 0 ]; then
 	echo "$(basename "$0"): unexpected argument $1 (every option starts with -)" >&2
-	sed -n '2,24p' "$0" >&2
+	sed -n '2,25p' "$0" >&2
 	exit 2
 fi
 

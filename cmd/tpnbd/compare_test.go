@@ -9,8 +9,11 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/batchio/threadpool/internal/cmdtest"
 )
 
 // compare.sh refuses a number that is not one (rounds, seconds, MiB,
@@ -179,15 +182,6 @@ func TestCompareMarksAServerThatDidNoIO(t *testing.T) {
 // stdout, its stderr and its exit status.
 func runCompareWithFakes(t *testing.T, iops map[string]int) (stdout, stderr string, code int) {
 	t.Helper()
-	bin := t.TempDir()
-	server := `#!/usr/bin/env bash
-while [ $# -gt 0 ]; do
-	case $1 in -k | -U) sock=$2; shift ;; esac
-	shift
-done
-dir=$(dirname "$sock")
-exec "$dir/tpnbd" -q -unix "$sock" "$dir/disk.img"
-`
 	var cases strings.Builder
 	for s, n := range iops {
 		fmt.Fprintf(&cases, "\t%s) iops=%d ;;\n", s, n)
@@ -209,11 +203,8 @@ line="3;fio-3;cmp;0;0;$((iops * 4));0;$iops"
 for ((i = 9; i <= 46; i++)); do line+=";0"; done
 echo "$line;0;0;0;0"
 `
-	for name, text := range map[string]string{"qemu-nbd": server, "nbdkit": server, "fio": fio} {
-		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte(text), 0o755))
-	}
 	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1")
-	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cmd.Env = append(os.Environ(), "PATH="+compareFakes(t, fio)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -223,4 +214,50 @@ echo "$line;0;0;0;0"
 		require.NoError(t, err)
 	}
 	return out.String(), errOut.String(), code
+}
+
+// compareFakes returns a directory holding stand-ins for compare.sh's
+// tools: qemu-nbd and nbdkit run tpnbd (as the script builds it) on the
+// socket they are given, and fio is the script fio.
+func compareFakes(t *testing.T, fio string) string {
+	t.Helper()
+	bin := t.TempDir()
+	server := `#!/usr/bin/env bash
+while [ $# -gt 0 ]; do
+	case $1 in -k | -U) sock=$2; shift ;; esac
+	shift
+done
+dir=$(dirname "$sock")
+exec "$dir/tpnbd" -q -unix "$sock" "$dir/disk.img"
+`
+	for name, text := range map[string]string{"qemu-nbd": server, "nbdkit": server, "fio": fio} {
+		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte(text), 0o755))
+	}
+	return bin
+}
+
+// Ctrl-C (SIGINT to the foreground process group) ends compare.sh by that
+// signal, once its servers are stopped and its directory removed, so that
+// a shell loop over several comparisons stops as well. Its trap used to
+// clean up and let the script go on, to exit 1 at its next step (or, in
+// the middle of starting the servers, after waiting 10 s for a socket that
+// was gone), which a calling loop takes for a failure, not an interrupt.
+func TestCompareEndsByCtrlC(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("compare.sh reads /proc (the load average, the servers' CPU time)")
+	}
+	started := filepath.Join(t.TempDir(), "started")
+	bin := compareFakes(t, `#!/usr/bin/env bash
+for a; do
+	case $a in --uri=*) uri=${a#--uri=} ;; esac
+done
+echo "${uri##*socket=}" >'`+started+`.tmp'
+mv '`+started+`.tmp' '`+started+`'
+exec sleep 60
+`)
+	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1")
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	stdout, _, sock := cmdtest.CtrlC(t, cmd, started, time.Minute)
+	require.Empty(t, stdout)
+	require.NoDirExists(t, filepath.Dir(strings.TrimSpace(sock)), "the temporary directory is removed")
 }

@@ -25,13 +25,18 @@ need() {
 }
 
 # setup_work NAME: makes a temporary directory $work, builds tpnbd into it,
-# and on exit kills the processes listed in $pids and removes $work.
+# and on exit kills the processes listed in $pids and removes $work. Ctrl-C
+# or SIGTERM ends the script by that signal, after that cleanup (the EXIT
+# trap): a trap that only cleaned up let the script go on and exit 1, which
+# a calling loop takes for a failure, not an interrupt.
 pids=()
 setup_work() {
 	local repo
 	repo=$(cd "$(dirname "$0")/../.." && pwd)
 	work=$(mktemp -d "/tmp/tpnbd-$1.XXXXXX")
-	trap cleanup EXIT INT TERM
+	trap cleanup EXIT
+	trap 'trap - INT; kill -INT $$' INT
+	trap 'trap - TERM; kill -TERM $$' TERM
 	(cd "$repo" && go build -o "$work/tpnbd" ./cmd/tpnbd)
 }
 
@@ -71,11 +76,14 @@ wait_tcp() {
 }
 
 # free_port_base N: prints a port P such that nothing listens on 127.0.0.1
-# ports P to P+N-1 (tried at random between 20000 and 59999).
+# ports P to P+N-1 (tried at random between 20000 and 32767). They stay
+# below Linux's ephemeral ports (32768 to 60999 by default): a port that a
+# client connection on 127.0.0.1 holds looks free to the probe below, which
+# only finds listeners, yet a server cannot listen on it.
 free_port_base() {
 	local base i _
 	for _ in $(seq 50); do
-		base=$((20000 + RANDOM % 40000))
+		base=$((20000 + RANDOM % (12769 - $1)))
 		for ((i = 0; i < $1; i++)); do
 			(exec 3<>"/dev/tcp/127.0.0.1/$((base + i))") 2>/dev/null && continue 2
 		done
