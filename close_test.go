@@ -863,7 +863,11 @@ func TestShutdownOnLoopContextEndsWhileCompletionsKeepComing(t *testing.T) {
 func submitWaitingFunc(t *testing.T, p *Pool, aDone <-chan struct{}) <-chan error {
 	giveUp := make(chan struct{})
 	timer := time.AfterFunc(30*time.Second, func() { close(giveUp) })
-	t.Cleanup(func() { timer.Stop() })
+	t.Cleanup(func() {
+		if timer.Stop() {
+			close(giveUp) // B must not outlive a test that failed before A's callback
+		}
+	})
 	bStarted, bErr := make(chan struct{}), make(chan error, 1)
 	_, err := p.Submit(func() error {
 		close(bStarted)
@@ -888,13 +892,15 @@ func submitWaitingFunc(t *testing.T, p *Pool, aDone <-chan struct{}) <-chan erro
 func closeWithAFuncWaitingForACallback(t *testing.T, p *Pool, drive func(closed <-chan error) error) {
 	inC, aDone := make(chan struct{}), make(chan struct{})
 	bErr := submitWaitingFunc(t, p, aDone)
+	// A before C: C's callback may run, and close the pool, before a
+	// Submit that followed C's returns.
+	_, err := p.Submit(func() error { <-inC; return nil }, func(error) { close(aDone) })
+	require.NoError(t, err)
 	closed := make(chan error, 1)
-	_, err := p.Submit(func() error { return nil }, func(error) {
+	_, err = p.Submit(func() error { return nil }, func(error) {
 		close(inC)
 		closed <- p.Close()
 	})
-	require.NoError(t, err)
-	_, err = p.Submit(func() error { <-inC; return nil }, func(error) { close(aDone) })
 	require.NoError(t, err)
 	require.NoError(t, drive(closed))
 	require.NoError(t, <-bErr)

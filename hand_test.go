@@ -236,6 +236,9 @@ func TestGoexitPutsTheHandBackOnTheQueue(t *testing.T) {
 		require.NoError(t, got[i], "request %d, left in the hand of a worker that exited", i)
 		require.True(t, f.ran[i].Load())
 	}
+	// A worker drops its played hand only when it next takes mu, which may
+	// come after the last callback: Close returns once every worker has left.
+	require.NoError(t, f.p.Close())
 	held, hands := f.inHand()
 	require.Zero(t, held)
 	require.Zero(t, hands)

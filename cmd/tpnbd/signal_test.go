@@ -122,6 +122,13 @@ func TestSecondSignalEndsShutdown(t *testing.T) {
 		_ = cmd.Process.Signal(syscall.SIGTERM) // the user presses Ctrl-C again
 		select {
 		case <-exited:
+			// Killed by the signal: a shutdown that ended by itself (the
+			// write timeout drops the stuck client after 30 s, as long as
+			// this wait) exits 0 instead.
+			ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus)
+			require.True(t, ok, "%v", cmd.ProcessState)
+			require.True(t, ws.Signaled() && ws.Signal() == syscall.SIGTERM,
+				"tpnbd ended its shutdown (%v) instead of dying of the second SIGTERM", cmd.ProcessState)
 			return
 		case <-deadline:
 			t.Fatal("a second SIGTERM did not end tpnbd within 30 s while its shutdown waited for a stuck client")
