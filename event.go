@@ -28,12 +28,7 @@ type event struct {
 // signal writes one signal. Any goroutine.
 func (e *event) signal() {
 	if err := e.wc.Write(e.writeFn); err != nil {
-		if e.n.closed.Load() {
-			// Close ran between Notify's check and this write: the signal
-			// comes after Close, and does nothing, as Notify documents.
-			return
-		}
-		e.n.wrote(err) // the descriptor was closed under the Notifier
+		e.n.wrote(err) // the descriptor was closed (by Close, or under the Notifier)
 	}
 }
 

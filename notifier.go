@@ -117,8 +117,9 @@ func (n *Notifier) wrote(err error) {
 		return
 	}
 	if n.closed.Load() {
-		// Close ran during the write (a pipe's read end already closed:
-		// EPIPE): the signal comes after Close, and does nothing.
+		// Close ran between Notify's check and the write, or during it (a
+		// pipe's read end already closed: EPIPE): the signal comes after
+		// Close, and does nothing, as Notify documents.
 		return
 	}
 	n.writeFailed(err)
