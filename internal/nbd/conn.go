@@ -150,13 +150,13 @@ func (c *conn) boundNegotiation() {
 }
 
 // negotiationEnd returns when a connection still negotiating must be done:
-// its time limit, or the sooner bound a Shutdown set (boundNegotiation).
+// the bound a Shutdown set (boundNegotiation, never past the time limit),
+// or else its time limit.
 func (c *conn) negotiationEnd() time.Time {
-	end := c.negotiateBy
-	if ns := c.stopBy.Load(); ns != 0 && ns < end.UnixNano() {
-		end = time.Unix(0, ns)
+	if ns := c.stopBy.Load(); ns != 0 {
+		return time.Unix(0, ns)
 	}
-	return end
+	return c.negotiateBy
 }
 
 // abort stops the reader goroutine at its next read. Any goroutine.
