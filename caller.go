@@ -178,7 +178,7 @@ func (p *Pool) runCoHere(e *element, gen uint64) bool {
 		return false
 	}
 	p.mu.Lock()
-	if e.gen.Load() != gen || !p.takeUnstarted(e) {
+	if e.gen != gen || !p.takeUnstarted(e) {
 		p.mu.Unlock()
 		return false
 	}

@@ -646,7 +646,6 @@ func (p *Pool) takeWakeups() {
 	case <-p.wakeCh:
 	default:
 	}
-	p.notified.Store(false)
 }
 
 // A loop restarted after a Callback called runtime.Goexit must drain and

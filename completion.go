@@ -10,36 +10,36 @@ import (
 // only the producer that finds no wake-up pending writes one, so a burst of
 // completions costs one channel send or one eventfd write. It reports
 // whether this call wrote the wake-up. Any goroutine.
+//
+// The channel's one slot is the pending wake-up: a send that finds it full
+// fails without taking the channel's lock, so the producers of a burst after
+// the first cost a load each, and the loop's receive re-arms it.
 func (p *Pool) wakeLoop() bool {
 	if p.notifier != nil {
 		return p.notifier.notify()
 	}
-	if p.notified.Load() || p.notified.Swap(true) {
-		return false
-	}
-	p.chanWakes.Add(1)
 	select {
 	case p.wakeCh <- struct{}{}:
+		p.chanWakes.Add(1)
+		return true
 	default:
+		return false
 	}
-	return true
 }
 
-// waitWake blocks until the loop is woken and takes the wake-up, clearing the
-// pending flag before the caller drains, so that a producer racing with the
-// drain wakes the loop again. Loop goroutine only.
+// waitWake blocks until the loop is woken and takes the wake-up before the
+// caller drains, so that a producer racing with the drain wakes the loop
+// again. Loop goroutine only.
 func (p *Pool) waitWake(ctx context.Context) error {
 	if p.notifier != nil {
 		return p.notifier.Wait(ctx)
 	}
 	if ctx.Done() == nil { // the pool's own loop: a plain receive, no select
 		<-p.wakeCh
-		p.notified.Store(false)
 		return nil
 	}
 	select {
 	case <-p.wakeCh:
-		p.notified.Store(false)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

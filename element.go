@@ -10,8 +10,10 @@ const maxFree = 4096
 
 // element is one request. Elements are recycled: after the callback has run
 // (or a SubmitCo call and its worker are both done with it) the element goes
-// back to the pool and its generation is bumped, so a stale Handle never
-// matches it again.
+// back to the pool, and its generation is bumped when it serves the next
+// request, so a stale Handle never matches that one. Until then a stale Handle
+// matches a request that is neither queued nor in a hand, which Cancel leaves
+// alone.
 type element struct {
 	// pool is written once when the element is allocated.
 	pool *Pool
@@ -22,10 +24,10 @@ type element struct {
 	cb Callback
 	co bool
 
-	// gen counts the element's lives. It is bumped when the element is
-	// recycled, which never happens while it is queued, so a read under
-	// Pool.mu that finds the element queued sees its current life.
-	gen atomic.Uint64
+	// gen counts the element's lives: alloc bumps it as a life begins.
+	// Guarded by Pool.mu, so Cancel, which checks it under Pool.mu, sees
+	// the life of the request it finds queued or in a hand.
+	gen uint64
 
 	// prev and next link the pending queue (guarded by Pool.mu); next also
 	// links the free list (guarded by Pool.mu) and a chain of recycled
@@ -107,12 +109,12 @@ func (p *Pool) unqueue(e *element) {
 }
 
 // alloc takes an element from the free list, refilled from the recycled
-// chain, or makes one. mu held.
+// chain, or makes one, and begins its next life (gen). mu held.
 func (p *Pool) alloc() *element {
 	e := p.free
 	if e == nil {
 		if e = p.recycled.Swap(nil); e == nil {
-			return &element{pool: p}
+			return &element{pool: p, gen: 1}
 		}
 		// A chain pushed between the Swap and this Store is not counted:
 		// the bound is loose, not exact.
@@ -120,6 +122,7 @@ func (p *Pool) alloc() *element {
 	}
 	p.free = e.next
 	e.next = nil
+	e.gen++
 	return e
 }
 
@@ -129,7 +132,6 @@ func (p *Pool) alloc() *element {
 // chain is left to the garbage collector. Any goroutine that owns the chain.
 func (p *Pool) recycle(head, tail *element, n int) {
 	for e := head; e != nil; e = e.next {
-		e.gen.Add(1)
 		e.fn, e.cb, e.err, e.co = nil, nil, nil, false
 		e.doneNext = nil
 	}

@@ -57,7 +57,7 @@ type Pool struct {
 	maxQueued    int
 	idleTimeout  time.Duration
 	notifier     *Notifier     // the loop's eventfd; nil with the channel wake-up
-	wakeCh       chan struct{} // the loop's channel wake-up; nil with the notifier
+	wakeCh       chan struct{} // the loop's channel wake-up, one slot: full while one is pending; nil with the notifier
 	spinFor      time.Duration // longest spin of a worker; 0: none (spin.go)
 	spinTurn     time.Duration // longest turn of a spin before it ends (spin.go)
 
@@ -125,9 +125,6 @@ type Pool struct {
 	// done is the stack of finished requests, newest first; pushed by any
 	// goroutine, taken whole by the loop.
 	done atomic.Pointer[element]
-	// notified coalesces channel wake-ups: set by the producer that sends,
-	// cleared by the loop before it drains.
-	notified atomic.Bool
 
 	// Loop goroutine only (the caller of RunCompletions with an external loop).
 	deferrer         Deferrer
@@ -337,7 +334,7 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 		}
 		e.refs.Store(2)
 	}
-	gen := e.gen.Load()
+	gen := e.gen
 	p.pending.Add(1)
 	p.submitted++
 	// A SubmitCo request that no worker will take: no idle worker, no room
@@ -373,7 +370,7 @@ func (p *Pool) cancel(e *element, gen uint64) bool {
 	p.cancelMu.RLock()
 	defer p.cancelMu.RUnlock()
 	p.mu.Lock()
-	if e.gen.Load() != gen || !p.takeUnstarted(e) {
+	if e.gen != gen || !p.takeUnstarted(e) {
 		p.mu.Unlock()
 		return false
 	}
