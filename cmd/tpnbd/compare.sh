@@ -7,6 +7,9 @@
 # the median IOPS over the rounds. A run of fio that fails counts as 0 IOPS;
 # a ratio whose divisor is 0 shows as -, and a server whose median IOPS is 0
 # for a job is named on stderr and makes the script exit 1 after the tables.
+# Two more tables give each server's CPU time per request and the CPU of
+# each fio job, in cores: a job is one thread, so at 1.00 the client, not
+# the server, sets the pace of that row.
 #
 # Usage: cmd/tpnbd/compare.sh [-q] [-tcp] [-r ROUNDS] [-t SECONDS] [-s SIZE_MIB] [-p PROCS] [-b REV] [-j JOBS]
 #   -q  quick mode: 1 round of 1 second per job (about 45 s in all)
@@ -158,8 +161,10 @@ fi
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 hz=$(getconf CLK_TCK)
 
-# One fio run; prints total IOPS (read + write) and the server's CPU time
-# per request in microseconds: 0 and 0.0 if fio fails or reports nothing.
+# One fio run; prints total IOPS (read + write), the server's CPU time per
+# request in microseconds, and the CPU of each fio job in cores (fio's user
+# and system percentages, which group reporting averages over the jobs):
+# 0, 0.0 and 0.00 if fio fails or reports nothing.
 run_fio() {
 	local server=$1 rw=$2 depth=$3 n=$4 t0 t1
 	t0=$(cpu_ticks "${pid[$server]}")
@@ -168,13 +173,13 @@ run_fio() {
 		--time_based --runtime="$runtime" --group_reporting \
 		--output-format=terse --terse-version=3 --randrepeat=0 >"$work/fio.out"; then
 		echo "$(basename "$0"): fio failed against $server ($rw iodepth=$depth numjobs=$n): counted as 0 IOPS" >&2
-		echo "0 0.0"
+		echo "0 0.0 0.00"
 		return
 	fi
 	t1=$(cpu_ticks "${pid[$server]}")
 	awk -F';' -v ticks=$((t1 - t0)) -v hz="$hz" '
-		/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0; found = 1 }
-		END { if (!found) print "0 0.0" }' "$work/fio.out"
+		/^3;/ { ios = ($6 + $47) / 4; printf "%d %.1f %.2f\n", $8 + $49, ios ? ticks * 1e6 / hz / ios : 0, ($88 + $89) / 100; found = 1 }
+		END { if (!found) print "0 0.0 0.00" }' "$work/fio.out"
 }
 
 cd "$work" # fio runs here
@@ -190,16 +195,17 @@ for round in $(seq "$rounds"); do
 	for job in "${jobs[@]}"; do
 		IFS=: read -r rw depth n <<<"$job"
 		for s in "${order[@]}"; do
-			read -r iops cpu < <(run_fio "$s" "$rw" "$depth" "$n")
-			echo "$job $s $iops $cpu" >>"$results"
-			printf 'round %d %-9s iodepth=%-2s numjobs=%s %-11s %8s IOPS %6s us CPU/request\n' \
-				"$round" "$rw" "$depth" "$n" "$s" "$iops" "$cpu" >&2
+			read -r iops cpu fio < <(run_fio "$s" "$rw" "$depth" "$n")
+			echo "$job $s $iops $cpu $fio" >>"$results"
+			printf 'round %d %-9s iodepth=%-2s numjobs=%s %-11s %8s IOPS %6s us CPU/request, fio %s cores/job\n' \
+				"$round" "$rw" "$depth" "$n" "$s" "$iops" "$cpu" "$fio" >&2
 		done
 	done
 done
 
-# Median per (job, server), then one row per job: IOPS, then the servers'
-# CPU time per request. A ratio whose divisor is 0 is -.
+# Median per (job, server), then one row per job, of the results' column
+# col: IOPS (3), the servers' CPU time per request (4), fio's cores per job
+# (5). A ratio whose divisor is 0 is -.
 table() {
 	awk -v servers="${servers[*]}" -v col="$1" -v unit="$2" "$awk_median"'
 	function ratio(a, b) { return b > 0 ? sprintf("%.2f", a / b) : "-" }
@@ -218,7 +224,7 @@ table() {
 		for (k = 1; k <= njobs; k++) {
 			split(order[k], f, ":")
 			printf "| %s | %s | %s |", f[1], f[2], f[3]
-			for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf (col == 3 ? " %d |" : " %.1f |"), m[s[i]] }
+			for (i = 1; i <= ns; i++) { m[s[i]] = median(order[k] SUBSEP s[i]); printf (col == 3 ? " %d |" : col == 4 ? " %.1f |" : " %.2f |"), m[s[i]] }
 			printf " %s | %s | %s |", ratio(m["tpnbd-defer"], m["tpnbd-each"]), ratio(m["tpnbd-defer"], m["qemu-nbd"]), ratio(m["tpnbd-defer"], m["nbdkit"])
 			if (withbase) printf " %s |", ratio(m["tpnbd-defer"], m["tpnbd-base"])
 			printf "\n"
@@ -235,6 +241,10 @@ echo
 echo "Median server CPU time per request in microseconds (lower is better):"
 echo
 table 4 "CPU us/req"
+echo
+echo "Median CPU of each fio job in cores (user + system; a job is one thread: at 1.00 the client sets the pace):"
+echo
+table 5 "fio cores/job"
 
 # A server with a median of 0 IOPS for a job failed or did nothing in most
 # of its rounds: its figures compare nothing.

@@ -139,7 +139,9 @@ func argumentTools(t *testing.T) string {
 // no I/O, has no ratio: the table shows "-" where it divided by zero
 // (inf under mawk, a fatal error under gawk), and the script says on
 // stderr which server did no I/O and exits 1 once the tables are out. A
-// failed fio run used to end the script at once, with no table.
+// failed fio run used to end the script at once, with no table. The table
+// of fio's CPU per job shows what fio reported (fakeFioCores for a run
+// that did not fail), 0.00 for a failed run.
 func TestCompareMarksAServerThatDidNoIO(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("compare.sh reads /proc (the load average, the servers' CPU time)")
@@ -162,6 +164,7 @@ func TestCompareMarksAServerThatDidNoIO(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			stdout, stderr, code := runCompareWithFakes(t, c.iops)
 			require.Contains(t, stdout, row(c.iops, c.ratios), "stderr: %s", stderr)
+			require.Contains(t, stdout, fioCoresRow(c.iops), "stderr: %s", stderr)
 			require.NotContains(t, stdout, "inf")
 			require.NotContains(t, stdout, "nan")
 			if c.idle == "" {
@@ -173,6 +176,31 @@ func TestCompareMarksAServerThatDidNoIO(t *testing.T) {
 			require.Contains(t, stderr, c.idle+" did no I/O")
 		})
 	}
+}
+
+// fakeFioCores is the CPU the fake fio reports for its job: 12.5% user
+// and 37.5% system time.
+const fakeFioCores = 0.5
+
+// fioCoresRow is compare.sh's row of fio's cores per job for the run of
+// runCompareWithFakes with iops: fakeFioCores for each server whose fio run
+// succeeded, 0 for one whose run failed, and the ratios of those.
+func fioCoresRow(iops map[string]int) string {
+	cores := map[string]float64{}
+	for s, n := range iops {
+		if n >= 0 {
+			cores[s] = fakeFioCores
+		}
+	}
+	ratio := func(a, b string) string {
+		if cores[b] == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.2f", cores[a]/cores[b])
+	}
+	return fmt.Sprintf("| randread | 1 | 1 | %.2f | %.2f | %.2f | %.2f | %s | %s | %s |",
+		cores["tpnbd-defer"], cores["tpnbd-each"], cores["qemu-nbd"], cores["nbdkit"],
+		ratio("tpnbd-defer", "tpnbd-each"), ratio("tpnbd-defer", "qemu-nbd"), ratio("tpnbd-defer", "nbdkit"))
 }
 
 // runCompareWithFakes runs compare.sh -q on one job with stand-ins for
@@ -198,10 +226,10 @@ if [ "$iops" -lt 0 ]; then
 	exit 1
 fi
 # Terse version 3: read KiB in field 6, read IOPS in 8, the same for
-# writes in 47 and 49.
+# writes in 47 and 49, the job's user and system CPU in 88 and 89.
 line="3;fio-3;cmp;0;0;$((iops * 4));0;$iops"
-for ((i = 9; i <= 46; i++)); do line+=";0"; done
-echo "$line;0;0;0;0"
+for ((i = 9; i <= 87; i++)); do line+=";0"; done
+echo "$line;12.500000%;37.500000%;0;0;0"
 `
 	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1")
 	cmd.Env = append(os.Environ(), "PATH="+compareFakes(t, fio)+string(os.PathListSeparator)+os.Getenv("PATH"))
