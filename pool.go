@@ -449,9 +449,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	for p.unstarted() > p.transit && p.workers < p.maxWorkers {
 		p.spawn(true)
 	}
-	if p.workers > p.maxWorkers {
-		p.wakeAllIdle()
-	}
+	p.wakeIdleAboveMax()
 	return nil
 }
 

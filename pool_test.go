@@ -839,6 +839,42 @@ func TestMaxQueuedAfterLoweringMax(t *testing.T) {
 	require.ErrorIs(t, err, ErrQueueFull, "one waits now")
 }
 
+// TestMaxQueuedAfterLoweringMaxWithIdleWorkers: lowering max below the
+// number of idle workers leaves the idle ones that stay counted, so requests
+// they will take do not count against WithMaxQueued. SetLimits used to wake
+// every idle worker to re-check the limits, which took them all off the
+// idle list before any of them ran: the second request after it was
+// refused with ErrQueueFull, though three workers were about to be free.
+// With one processor the woken workers cannot run before the Submits.
+func TestMaxQueuedAfterLoweringMaxWithIdleWorkers(t *testing.T) {
+	p := newPool(t, WithMinWorkers(4), WithMaxWorkers(4), WithMaxQueued(1), WithSpin(0))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 4 }, "min workers go idle")
+	g := newGate(4)
+	defer g.release()
+	done := make(chan error, 4)
+	cb := func(err error) { done <- err }
+	procs := runtime.GOMAXPROCS(1)
+	require.NoError(t, p.SetLimits(0, 3))
+	errs := make([]error, 5)
+	for i := range errs {
+		_, errs[i] = p.Submit(g.fn(i, nil), cb)
+	}
+	runtime.GOMAXPROCS(procs)
+	for i := range 3 {
+		require.NoError(t, errs[i], "request %d has an idle worker that stays", i)
+	}
+	require.NoError(t, errs[3], "one request may wait")
+	require.ErrorIs(t, errs[4], ErrQueueFull)
+	for range 3 {
+		<-g.started
+	}
+	g.release()
+	for range 4 {
+		require.NoError(t, <-done)
+	}
+	eventually(t, func() bool { return p.Stats().Workers == 3 }, "the worker above max exits")
+}
+
 // TestGoexitWorkerReplacedUpToMin: a worker lost to runtime.Goexit is
 // replaced even when nothing is queued, so that min workers stay alive.
 func TestGoexitWorkerReplacedUpToMin(t *testing.T) {

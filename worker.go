@@ -119,8 +119,10 @@ func (p *Pool) popIdle() *worker {
 // queue. The worker runs e as soon as it wakes, without taking mu again to
 // find it. From here on e counts as running (Stats.Running), and Cancel and
 // Close leave it to run, as they do a request that has started. It reports
-// whether it handed e over. No worker is idle while the pool is above max
-// (SetLimits wakes them all, and next never parks one then). mu held.
+// whether it handed e over. A worker may be idle while the pool is above
+// max, until the ones SetLimits woke have exited (wakeIdleAboveMax): the
+// one handed e runs it and then looks at the limits, like a busy worker.
+// mu held.
 func (p *Pool) handOff(e *element) bool {
 	if p.running > 0 || p.transit > 0 || p.unstarted() > 0 {
 		return false
@@ -164,8 +166,27 @@ func (p *Pool) arrive(w *worker) bool {
 	return true
 }
 
-// wakeAllIdle signals every idle worker so that it re-checks the limits and
-// the closing flag. mu held.
+// wakeIdleAboveMax wakes as many idle workers as the pool has above max,
+// the longest idle first, so that they exit. The others stay on the idle
+// list, where Submit finds them and WithMaxQueued counts them (waking them
+// all to re-check the limits took them off it before any of them ran). A
+// busy worker that finishes its request first exits in place of a woken
+// one, which then looks for a request like any woken worker. mu held.
+func (p *Pool) wakeIdleAboveMax() {
+	k := min(len(p.idle), p.workers-p.maxWorkers)
+	if k <= 0 {
+		return
+	}
+	for _, w := range p.idle[:k] {
+		w.wake <- struct{}{}
+	}
+	n := copy(p.idle, p.idle[k:])
+	clear(p.idle[n:])
+	p.idle = p.idle[:n]
+}
+
+// wakeAllIdle signals every idle worker so that it sees that the pool is
+// closing. mu held.
 func (p *Pool) wakeAllIdle() {
 	p.kickSpinner()
 	for i, w := range p.idle {
