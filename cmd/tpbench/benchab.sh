@@ -21,8 +21,10 @@
 # op) with its range, and in how many rounds REV was ahead; then, within
 # each build, the ratios the pool is judged by (the pool against a
 # goroutine per request and a channel-fed pool, defer against the ceiling
-# and against each, Submit against a goroutine per request), again as
-# medians of the per-round ratios, for the pairs that both ran.
+# and against each, Submit against a goroutine per request with one and 64
+# requests in flight, and the floor: chanpool against a goroutine per
+# request with one in flight), again as medians of the per-round ratios,
+# for the pairs that both ran.
 set -euo pipefail
 
 rounds=8 benchtime=0.3s out=benchab.txt groups=()
@@ -32,12 +34,12 @@ while getopts "r:t:o:g:" opt; do
 	t) benchtime=$OPTARG ;;
 	o) out=$OPTARG ;;
 	g) groups+=("$OPTARG") ;;
-	*) sed -n '2,25p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,${/^#/!q;p;}' "$0" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-	sed -n '2,25p' "$0" >&2
+	sed -n '2,${/^#/!q;p;}' "$0" >&2
 	exit 2
 fi
 if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then

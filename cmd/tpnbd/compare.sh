@@ -45,13 +45,13 @@ while getopts "qTr:t:s:p:b:j:" opt; do
 	p) procs=$OPTARG ;;
 	b) base=$OPTARG ;;
 	j) only=$OPTARG ;;
-	*) sed -n '2,25p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,${/^#/!q;p;}' "$0" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -gt 0 ]; then
 	echo "$(basename "$0"): unexpected argument $1 (every option starts with -)" >&2
-	sed -n '2,25p' "$0" >&2
+	sed -n '2,${/^#/!q;p;}' "$0" >&2
 	exit 2
 fi
 

@@ -96,6 +96,24 @@ func TestCompareRefusesUnknownOptions(t *testing.T) {
 	requireRefused(t, []string{"-x"}, "Usage: cmd/tpnbd/compare.sh")
 }
 
+// The usage printed on a refusal is the whole comment block at the top of
+// the script: compare.sh and sparsecopy.sh printed a fixed range of lines,
+// which had fallen behind the comments and cut compare.sh's help in the
+// middle of a sentence.
+func TestScriptsPrintTheirWholeUsage(t *testing.T) {
+	for _, script := range []string{"compare.sh", "sparsecopy.sh"} {
+		usage := cmdtest.Usage(t, script)
+		require.Contains(t, usage, "Usage: cmd/tpnbd/"+script)
+		require.Contains(t, usage, "# Needs ", script)
+		cmd := exec.Command("bash", script, "-x")
+		cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		require.Error(t, cmd.Run(), script)
+		require.True(t, strings.HasSuffix(stderr.String(), usage), "%s printed:\n%s", script, stderr.String())
+	}
+}
+
 // requireRefused runs compare.sh with args and requires that it print
 // nothing, exit 2 and say why on stderr, in words containing want. Its PATH
 // has none of the tools the comparison runs: if it took args, it would stop

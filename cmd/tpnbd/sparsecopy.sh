@@ -19,13 +19,13 @@ while getopts "r:s:" opt; do
 	case $opt in
 	r) rounds=$OPTARG ;;
 	s) size_mib=$OPTARG ;;
-	*) sed -n '2,14p' "$0" >&2; exit 2 ;;
+	*) sed -n '2,${/^#/!q;p;}' "$0" >&2; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
 if [ $# -gt 0 ]; then
 	echo "$(basename "$0"): unexpected argument $1 (every option starts with -)" >&2
-	sed -n '2,14p' "$0" >&2
+	sed -n '2,${/^#/!q;p;}' "$0" >&2
 	exit 2
 fi
 
