@@ -42,6 +42,9 @@ import "context"
 //     descriptor closes, after that; a Close from any other goroutine waits
 //     for it. WithExternalLoop, the loop delivers the rest through
 //     RunCompletions or its own Close, which releases the descriptor.
+//
+// Close returns nil, except WithExternalLoop, where the Close that releases
+// Fd returns the error of closing it, if any.
 func (p *Pool) Close() error {
 	w, onLoop := p.caller()
 	return p.close(w, onLoop)
@@ -93,8 +96,9 @@ func (p *Pool) closeOnLoop() error {
 
 // Shutdown stops the pool gracefully: Submit, SubmitCo and SetLimits return
 // ErrClosed from the moment it begins, but queued requests still run. It
-// returns nil once every callback has run and every goroutine and descriptor
-// of the pool is released, as after Close.
+// returns nil (WithExternalLoop, the error of releasing Fd, if any) once
+// every callback has run and every goroutine and descriptor of the pool is
+// released, as after Close.
 //
 // Shutdown is bounded by ctx, like net/http's Server.Shutdown: if ctx ends
 // first, Shutdown cancels what is still queued (those callbacks get

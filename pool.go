@@ -153,9 +153,11 @@ type Pool struct {
 // New makes a pool. With the default options it starts its completion
 // goroutine, its reaper (which retires idle workers; it holds a pipe's two
 // ends) and no worker (workers start on demand, up to 64, and exit after
-// 10s idle). Invalid options return an error wrapping ErrInvalidLimits. The
-// caller must Close (or Shutdown) the pool to release its goroutines and
-// file descriptors.
+// 10s idle). Invalid options return an error wrapping ErrInvalidLimits; New
+// also fails, with the system's error, when it cannot make its eventfd (a
+// pipe on darwin and freebsd) or the reaper's pipe (out of file
+// descriptors, say). The caller must Close (or Shutdown) the pool to release
+// its goroutines and file descriptors.
 func New(opts ...Option) (*Pool, error) {
 	c := defaultConfig()
 	for _, o := range opts {
@@ -244,7 +246,8 @@ func (p *Pool) Submit(fn Func, cb Callback) (Handle, error) {
 // fn runs, SubmitCo returns ctx's error at once and fn finishes in the
 // background. SubmitCo returns ErrCanceled when Close, or a Shutdown whose ctx
 // ended, canceled the queued request, and the errors of Submit for a request
-// it did not accept.
+// it did not accept. If ctx has already ended, SubmitCo returns ctx's error
+// and submits nothing (a nil fn is checked first: ErrNilFunc).
 //
 // The result goes from the worker straight to the caller, not through the
 // completion loop, so SubmitCo may be called from any goroutine: from a
@@ -427,7 +430,8 @@ func (p *Pool) signalQuiet() {
 // worker may have taken with it); queued work gets new workers if max grew:
 // one for each queued request that no worker is on its way to yet (those
 // started for min take queued requests first), up to max.
-// After Shutdown or Close began it returns ErrClosed. SetLimits never waits
+// After Shutdown or Close began it returns ErrClosed (limits that are
+// invalid are reported as such first). SetLimits never waits
 // for a worker, so the same holds from any goroutine: a Callback, a Func (its
 // own worker, if above the new max, exits once the Func returns), or any
 // other goroutine.
@@ -474,7 +478,8 @@ type Stats struct {
 	MaxDrain  uint64 // most callbacks delivered in one batch
 	LoopWakes uint64 // wake-ups written to the completion loop (eventfd writes or channel sends)
 	// WaitErrors counts the waits on the loop's eventfd that failed with a
-	// read error (by the pool's own loop, or by Shutdown WithExternalLoop).
+	// read error (by the pool's own loop, or by Close or Shutdown
+	// WithExternalLoop).
 	// After one, the waiter delivers what is done and polls, 1 to 64 ms
 	// apart, until a wait succeeds: no completion is stranded, but they are
 	// late, so a count that grows means the descriptor is broken.

@@ -8,7 +8,7 @@
 //
 // It listens on 127.0.0.1:10809 unless -tcp or -unix says otherwise, and
 // stops cleanly on SIGINT or SIGTERM: it stops reading requests, answers
-// the ones already read, syncs the file and exits. A signal that comes
+// the ones already read, syncs the file (unless -readonly) and exits. A signal that comes
 // while it is still starting makes it exit 0 without serving once the step
 // it is in (opening the file, reading the TLS files) is done.
 package main

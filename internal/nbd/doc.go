@@ -9,7 +9,8 @@
 // from a connection is handed to it as a work function (the pread, pwrite
 // or fdatasync) and a completion callback. The one exception is
 // [Server.Inline]: a connection with nothing in the Executor answers a
-// read from the page cache (which does not wait) and a buffered write
+// read shorter than 64 KiB whose data is all in the page cache (which does
+// not wait; Linux only) and a write without FUA (a buffered write)
 // itself, and such a write may still wait while the kernel throttles a
 // writer of too many dirty pages. The Executor runs the callbacks on one
 // goroutine, in batches; a callback appends its reply to the connection's
