@@ -990,3 +990,41 @@ func TestCloseFromCallbackGoexitNestedWhileFuncRuns(t *testing.T) {
 	require.NoError(t, res.once(t, "running"), "the running Func's callback was lost")
 	require.Equal(t, uint64(3), p.Stats().Delivered)
 }
+
+// TestLoopStopDeliversWhatCameDuringItsLastDrain: a completion published
+// while the pool's own loop ends a drain (here, while a Flush that a
+// Callback deferred runs), and found by the loop only once Close has told
+// it to stop, is still delivered before Close returns.
+func TestLoopStopDeliversWhatCameDuringItsLastDrain(t *testing.T) {
+	p := newPool(t)
+	late := newGate(1)
+	t.Cleanup(late.release)
+	lateDone := make(chan error, 1)
+	_, err := p.Submit(late.fn(0, errors.New("late")), func(err error) { lateDone <- err })
+	require.NoError(t, err)
+	<-late.started
+
+	inFlush, endFlush := make(chan struct{}), make(chan struct{})
+	flush := funcFlusher(func() {
+		close(inFlush)
+		<-endFlush
+	})
+	_, err = p.Submit(func() error { return nil }, func(error) { p.DeferCall(flush) })
+	require.NoError(t, err)
+	<-inFlush // the loop is in the Flush, at the end of the drain
+
+	late.release()
+	eventually(t, func() bool { return p.done.Load() != nil }, "the late request is published")
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	eventually(t, func() bool { return p.stopLoop.Load() }, "Close tells the loop to stop")
+	close(endFlush)
+	require.NoError(t, <-closed)
+	select {
+	case err := <-lateDone:
+		require.EqualError(t, err, "late")
+	default:
+		t.Fatal("Close returned before the late request's callback ran")
+	}
+	require.Equal(t, uint64(2), p.Stats().Delivered)
+}

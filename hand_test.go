@@ -291,3 +291,60 @@ func TestHandIsTakenBeforeNewerQueuedRequests(t *testing.T) {
 		require.NoError(t, <-results)
 	}
 }
+
+// TestGoexitRequeuesTheHandInOrderAheadOfTheQueue: a worker whose Func calls
+// runtime.Goexit puts the requests of its hand back at the front of the
+// queue, in their order, ahead of those queued after them: they were queued
+// first. With one worker, the one that replaces it runs them in that order.
+func TestGoexitRequeuesTheHandInOrderAheadOfTheQueue(t *testing.T) {
+	const n = maxHand + 1 // maxHand go into the hand, the last stays queued
+	p := newPool(t, WithMaxWorkers(1), WithSpin(0))
+	blocker := newGate(1)
+	t.Cleanup(blocker.release)
+	_, err := p.Submit(blocker.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-blocker.started
+	headDone := make(chan error, 1)
+	_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(err error) { headDone <- err })
+	require.NoError(t, err)
+	order := make(chan int, n)
+	for i := range n {
+		_, err := p.Submit(func() error { order <- i; return nil }, nil)
+		require.NoError(t, err)
+	}
+	// The worker takes head and, alone and busy, a hand of the next ones.
+	blocker.release()
+	require.ErrorIs(t, <-headDone, ErrGoexit)
+	for i := range n {
+		require.Equal(t, i, <-order, "requests run in the order they were queued")
+	}
+}
+
+// TestNoHandIsTakenWhileAWorkerIsIdle: a worker takes a hand only when no
+// other worker is idle (or may start). A burst on a pool of idle workers,
+// at its maximum, wakes maxTransit of them at once and leaves one idle: the
+// first to arrive must leave the queue to it, not take a hand. The arrivals
+// then alternate (one fills a hand of one, the next takes it), so that with
+// every worker busy the queue holds all that waits, and no hand any.
+func TestNoHandIsTakenWhileAWorkerIsIdle(t *testing.T) {
+	const n = maxTransit + 2 // one is handed the first request, one stays idle
+	p := newPool(t, WithMinWorkers(n), WithMaxWorkers(n), WithSpin(0))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == n }, "the workers at min go idle")
+	g := newGate(2 * n)
+	t.Cleanup(g.release)
+	b := p.NewBatch()
+	for i := range 2 * n {
+		require.NoError(t, b.Add(g.fn(i, nil), nil))
+	}
+	require.NoError(t, b.Flush())
+	for range n {
+		<-g.started
+	}
+	p.mu.Lock()
+	queued, held := p.queued, p.inHand.Load()
+	p.mu.Unlock()
+	require.Zero(t, held, "requests left in a hand")
+	require.Equal(t, n, queued)
+	g.release()
+	eventually(t, func() bool { return p.Stats().Completed == 2*n }, "every request runs")
+}

@@ -1039,3 +1039,52 @@ func TestExternalLoopNestedRunCompletions(t *testing.T) {
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.Equal(t, []int{0, 1, 2}, order)
 }
+
+// TestSubmitCoAbandonedResultIsNotHandedToTheNextCaller: a SubmitCo whose
+// ctx ended while fn ran leaves fn's result to nobody. The element goes back
+// to the pool once the worker is done with it, and the next SubmitCo, which
+// gets that very element, must get its own fn's result, not the one left
+// behind.
+func TestSubmitCoAbandonedResultIsNotHandedToTheNextCaller(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	g := newGate(1)
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- p.SubmitCo(ctx, g.fn(0, errors.New("abandoned"))) }()
+	<-g.started
+	cancel()
+	require.ErrorIs(t, <-res, context.Canceled)
+	g.release()
+	// The worker publishes the result nobody takes, then recycles the
+	// element, the only one this pool has made.
+	eventually(t, func() bool { return p.recycled.Load() != nil }, "the element is recycled")
+
+	require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }),
+		"the next SubmitCo got the result the last caller abandoned")
+	require.Equal(t, uint64(2), p.Stats().Completed)
+}
+
+// TestBatchRequestOnARecycledSubmitCoElementGetsItsCallback: an element that
+// served a SubmitCo request goes back to the pool, and the next request to
+// get it, here one of a Batch, is an ordinary one: its result goes to its
+// callback, on the loop, not to the channel of the SubmitCo that is gone.
+func TestBatchRequestOnARecycledSubmitCoElementGetsItsCallback(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	require.NoError(t, p.SubmitCo(context.Background(), func() error { return nil }))
+	// The caller and the worker both let go of the element, the only one
+	// this pool has made, and the last of them recycles it.
+	eventually(t, func() bool { return p.recycled.Load() != nil }, "the element is recycled")
+
+	got := make(chan error, 1)
+	b := p.NewBatch()
+	require.NoError(t, b.Add(func() error { return errors.New("batched") }, func(err error) { got <- err }))
+	require.NoError(t, b.Flush())
+	require.NoError(t, p.Shutdown(context.Background()))
+	select {
+	case err := <-got:
+		require.EqualError(t, err, "batched")
+	default:
+		t.Fatal("the batched request's callback never ran")
+	}
+	require.Equal(t, uint64(1), p.Stats().Delivered)
+}

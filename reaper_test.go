@@ -32,3 +32,27 @@ func TestReaperRetiresOnlyWorkersIdleSinceItsLastPass(t *testing.T) {
 	require.Zero(t, s.IdleWorkers)
 	require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil }), "a new worker takes work")
 }
+
+// TestLoneRequestsReuseTheMostRecentlyIdleWorker: a lone request goes to the
+// most recently idle worker, so that a pool that needs one worker at a time
+// keeps reusing it and the reaper retires the others; taking the longest
+// idle one would keep every worker busy now and then, and none would retire.
+func TestLoneRequestsReuseTheMostRecentlyIdleWorker(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(2), WithIdleTimeout(time.Hour), WithSpin(0))
+	g := newGate(2)
+	for i := range 2 {
+		_, err := p.Submit(g.fn(i, nil), nil)
+		require.NoError(t, err)
+	}
+	<-g.started
+	<-g.started
+	g.release()
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 2 }, "both workers go idle")
+	p.reapIdle() // the first pass notes what each worker took
+	for range 2 {
+		require.NoError(t, p.SubmitCo(t.Context(), func() error { return nil }))
+		eventually(t, func() bool { return p.Stats().IdleWorkers == 2 }, "the worker goes idle again")
+	}
+	p.reapIdle()
+	require.Equal(t, 1, p.Stats().Workers, "the worker idle since the last pass is retired")
+}

@@ -144,3 +144,32 @@ func TestWithSpinNegative(t *testing.T) {
 	_, err := New(WithSpin(-time.Microsecond))
 	require.ErrorIs(t, err, ErrInvalidLimits)
 }
+
+// TestNoSpinWhileAnotherWorkerRuns: a worker that finds the queue empty
+// spins only when no other worker runs a request, however many requests
+// wait for their callbacks: the one still running is the next to finish.
+func TestNoSpinWhileAnotherWorkerRuns(t *testing.T) {
+	p := newPool(t, WithExternalLoop(), WithMaxWorkers(2), WithSpin(time.Millisecond), withSpinTurn(time.Hour))
+	blocker := newGate(1)
+	t.Cleanup(blocker.release)
+	_, err := p.Submit(blocker.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-blocker.started
+	// The second worker's first request wakes the loop, which the test does
+	// not run: it parks without spinning, and the wake-up stays pending.
+	_, err = p.Submit(func() error { return nil }, nil)
+	require.NoError(t, err)
+	eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == 1 },
+		"the second worker parks")
+	// A round of spinPending requests, whose completions find the wake-up
+	// pending: the second worker runs them all while the first runs on.
+	b := p.NewBatch()
+	for range spinPending {
+		require.NoError(t, b.Add(func() error { return nil }, nil))
+	}
+	require.NoError(t, b.Flush())
+	eventually(t, func() bool { s := p.Stats(); return s.Completed == spinPending+1 && s.IdleWorkers == 1 },
+		"the second worker parks again")
+	require.Zero(t, p.Stats().Spins, "a worker spun while another ran a request")
+	blocker.release()
+}

@@ -1,6 +1,7 @@
 package threadpool
 
 import (
+	"context"
 	"errors"
 	"math"
 	"testing"
@@ -107,4 +108,39 @@ func TestFlushHandsTheFirstRequestToAnIdleWorker(t *testing.T) {
 		require.Equal(t, i, <-g.started, "requests start in order")
 		require.Equal(t, result{i, nil}, <-order, "callbacks come in order, without error")
 	}
+}
+
+// TestDispatchWakesAtMostMaxTransitWorkers: a burst queued while every
+// worker is idle wakes maxTransit of them at once, not one per request; each
+// one woken wakes the next as it takes its request, so that all of them run.
+// The burst is queued under the pool's lock, as acceptBatch does, so that no
+// woken worker arrives before the test looks.
+func TestDispatchWakesAtMostMaxTransitWorkers(t *testing.T) {
+	const n = 2*maxTransit + 1
+	p := newPool(t, WithMinWorkers(n), WithMaxWorkers(n))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == n }, "the workers at min go idle")
+	g := newGate(n)
+	t.Cleanup(g.release) // before the pool's Close, should the test fail
+	p.mu.Lock()
+	for i := range n {
+		e := p.alloc()
+		e.fn = g.fn(i, nil)
+		p.pending.Add(1)
+		p.submitted++
+		p.enqueue(e)
+	}
+	p.dispatch()
+	transit, idle := p.transit, len(p.idle)
+	p.mu.Unlock()
+	require.Equal(t, maxTransit, transit, "workers in transit at once")
+	require.Equal(t, n-maxTransit, idle, "workers left idle for the chain to wake")
+
+	for range n {
+		<-g.started // the chain wakes every worker: one request each
+	}
+	g.release()
+	require.NoError(t, p.Shutdown(context.Background()))
+	s := p.Stats()
+	require.Equal(t, uint64(n), s.Completed)
+	require.Equal(t, uint64(n), s.Delivered)
 }
