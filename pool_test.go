@@ -55,6 +55,19 @@ func (g *gate) fn(id int, err error) Func {
 	}
 }
 
+// requireRan requires that ch already holds the error a callback sent, one
+// whose text is want: the callback must have run by now. msg says what it
+// means if it has not.
+func requireRan(t *testing.T, ch <-chan error, want, msg string) {
+	t.Helper()
+	select {
+	case err := <-ch:
+		require.EqualError(t, err, want)
+	default:
+		t.Fatal(msg)
+	}
+}
+
 // waitReadable blocks in poll(2) until fd is readable.
 func waitReadable(t *testing.T, fd int) {
 	t.Helper()
@@ -1080,11 +1093,6 @@ func TestBatchRequestOnARecycledSubmitCoElementGetsItsCallback(t *testing.T) {
 	require.NoError(t, b.Add(func() error { return errors.New("batched") }, func(err error) { got <- err }))
 	require.NoError(t, b.Flush())
 	require.NoError(t, p.Shutdown(context.Background()))
-	select {
-	case err := <-got:
-		require.EqualError(t, err, "batched")
-	default:
-		t.Fatal("the batched request's callback never ran")
-	}
+	requireRan(t, got, "batched", "the batched request's callback never ran")
 	require.Equal(t, uint64(1), p.Stats().Delivered)
 }
