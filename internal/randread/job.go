@@ -98,7 +98,7 @@ func (j *job) reap(quota int64) {
 
 // issue submits r at a fresh random offset unless the job has issued its
 // quota or the workload is stopping; now is its submit time. Job goroutine.
-func (j *job) issue(r *request, quota int64, now int64) {
+func (j *job) issue(r *request, quota, now int64) {
 	if j.w.stopping() || (quota >= 0 && j.issued >= quota) {
 		return
 	}
