@@ -619,15 +619,24 @@ func TestSubmitCoCanceledByShutdown(t *testing.T) {
 	require.Equal(t, uint64(1), p.Stats().Canceled)
 }
 
-func TestSubmitCoContextEndsWhileRunning(t *testing.T) {
-	p := newPool(t)
+// abandonSubmitCo calls SubmitCo with a Func that waits for the returned
+// gate and then returns err, ends the call's ctx once the Func runs, and
+// requires that SubmitCo return ctx's error at once, the Func still running.
+func abandonSubmitCo(t *testing.T, p *Pool, err error) *gate {
+	t.Helper()
 	g := newGate(1)
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan error, 1)
-	go func() { res <- p.SubmitCo(ctx, g.fn(0, errors.New("late"))) }()
+	go func() { res <- p.SubmitCo(ctx, g.fn(0, err)) }()
 	<-g.started
 	cancel()
 	require.ErrorIs(t, <-res, context.Canceled, "SubmitCo returns at once while fn still runs")
+	return g
+}
+
+func TestSubmitCoContextEndsWhileRunning(t *testing.T) {
+	p := newPool(t)
+	g := abandonSubmitCo(t, p, errors.New("late"))
 	g.release()
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.Equal(t, uint64(1), p.Stats().Completed, "fn finished in the background")
@@ -1060,13 +1069,7 @@ func TestExternalLoopNestedRunCompletions(t *testing.T) {
 // behind.
 func TestSubmitCoAbandonedResultIsNotHandedToTheNextCaller(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1))
-	g := newGate(1)
-	ctx, cancel := context.WithCancel(context.Background())
-	res := make(chan error, 1)
-	go func() { res <- p.SubmitCo(ctx, g.fn(0, errors.New("abandoned"))) }()
-	<-g.started
-	cancel()
-	require.ErrorIs(t, <-res, context.Canceled)
+	g := abandonSubmitCo(t, p, errors.New("abandoned"))
 	g.release()
 	// The worker publishes the result nobody takes, then recycles the
 	// element, the only one this pool has made.
