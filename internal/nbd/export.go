@@ -28,6 +28,10 @@ type Export struct {
 
 	file *os.File // set by OpenExport, never changed
 	size int64    // bytes, fixed at open
+	// align is the granularity fallocate accepts on the file: a block
+	// device's logical block size, 1 for anything else. Set by OpenExport,
+	// never changed.
+	align int64
 }
 
 // OpenExport opens path (read-write unless readOnly) and returns an export
@@ -51,7 +55,12 @@ func OpenExport(path, name string, readOnly bool) (*Export, error) {
 		f.Close()
 		return nil, fmt.Errorf("export name longer than %d bytes", maxNameLen)
 	}
-	return &Export{Name: name, ReadOnly: readOnly, file: f, size: size}, nil
+	align, err := fallocAlign(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("block size of %s: %w", path, err)
+	}
+	return &Export{Name: name, ReadOnly: readOnly, file: f, size: size, align: align}, nil
 }
 
 // Size returns the export's size in bytes. Any goroutine.
@@ -95,12 +104,15 @@ func (e *Export) writeAt(b []byte, off int64) error {
 
 // trim discards the range. Trimming is advisory, so a file system that
 // cannot punch holes makes it a successful no-op, as is an empty range
-// (which fallocate would refuse with EINVAL).
+// (which fallocate would refuse with EINVAL). On a block device only the
+// whole logical blocks inside the range are discarded: the kernel refuses
+// a range that does not start and end on block boundaries.
 func (e *Export) trim(off, length int64) error {
-	if length == 0 {
+	start, end := e.aligned(off, length)
+	if start >= end {
 		return nil
 	}
-	err := e.control(func(fd int) error { return punchHole(fd, off, length) })
+	err := e.control(func(fd int) error { return punchHole(fd, start, end-start) })
 	if errors.Is(err, unix.EOPNOTSUPP) {
 		return nil
 	}
@@ -110,19 +122,49 @@ func (e *Export) trim(off, length int64) error {
 // zero makes the range read as zeroes. With keepAllocated (NO_HOLE) the
 // blocks stay allocated; otherwise they may be punched out. Where the file
 // system cannot do either, zeroes are written. An empty range is a
-// successful no-op (fallocate would refuse it with EINVAL).
+// successful no-op (fallocate would refuse it with EINVAL). On a block
+// device the whole logical blocks inside the range go to fallocate and the
+// partial blocks at its ends are written with zeroes.
 func (e *Export) zero(off, length int64, keepAllocated bool) error {
 	if length == 0 {
 		return nil
 	}
+	start, end := e.aligned(off, length)
+	if start >= end { // no whole block: all of it is written
+		return e.writeZeroes(off, length)
+	}
 	err := e.control(func(fd int) error {
 		if keepAllocated {
-			return zeroRange(fd, off, length)
+			return zeroRange(fd, start, end-start)
 		}
-		return punchHole(fd, off, length)
+		return punchHole(fd, start, end-start)
 	})
-	if !errors.Is(err, unix.EOPNOTSUPP) {
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		start, end = off, off // the whole range is written below
+		err = nil
+	}
+	if err != nil {
 		return err
+	}
+	if err := e.writeZeroes(off, start-off); err != nil {
+		return err
+	}
+	return e.writeZeroes(end, off+length-end)
+}
+
+// aligned returns the part of the range of length bytes at off that starts
+// and ends on multiples of e.align, as the offsets [start, end); start >=
+// end when no whole block lies in the range.
+func (e *Export) aligned(off, length int64) (start, end int64) {
+	start = (off + e.align - 1) / e.align * e.align
+	end = (off + length) / e.align * e.align
+	return start, end
+}
+
+// writeZeroes writes length zero bytes at offset off.
+func (e *Export) writeZeroes(off, length int64) error {
+	if length <= 0 {
+		return nil
 	}
 	bp := getBuf(1 << 16)
 	defer putBuf(bp)

@@ -7,6 +7,35 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fallocAlign returns the granularity fallocate accepts on f: the logical
+// block size of a block device, which refuses ranges that are not whole
+// blocks with EINVAL, and 1 for anything else.
+func fallocAlign(f *os.File) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	if fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return 1, nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var size int
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) { size, ioErr = unix.IoctlGetInt(int(fd), unix.BLKSSZGET) }); err != nil {
+		return 0, err
+	}
+	if ioErr != nil {
+		return 0, ioErr
+	}
+	if size <= 0 {
+		return 1, nil
+	}
+	return int64(size), nil
+}
+
 // syncData makes the file's written data durable.
 func syncData(fd int) error { return unix.Fdatasync(fd) }
 
