@@ -256,6 +256,9 @@ func BenchmarkLoopWake(b *testing.B) {
 func benchRoundTrips(b *testing.B, t roundTripper, inflight int) {
 	defer t.close()
 	t.run(b, 2*inflight, inflight)
+	if b.Failed() {
+		return
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	t.run(b, b.N, inflight)
@@ -267,14 +270,20 @@ type tripCounter struct {
 	toIssue   atomic.Int64  // requests not yet submitted; any goroutine
 	completed int           // loop goroutine only
 	want      int           // written before the run starts
-	done      chan struct{} // closed by the loop after the last completion
+	done      chan struct{} // closed by the loop after the last completion, or by abort
+	aborted   sync.Once     // reset before the run starts
 }
 
 func (c *tripCounter) start(n int) {
 	c.toIssue.Store(int64(n))
 	c.completed, c.want = 0, n
 	c.done = make(chan struct{})
+	c.aborted = sync.Once{}
 }
+
+// abort ends the run early, from any goroutine: a request could not be
+// submitted, so the last completion will never come.
+func (c *tripCounter) abort() { c.aborted.Do(func() { close(c.done) }) }
 
 // take reports whether one more request may be submitted.
 func (c *tripCounter) take() bool { return c.toIssue.Add(-1) >= 0 }
@@ -292,12 +301,11 @@ func (c *tripCounter) completeOne() bool {
 
 // poolTripper runs the round trips on a Pool.
 type poolTripper struct {
-	b      *testing.B
-	p      *threadpool.Pool
-	c      tripCounter
-	failed atomic.Bool
-	fn     threadpool.Func
-	cb     threadpool.Callback
+	b  *testing.B
+	p  *threadpool.Pool
+	c  tripCounter
+	fn threadpool.Func
+	cb threadpool.Callback
 }
 
 func newPoolTripper(b *testing.B, opts ...threadpool.Option) *poolTripper {
@@ -310,10 +318,12 @@ func newPoolTripper(b *testing.B, opts ...threadpool.Option) *poolTripper {
 	return t
 }
 
+// submit submits one request; a request it cannot submit fails the
+// benchmark and ends the run.
 func (t *poolTripper) submit() {
 	if _, err := t.p.Submit(t.fn, t.cb); err != nil {
-		t.failed.Store(true)
 		t.b.Error(err)
+		t.c.abort()
 	}
 }
 
@@ -335,9 +345,7 @@ func (t *poolTripper) run(b *testing.B, n, inflight int) {
 			t.submit()
 		}
 	}
-	if !t.failed.Load() {
-		<-t.c.done
-	}
+	<-t.c.done
 }
 
 func (t *poolTripper) close() { t.p.Close() }
