@@ -24,7 +24,8 @@
 #       change against nbdkit and its own base in the same run
 #   -j  run only these jobs, comma-separated RW:IODEPTH:NUMJOBS, e.g.
 #       -j randread:1:1,randwrite:1:1 (default: randread and randwrite at
-#       iodepth 1 and 64 with 1 and 4 jobs)
+#       iodepth 1 and 64 with 1 and 4 jobs); every server is told to take
+#       as many connections as the largest NUMJOBS
 # Needs fio, qemu-nbd, nbdkit (cmd/tpnbd/ci-deps.sh installs them) and go.
 set -euo pipefail
 
@@ -102,6 +103,28 @@ img=$work/disk.img
 head -c $((size_mib << 20)) /dev/urandom >"$img"
 cat "$img" >/dev/null # into the page cache
 
+jobs=()
+for rw in randread randwrite; do
+	for depth in 1 64; do
+		for n in 1 4; do
+			jobs+=("$rw:$depth:$n")
+		done
+	done
+done
+if [ -n "$only" ]; then
+	IFS=, read -r -a jobs <<<"$only"
+fi
+
+# Every server takes as many connections as the largest job opens, one per
+# fio job: qemu-nbd takes 16 at most unless told (-e), tpnbd 128
+# (-max-conns, which a -b revision may lack: given only when needed).
+conns=16
+for job in "${jobs[@]}"; do
+	if above "${job##*:}" "$conns"; then conns=${job##*:}; fi
+done
+tpnbd_conns=()
+if above "$conns" 128; then tpnbd_conns=(-max-conns "$conns"); fi
+
 servers=(tpnbd-defer tpnbd-each qemu-nbd nbdkit)
 if [ -n "$base" ]; then servers+=(tpnbd-base); fi
 declare -A pid uri addr
@@ -116,7 +139,7 @@ if [ "$transport" = tcp ]; then
 	tpnbd_at() { echo "-tcp 127.0.0.1:${addr[$1]}"; }
 	qemu_at() { echo "-b 127.0.0.1 -p ${addr[$1]}"; }
 	nbdkit_at() { echo "-i 127.0.0.1 -p ${addr[$1]}"; }
-	wait_at() { wait_tcp "${addr[$1]}" "$1"; }
+	wait_at() { wait_tcp "${addr[$1]}" "$1" "${pid[$1]}"; }
 else
 	for s in "${servers[@]}"; do
 		addr[$s]=$work/$s.sock
@@ -125,36 +148,24 @@ else
 	tpnbd_at() { echo "-unix ${addr[$1]}"; }
 	qemu_at() { echo "-k ${addr[$1]}"; }
 	nbdkit_at() { echo "-U ${addr[$1]}"; }
-	wait_at() { wait_socket "${addr[$1]}" "$1"; }
+	wait_at() { wait_socket "${addr[$1]}" "$1" "${pid[$1]}"; }
 fi
 # The addresses hold no spaces (ports, and $work from mktemp): word
 # splitting of the *_at output is intended.
 # shellcheck disable=SC2046
 {
-	"$work/tpnbd" -q -procs "$procs" $(tpnbd_at tpnbd-defer) -flush=defer "$img" & pid[tpnbd-defer]=$!
-	"$work/tpnbd" -q -procs "$procs" $(tpnbd_at tpnbd-each) -flush=each "$img" & pid[tpnbd-each]=$!
-	qemu-nbd -f raw --aio=threads --cache=writeback -t -e 16 $(qemu_at qemu-nbd) "$img" & pid[qemu-nbd]=$!
+	"$work/tpnbd" -q -procs "$procs" "${tpnbd_conns[@]}" $(tpnbd_at tpnbd-defer) -flush=defer "$img" & pid[tpnbd-defer]=$!
+	"$work/tpnbd" -q -procs "$procs" "${tpnbd_conns[@]}" $(tpnbd_at tpnbd-each) -flush=each "$img" & pid[tpnbd-each]=$!
+	qemu-nbd -f raw --aio=threads --cache=writeback -t -e "$conns" $(qemu_at qemu-nbd) "$img" & pid[qemu-nbd]=$!
 	nbdkit -f $(nbdkit_at nbdkit) file "file=$img" & pid[nbdkit]=$!
 	if [ -n "$base" ]; then
-		"$work/tpnbd-base" -q -procs "$procs" $(tpnbd_at tpnbd-base) -flush=defer "$img" & pid[tpnbd-base]=$!
+		"$work/tpnbd-base" -q -procs "$procs" "${tpnbd_conns[@]}" $(tpnbd_at tpnbd-base) -flush=defer "$img" & pid[tpnbd-base]=$!
 	fi
 }
 pids=("${pid[@]}")
 for s in "${servers[@]}"; do
 	wait_at "$s"
 done
-
-jobs=()
-for rw in randread randwrite; do
-	for depth in 1 64; do
-		for n in 1 4; do
-			jobs+=("$rw:$depth:$n")
-		done
-	done
-done
-if [ -n "$only" ]; then
-	IFS=, read -r -a jobs <<<"$only"
-fi
 
 # cpu_ticks PID: user + system CPU time of a process, in clock ticks.
 # 0 for a process that is gone.

@@ -307,3 +307,30 @@ exec sleep 60
 	require.Empty(t, stdout)
 	require.NoDirExists(t, filepath.Dir(strings.TrimSpace(sock)), "the temporary directory is removed")
 }
+
+// A server that exits before it listens stops compare.sh at once, naming
+// the server, rather than after ten seconds of waiting for its socket; and
+// qemu-nbd is told to take as many connections as the largest job opens
+// (its default is 16: a job of 20 would have failed against it).
+func TestCompareStopsWhenAServerExitsBeforeListening(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("compare.sh reads /proc (the load average, the servers' CPU time)")
+	}
+	bin := compareFakes(t, "#!/bin/sh\nexit 1\n")
+	args := filepath.Join(t.TempDir(), "qemu-nbd.args")
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "qemu-nbd"),
+		[]byte("#!/usr/bin/env bash\necho \"$*\" >'"+args+"'\nexit 3\n"), 0o755))
+	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1,randwrite:64:20")
+	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, 1, exit.ExitCode(), stderr.String())
+	require.Contains(t, stderr.String(), "compare.sh: qemu-nbd exited before it listened")
+	require.Empty(t, stdout.String())
+	got, err := os.ReadFile(args)
+	require.NoError(t, err)
+	require.Contains(t, " "+string(got), " -e 20 ")
+}

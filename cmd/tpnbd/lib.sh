@@ -51,27 +51,38 @@ cleanup() {
 	rm -rf "$work"
 }
 
-# wait_socket PATH NAME: waits up to 10 s for server NAME to create its
-# Unix socket PATH, and exits if it does not.
+# wait_socket PATH NAME PID: waits up to 10 s for server NAME, process PID,
+# to create its Unix socket PATH, and exits if it does not, at once if the
+# process has exited.
 wait_socket() {
 	local _
 	for _ in $(seq 100); do
 		[ -S "$1" ] && return
+		running "$3" "$2"
 		sleep 0.1
 	done
 	echo "$(basename "$0"): $2 did not start" >&2
 	exit 1
 }
 
-# wait_tcp PORT NAME: waits up to 10 s for server NAME to accept TCP
-# connections on 127.0.0.1:PORT, and exits if it does not.
+# wait_tcp PORT NAME PID: waits up to 10 s for server NAME, process PID, to
+# accept TCP connections on 127.0.0.1:PORT, and exits if it does not, at
+# once if the process has exited.
 wait_tcp() {
 	local _
 	for _ in $(seq 100); do
 		(exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
+		running "$3" "$2"
 		sleep 0.1
 	done
 	echo "$(basename "$0"): $2 did not start" >&2
+	exit 1
+}
+
+# running PID NAME: exits, naming server NAME, unless process PID runs.
+running() {
+	kill -0 "$1" 2>/dev/null && return
+	echo "$(basename "$0"): $2 exited before it listened" >&2
 	exit 1
 }
 

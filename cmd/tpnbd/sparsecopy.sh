@@ -51,8 +51,8 @@ cat "$img" >/dev/null # into the page cache
 
 "$work/tpnbd" -q -readonly -unix "$work/on.sock" "$img" & pids+=($!)
 "$work/tpnbd" -q -readonly -structured=false -unix "$work/off.sock" "$img" & pids+=($!)
-wait_socket "$work/on.sock" tpnbd
-wait_socket "$work/off.sock" "tpnbd -structured=false"
+wait_socket "$work/on.sock" tpnbd "${pids[0]}"
+wait_socket "$work/off.sock" "tpnbd -structured=false" "${pids[1]}"
 
 # copy TOOL SOCK: one copy into a new file; prints its wall time in seconds.
 copy() {
