@@ -64,17 +64,11 @@ func TestCompareRefusesNumbersAboveTheirBound(t *testing.T) {
 // The bounds themselves are numbers compare.sh takes: it goes on past its
 // checks of the arguments to look for its tools, which are not on PATH.
 func TestCompareTakesNumbersAtTheirBound(t *testing.T) {
-	cmd := exec.Command("bash", "compare.sh", "-s", "8796093022207", "-r", "9223372036854775807",
+	stdout, stderr, code := runScript(t, argumentTools(t), "compare.sh", "-s", "8796093022207", "-r", "9223372036854775807",
 		"-t", "9223372036854", "-p", "1024", "-j", "randread:2147483647:2147483647")
-	cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit)
-	require.Equal(t, 1, exit.ExitCode(), stderr.String())
-	require.Contains(t, stderr.String(), "fio not found")
-	require.Empty(t, stdout.String())
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "fio not found")
+	require.Empty(t, stdout)
 }
 
 // An argument that is not an option, and what follows it, is not ignored:
@@ -127,16 +121,27 @@ func requireRefused(t *testing.T, args []string, want string) {
 // scripts: it runs script with args and a PATH of argumentTools alone.
 func requireScriptRefused(t *testing.T, script string, args []string, want string) {
 	t.Helper()
+	stdout, stderr, code := runScript(t, argumentTools(t), script, args...)
+	require.Equal(t, 2, code, "%q: %s%s", args, stdout, stderr)
+	require.Contains(t, stderr, want, args)
+	require.Empty(t, stdout, args)
+}
+
+// runScript runs one of this directory's scripts with args and PATH set to
+// path, and returns its stdout, its stderr and its exit status.
+func runScript(t *testing.T, path, script string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command("bash", append([]string{script}, args...)...)
-	cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Env = append(os.Environ(), "PATH="+path)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit, "%q exited 0: %s", args, stdout.String())
-	require.Equal(t, 2, exit.ExitCode(), "%q: %s", args, stderr.String())
-	require.Contains(t, stderr.String(), want, args)
-	require.Empty(t, stdout.String(), args)
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else {
+		require.NoError(t, err)
+	}
+	return out.String(), errOut.String(), code
 }
 
 // argumentTools returns a directory holding the commands compare.sh and
@@ -249,17 +254,8 @@ line="3;fio-3;cmp;0;0;$((iops * 4));0;$iops"
 for ((i = 9; i <= 87; i++)); do line+=";0"; done
 echo "$line;12.500000%;37.500000%;0;0;0"
 `
-	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1")
-	cmd.Env = append(os.Environ(), "PATH="+compareFakes(t, fio)+string(os.PathListSeparator)+os.Getenv("PATH"))
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	if exit, ok := err.(*exec.ExitError); ok {
-		code = exit.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return out.String(), errOut.String(), code
+	return runScript(t, compareFakes(t, fio)+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"compare.sh", "-q", "-s", "1", "-j", "randread:1:1")
 }
 
 // compareFakes returns a directory holding stand-ins for compare.sh's
@@ -320,16 +316,11 @@ func TestCompareStopsWhenAServerExitsBeforeListening(t *testing.T) {
 	args := filepath.Join(t.TempDir(), "qemu-nbd.args")
 	require.NoError(t, os.WriteFile(filepath.Join(bin, "qemu-nbd"),
 		[]byte("#!/usr/bin/env bash\necho \"$*\" >'"+args+"'\nexit 3\n"), 0o755))
-	cmd := exec.Command("bash", "compare.sh", "-q", "-s", "1", "-j", "randread:1:1,randwrite:64:20")
-	cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var exit *exec.ExitError
-	require.ErrorAs(t, err, &exit)
-	require.Equal(t, 1, exit.ExitCode(), stderr.String())
-	require.Contains(t, stderr.String(), "compare.sh: qemu-nbd exited before it listened")
-	require.Empty(t, stdout.String())
+	stdout, stderr, code := runScript(t, bin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"compare.sh", "-q", "-s", "1", "-j", "randread:1:1,randwrite:64:20")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "compare.sh: qemu-nbd exited before it listened")
+	require.Empty(t, stdout)
 	got, err := os.ReadFile(args)
 	require.NoError(t, err)
 	require.Contains(t, " "+string(got), " -e 20 ")

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"os"
-	"os/exec"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -52,16 +49,10 @@ func TestSparseCopyTakesNumbersAtTheirBound(t *testing.T) {
 		{"-r", "1", "-s", "8"},
 		{"-r", "9223372036854775807", "-s", "8796093022207"},
 	} {
-		cmd := exec.Command("bash", append([]string{"sparsecopy.sh"}, args...)...)
-		cmd.Env = append(os.Environ(), "PATH="+argumentTools(t))
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit, "%q", args)
-		require.Equal(t, 1, exit.ExitCode(), "%q: %s", args, stderr.String())
-		require.Contains(t, stderr.String(), "nbdcopy not found", args)
-		require.Empty(t, stdout.String(), args)
+		stdout, stderr, code := runScript(t, argumentTools(t), "sparsecopy.sh", args...)
+		require.Equal(t, 1, code, "%q: %s", args, stderr)
+		require.Contains(t, stderr, "nbdcopy not found", args)
+		require.Empty(t, stdout, args)
 	}
 }
 
