@@ -231,7 +231,9 @@ func run(ctx context.Context, cfg config, stderr io.Writer, ready chan<- []net.A
 	}
 	err = errors.Join(err, pool.Shutdown(sctx))
 	if !cfg.readOnly {
-		err = errors.Join(err, exp.Sync())
+		if serr := exp.Sync(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("sync %s: %w", cfg.file, serr))
+		}
 	}
 	if errors.Is(serveErr, nbd.ErrServerClosed) {
 		serveErr = nil

@@ -35,15 +35,32 @@ type Export struct {
 }
 
 // OpenExport opens path (read-write unless readOnly) and returns an export
-// of its current size under name. The caller must Close it after the
-// servers using it have shut down.
+// of its current size under name. The file must be a regular file or a
+// block device (a symbolic link to one will do): anything else (a
+// directory, a character device, a named pipe, a socket) is refused with
+// an error naming what it is, without waiting to open it. The caller must
+// Close the export after the servers using it have shut down.
 func OpenExport(path, name string, readOnly bool) (*Export, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := exportable(path, fi.Mode()); err != nil {
+		return nil, err
+	}
 	flag := os.O_RDWR
 	if readOnly {
 		flag = os.O_RDONLY
 	}
 	f, err := os.OpenFile(path, flag, 0)
 	if err != nil {
+		return nil, err
+	}
+	if fi, err = f.Stat(); err == nil {
+		err = exportable(path, fi.Mode()) // replaced since the first look
+	}
+	if err != nil {
+		f.Close()
 		return nil, err
 	}
 	size, err := f.Seek(0, io.SeekEnd)
@@ -61,6 +78,27 @@ func OpenExport(path, name string, readOnly bool) (*Export, error) {
 		return nil, fmt.Errorf("block size of %s: %w", path, err)
 	}
 	return &Export{Name: name, ReadOnly: readOnly, file: f, size: size, align: align}, nil
+}
+
+// exportable returns an error naming what the file at path is unless mode
+// is that of a regular file or a block device.
+func exportable(path string, mode os.FileMode) error {
+	var what string
+	switch {
+	case mode.IsRegular(), mode&os.ModeDevice != 0 && mode&os.ModeCharDevice == 0:
+		return nil
+	case mode.IsDir():
+		what = "a directory"
+	case mode&os.ModeCharDevice != 0:
+		what = "a character device"
+	case mode&os.ModeNamedPipe != 0:
+		what = "a named pipe"
+	case mode&os.ModeSocket != 0:
+		what = "a socket"
+	default:
+		what = "not a regular file"
+	}
+	return fmt.Errorf("%s is %s: an export is a regular file or a block device", path, what)
 }
 
 // Size returns the export's size in bytes. Any goroutine.

@@ -90,3 +90,33 @@ func TestExportZeroAndTrimSendWholeBlocksToFallocate(t *testing.T) {
 		})
 	}
 }
+
+// Only a regular file or a block device can be an export. Anything else is
+// refused with an error naming what it is: a directory served read-only
+// had the size 2^63-1 and failed every read, a character device served 0
+// bytes and failed every flush, and opening a named pipe waited for a
+// writer before failing to find its size.
+func TestOpenExportRefusesWhatIsNoDisk(t *testing.T) {
+	dir := t.TempDir()
+	pipe := filepath.Join(dir, "pipe")
+	require.NoError(t, unix.Mkfifo(pipe, 0o600))
+	for _, c := range []struct{ path, what string }{
+		{dir, "a directory"},
+		{pipe, "a named pipe"},
+		{os.DevNull, "a character device"},
+	} {
+		for _, readOnly := range []bool{false, true} {
+			e, err := OpenExport(c.path, "", readOnly)
+			require.Error(t, err, "%s, read-only %v", c.path, readOnly)
+			require.Nil(t, e)
+			require.Equal(t, c.path+" is "+c.what+": an export is a regular file or a block device", err.Error())
+		}
+	}
+	link := filepath.Join(dir, "link")
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "disk.img"), make([]byte, 4096), 0o600))
+	require.NoError(t, os.Symlink("disk.img", link))
+	e, err := OpenExport(link, "", false)
+	require.NoError(t, err, "a link to a regular file")
+	require.EqualValues(t, 4096, e.Size())
+	require.NoError(t, e.Close())
+}

@@ -8,12 +8,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestFlushAndFUASyncTheFile serves /dev/null, on which fdatasync fails
-// with EINVAL, so that a reply shows whether the server synced: a flush,
-// and a write, trim or write zeroes with FUA, must each sync the file and
-// reply with the error; the same requests without FUA do not sync.
+// TestFlushAndFUASyncTheFile serves a file and then swaps /dev/null in
+// for it, on which fdatasync fails with EINVAL (OpenExport refuses a
+// character device), so that a reply shows whether the server synced: a
+// flush, and a write, trim or write zeroes with FUA, must each sync the
+// file and reply with the error; the same requests without FUA do not
+// sync.
 func TestFlushAndFUASyncTheFile(t *testing.T) {
-	ts := startServer(t, serverConfig{path: "/dev/null"})
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	require.NoError(t, err)
+	ts := startServer(t, serverConfig{tune: func(s *Server) {
+		require.NoError(t, s.Export.file.Close())
+		s.Export.file = null // closed by the export's Close
+	}})
 	c := dial(t, ts)
 	c.connect("")
 	for _, typ := range []uint16{cmdWrite, cmdTrim, cmdWriteZeroes} {
