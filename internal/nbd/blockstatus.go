@@ -81,8 +81,14 @@ func (r *request) blockStatus() {
 		if hole {
 			flags = stateHole | stateZero
 		}
-		b = binary.BigEndian.AppendUint32(b, uint32(n))
-		b = binary.BigEndian.AppendUint32(b, flags)
+		if k := len(b); k > 0 && binary.BigEndian.Uint32(b[k-4:]) == flags {
+			// Like the one before (data up to a file's end and the
+			// export past it): one descriptor for both.
+			binary.BigEndian.PutUint32(b[k-8:], binary.BigEndian.Uint32(b[k-8:])+uint32(n))
+		} else {
+			b = binary.BigEndian.AppendUint32(b, uint32(n))
+			b = binary.BigEndian.AppendUint32(b, flags)
+		}
 		off += n
 	}
 	r.n = uint32(len(b))

@@ -157,7 +157,7 @@ func (r *request) work() error {
 		err = e.Sync()
 	}
 	if err != nil {
-		r.errno = errno(err)
+		r.fail(err)
 	}
 	return err
 }

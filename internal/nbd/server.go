@@ -78,8 +78,10 @@ type Server struct {
 	// without waiting; what the socket does not take, the writer goroutine
 	// sends first.
 	Inline bool
-	// Logf, if set, receives one line per connection problem. It may be
-	// called from any goroutine, including the completion goroutine.
+	// Logf, if set, receives one line per connection problem, and one for
+	// a request whose I/O failed, at most one a second (with a count of
+	// the failures since the last such line). It may be called from any
+	// goroutine, including the completion goroutine.
 	Logf func(format string, args ...any)
 
 	mu        sync.Mutex
@@ -91,6 +93,7 @@ type Server struct {
 	// transmitting counts the connections past negotiation, not yet
 	// forgotten: written under mu, read anywhere (see conn.lockstep).
 	transmitting atomic.Int32
+	failures     failureLog // the log lines of failed requests
 }
 
 // Serve accepts connections on l and serves each on its own goroutines

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -424,13 +425,27 @@ func TestStructuredReadFailsPartWay(t *testing.T) {
 	require.NotNil(t, res.err)
 	require.Equal(t, uint32(errIO), res.err.errno)
 	require.Equal(t, uint64(cut), res.err.offset)
-	require.NotEmpty(t, res.err.msg)
+	require.Equal(t, "read: the file ends before the export does (did it shrink?)", res.err.msg)
 	require.Equal(t, pattern(0, cut)[256<<10:], res.data[:cut-256<<10], "the data before the error")
+	ts.waitLog(": read of 786432 bytes at 262144 failed: EOF")
 
+	// Failures are logged at most once a second; the next line counts
+	// the failures that were not. (The second is made to last, here, as
+	// long as the test needs.)
+	ts.srv.failures.mu.Lock()
+	ts.srv.failures.next = time.Now().Add(time.Hour)
+	ts.srv.failures.mu.Unlock()
 	res = c.readChunks(0, 768<<10, 4096)
 	require.Equal(t, []uint16{replyTypeErrorOffset}, res.types, "an error at the first byte")
 	require.NotNil(t, res.err)
 	require.Equal(t, uint64(768<<10), res.err.offset)
+	ts.srv.failures.mu.Lock()
+	require.Equal(t, 1, ts.srv.failures.held, "a second failure within the second is not logged")
+	ts.srv.failures.next = time.Time{} // now the second is over
+	ts.srv.failures.mu.Unlock()
+	res = c.readChunks(0, 900<<10, 4096)
+	require.NotNil(t, res.err)
+	ts.waitLog(": read of 4096 bytes at 921600 failed: EOF (and 1 more failed since the last such line)")
 
 	// The connection goes on.
 	res = c.readChunks(0, 0, 4096)
@@ -474,6 +489,9 @@ func TestStructuredReadFailsPastAShrunkEndInAHole(t *testing.T) {
 		}
 	}
 	require.LessOrEqual(t, zero, uint32(cut-320*k), "nothing past the end of the file reads as zeroes")
+	for i := 1; i < len(exts); i++ {
+		require.NotEqual(t, exts[i-1].flags, exts[i].flags, "adjacent descriptors alike: %v", exts)
+	}
 
 	res = c.readChunks(0, 0, 4096) // the connection goes on
 	require.Nil(t, res.err)
