@@ -8,14 +8,20 @@
 # slow phases over tens of seconds, which swamps a comparison of whole runs
 # made one after the other).
 #
-# Usage: cmd/tpbench/benchab.sh [-r ROUNDS] [-t BENCHTIME] [-o FILE] [-g REGEXP]... BASE [REV]
+# Usage: cmd/tpbench/benchab.sh [-r ROUNDS] [-t BENCHTIME] [-T SECONDS] [-o FILE] [-g REGEXP]... BASE [REV]
 #   -r  rounds (default 8)
 #   -t  -test.benchtime of every benchmark (default 0.3s)
+#   -T  the longest that one build may take over one group in one round
+#       (default 1800 s): a hang ends there, with SIGQUIT, whose goroutine
+#       dump goes to stderr, and fails the comparison (go test's -timeout
+#       does not apply to benchmarks run this way)
 #   -o  where to keep the results (default benchab.txt): benchmark lines
 #       tagged /v=base and /v=rev, for `benchstat -col /v FILE`
 #   -g  a benchmark group, a -test.bench regexp; repeat for several
 #       (default: RandReadDesign at iodepth 64 and 1, RandRead with 8 jobs
-#       at iodepth 64 and 1, Submit)
+#       at iodepth 64 and 1, Submit); a group that matches no benchmark
+#       in either build fails the comparison, and one that matches in one
+#       build only is named on stderr
 # It prints, for every benchmark, the median over the rounds of the ratio
 # REV/BASE (of IOPS where the benchmark reports them, else of the time per
 # op) with its range, and in how many rounds REV was ahead; then, within
@@ -27,11 +33,12 @@
 # for the pairs that both ran.
 set -euo pipefail
 
-rounds=8 benchtime=0.3s out=benchab.txt groups=()
-while getopts "r:t:o:g:" opt; do
+rounds=8 benchtime=0.3s limit=1800 out=benchab.txt groups=()
+while getopts "r:t:T:o:g:" opt; do
 	case $opt in
 	r) rounds=$OPTARG ;;
 	t) benchtime=$OPTARG ;;
+	T) limit=$OPTARG ;;
 	o) out=$OPTARG ;;
 	g) groups+=("$OPTARG") ;;
 	*) sed -n '2,${/^#/!q;p;}' "$0" >&2; exit 2 ;;
@@ -44,6 +51,12 @@ if [ $# -lt 1 ] || [ $# -gt 2 ]; then
 fi
 if ! [[ $rounds =~ ^[1-9][0-9]*$ ]]; then
 	echo "$(basename "$0"): -r $rounds: want a positive number of rounds" >&2
+	exit 2
+fi
+# timeout takes the seconds as a floating-point number: keep them well
+# inside its range.
+if ! [[ $limit =~ ^[1-9][0-9]{0,8}$ ]]; then
+	echo "$(basename "$0"): -T $limit: want a positive number of seconds, at most 999999999" >&2
 	exit 2
 fi
 # -test.benchtime: a count of iterations (100x) or a positive Go duration
@@ -102,26 +115,42 @@ build rev "${2:-}"
 # tagged with /v=base or /v=rev. A test binary run with GOMAXPROCS=1 names
 # its benchmarks without the -GOMAXPROCS suffix; they get -1. A test binary
 # that fails (a benchmark's short read) ends the comparison with its output,
-# which says why, on stderr.
+# which says why, on stderr. timeout runs it in the foreground, where
+# Ctrl-C reaches it.
+declare -A matched # "GROUP VERSION": the group matched in that build
 for r in $(seq "$rounds"); do
 	for g in "${groups[@]}"; do
 		for v in $(printf '%s\n' base rev | shuf); do
-			if ! "$work/$v.test" -test.run '^$' -test.bench "$g" -test.benchtime "$benchtime" \
-				-randread.file "$work/data.dat" >"$work/out"; then
+			status=0
+			timeout --foreground -s QUIT -k 10 "$limit" "$work/$v.test" -test.run '^$' -test.bench "$g" \
+				-test.benchtime "$benchtime" -randread.file "$work/data.dat" >"$work/out" || status=$?
+			if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+				echo "$(basename "$0"): the $v build ran over $limit s (-T) in round $r, group $g, and was ended:" >&2
+				cat "$work/out" >&2
+				exit 1
+			elif [ "$status" -ne 0 ]; then
 				echo "$(basename "$0"): the $v build failed in round $r, group $g:" >&2
 				cat "$work/out" >&2
 				exit 1
 			fi
+			if grep -q '^Benchmark[^ ]* ' "$work/out"; then matched["$g $v"]=1; fi
 			sed -n -e "s|^\(Benchmark[^ ]*\)-\([0-9][0-9]*\) |$r \1/v=$v-\2 |p" -e t \
 				-e "s|^\(Benchmark[^ ]*\) |$r \1/v=$v-1 |p" "$work/out" >>"$work/raw"
 		done
+		if [ "$r" -eq 1 ]; then
+			if [ -z "${matched["$g base"]:-}" ] && [ -z "${matched["$g rev"]:-}" ]; then
+				echo "$(basename "$0"): -g $g matched no benchmark in either build" >&2
+				exit 1
+			fi
+			for v in base rev; do
+				if [ -z "${matched["$g $v"]:-}" ]; then
+					echo "$(basename "$0"): -g $g matched no benchmark in the $v build: its benchmarks have no ratio to the other build" >&2
+				fi
+			done
+		fi
 	done
 	echo "round $r of $rounds done" >&2
 done
-if [ ! -s "$work/raw" ]; then
-	echo "$(basename "$0"): no benchmark matched ${groups[*]}" >&2
-	exit 1
-fi
 cut -d' ' -f2- "$work/raw" >"$out"
 
 # The metric of a line: IOPS where reported, else ns/op (lower is better).

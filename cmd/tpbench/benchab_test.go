@@ -118,6 +118,75 @@ func TestBenchabRefusesBadRounds(t *testing.T) {
 	}
 }
 
+// A -T that is not a positive number of seconds within timeout's range is
+// refused with a message naming it, before anything is built or run.
+func TestBenchabRefusesBadTimeLimit(t *testing.T) {
+	for _, limit := range []string{"0", "01", "x", "-1", "1.5", "1s", "", "1000000000"} {
+		code, stdout, stderr, results := benchab(t, "", "-r", "1", "-T", limit, "HEAD")
+		require.Equal(t, 2, code, "-T %q: %s", limit, stderr)
+		require.Contains(t, stderr, "-T "+limit+":", limit)
+		require.Empty(t, stdout, limit)
+		require.Empty(t, results, limit)
+	}
+}
+
+// A test binary that hangs is ended once it has run for -T seconds, with
+// SIGQUIT (a Go binary prints its goroutines), and fails the comparison
+// with a message that says so. go test's -timeout does not apply to
+// benchmarks run straight from their binary: benchab.sh used to wait
+// forever, without a word.
+func TestBenchabEndsAHangingBuild(t *testing.T) {
+	cmd, results := benchabCommand(t, "#!/bin/sh\necho BenchmarkSubmit/inflight=1/design=pool\nexec sleep 60\n",
+		"-r", "2", "-T", "1", "-g", "Submit/", "HEAD")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, e.String())
+	require.Equal(t, 1, exit.ExitCode(), e.String())
+	require.Regexp(t, `the (base|rev) build ran over 1 s \(-T\) in round 1, group Submit/, and was ended:\nBenchmarkSubmit/inflight=1/design=pool\n`, e.String())
+	require.Empty(t, o.String())
+	require.NoFileExists(t, results)
+}
+
+// A group that matches no benchmark in either build (a typing error in -g)
+// fails the comparison, naming the group; one that matches in one build
+// only is named on stderr and the comparison goes on. benchab.sh used to
+// drop such groups without a word, and complained only when no group
+// matched anything.
+func TestBenchabNamesAGroupThatMatchesNothing(t *testing.T) {
+	both := filepath.Join(t.TempDir(), "both")
+	require.NoError(t, os.WriteFile(both,
+		[]byte("BenchmarkSubmit/inflight=1/design=pool-2 \t 10 \t 100 ns/op\n"), 0o644))
+	// The binary prints the Submit line for either build, and a
+	// RandRead line only in the build that benchab.sh names rev.
+	binary := "#!/bin/sh\ncase \"$*\" in\n*Submit*) cat '" + both + "' ;;\n" +
+		"*RandRead*) case $0 in *rev.test) echo 'BenchmarkRandRead/iodepth=1-2 \t 10 \t 100 ns/op \t 5 IOPS' ;; esac ;;\nesac\n"
+	run := func(args ...string) (code int, stdout, stderr string) {
+		cmd, _ := benchabCommand(t, binary, args...)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		if err := cmd.Run(); err != nil {
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit)
+			code = exit.ExitCode()
+		}
+		return code, o.String(), e.String()
+	}
+
+	code, stdout, stderr := run("-r", "2", "-g", "Submit/", "-g", "Sbumit/", "HEAD")
+	require.Equal(t, 1, code, stderr)
+	require.Contains(t, stderr, "-g Sbumit/ matched no benchmark in either build")
+	require.Empty(t, stdout)
+
+	code, stdout, stderr = run("-r", "2", "-g", "Submit/", "-g", "RandRead/", "HEAD")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "-g RandRead/ matched no benchmark in the base build")
+	require.NotContains(t, stderr, "in the rev build")
+	require.NotContains(t, stderr, "-g Submit/")
+	require.Contains(t, stdout, "BenchmarkSubmit/inflight=1/design=pool")
+}
+
 // A -t that go test would not take as -test.benchtime (a duration, or a
 // count of iterations such as 100x) is refused with a message naming it,
 // before anything is built or run; those it takes go through.
