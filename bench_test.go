@@ -355,6 +355,7 @@ func (t *poolTripper) close() { t.p.Close() }
 // instead: worker goroutines take the requests from reqs.
 type goroutineTripper struct {
 	c       tripCounter
+	err     error // the run's first failed request: loop goroutine, read after c.done
 	results chan error
 	exec    func()        // a goroutine body: run the Func, send its result
 	runs    chan struct{} // one token per run for the loop goroutine
@@ -407,8 +408,8 @@ func (t *goroutineTripper) loop() {
 	defer close(t.stopped)
 	for range t.runs {
 		for last := false; !last; {
-			if err := <-t.results; err != nil {
-				panic(err)
+			if err := <-t.results; err != nil && t.err == nil {
+				t.err = err
 			}
 			if t.c.take() {
 				t.issue()
@@ -418,8 +419,9 @@ func (t *goroutineTripper) loop() {
 	}
 }
 
-func (t *goroutineTripper) run(_ *testing.B, n, inflight int) {
+func (t *goroutineTripper) run(b *testing.B, n, inflight int) {
 	t.c.start(n)
+	t.err = nil
 	t.runs <- struct{}{}
 	for range min(n, inflight) {
 		if t.c.take() {
@@ -427,6 +429,9 @@ func (t *goroutineTripper) run(_ *testing.B, n, inflight int) {
 		}
 	}
 	<-t.c.done
+	if t.err != nil {
+		b.Error(t.err)
+	}
 }
 
 func (t *goroutineTripper) close() {
