@@ -1,6 +1,7 @@
 package randread
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -95,7 +96,7 @@ func (c *Ceiling) Threads() int { return len(c.readers) }
 // returns an error wrapping ErrShortRead along with the figures so far. A
 // negative n is refused with an error, and nothing is read.
 func (c *Ceiling) Run(n int64) (Result, error) {
-	if err := checkCount(n); err != nil {
+	if err := cmp.Or(c.open(), checkCount(n)); err != nil {
 		return Result{}, err
 	}
 	c.begin()
@@ -105,6 +106,9 @@ func (c *Ceiling) Run(n int64) (Result, error) {
 // RunFor reads on every thread for d and returns what happened; errors as
 // Run.
 func (c *Ceiling) RunFor(d time.Duration) (Result, error) {
+	if err := c.open(); err != nil {
+		return Result{}, err
+	}
 	c.begin()
 	defer c.stopAfter(d).Stop()
 	return c.run(func(int) int64 { return -1 })
@@ -151,5 +155,6 @@ func (c *Ceiling) read(rd *ceilingReader, quota int64) {
 }
 
 // Close releases nothing that the garbage collector would not: it exists so
-// that a Ceiling is a Runner. The file stays open.
-func (c *Ceiling) Close() {}
+// that a Ceiling is a Runner. The file stays open. Run and RunFor return
+// ErrClosed after it.
+func (c *Ceiling) Close() { c.closed = true }

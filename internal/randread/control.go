@@ -15,6 +15,15 @@ type runControl struct {
 	// timer sets it only while its own run is the current one.
 	state    atomic.Uint64
 	progress atomic.Uint64 // reads checked since New or NewCeiling
+	closed   bool          // set by Close; Run, RunFor and Close never run at once
+}
+
+// open refuses a run once Close has been called.
+func (c *runControl) open() error {
+	if c.closed {
+		return ErrClosed
+	}
+	return nil
 }
 
 // Progress returns how many reads were checked since the Workload or Ceiling

@@ -458,3 +458,29 @@ func TestAFailedWaitLeavesNoReadInFlight(t *testing.T) {
 	require.Equal(t, uint64(100), r.IOs)
 	require.Equal(t, uint64(102), w.Progress())
 }
+
+// Once closed, a Runner of any design refuses to run with ErrClosed, and a
+// second Close does nothing: a goroutine or channel-fed workload used to
+// panic, sending a read on the channel Close had closed.
+func TestRunAfterCloseIsRefused(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	runners := map[string]Runner{}
+	for _, d := range Designs {
+		w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 2, NumJobs: 2, Mode: Defer, Design: d})
+		require.NoError(t, err)
+		runners[d.String()] = w
+	}
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 2})
+	require.NoError(t, err)
+	runners["ceiling"] = c
+	for name, r := range runners {
+		_, err := r.Run(8)
+		require.NoError(t, err, name)
+		r.Close()
+		r.Close()
+		_, err = r.Run(8)
+		require.ErrorIs(t, err, ErrClosed, name)
+		_, err = r.RunFor(time.Millisecond)
+		require.ErrorIs(t, err, ErrClosed, name)
+	}
+}

@@ -14,6 +14,7 @@
 package randread
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
@@ -28,6 +29,9 @@ import (
 // ErrShortRead is wrapped by the error of a run in which a read failed or
 // returned less than a whole block.
 var ErrShortRead = errors.New("randread: short read")
+
+// ErrClosed is returned by Run and RunFor once Close has been called.
+var ErrClosed = errors.New("randread: run after Close")
 
 // Config describes a workload.
 type Config struct {
@@ -116,7 +120,8 @@ type Runner interface {
 	RunFor(d time.Duration) (Result, error)
 	// Progress returns how many reads were checked since the Runner was made.
 	Progress() uint64
-	// Close releases what the Runner holds; the file stays open.
+	// Close releases what the Runner holds; the file stays open. Run and
+	// RunFor return ErrClosed after it.
 	Close()
 }
 
@@ -180,7 +185,7 @@ func New(c Config) (*Workload, error) {
 // returns an error wrapping ErrShortRead along with the figures so far. A
 // negative n is refused with an error, and nothing is read.
 func (w *Workload) Run(n int64) (Result, error) {
-	if err := checkCount(n); err != nil {
+	if err := cmp.Or(w.open(), checkCount(n)); err != nil {
 		return Result{}, err
 	}
 	w.begin()
@@ -190,6 +195,9 @@ func (w *Workload) Run(n int64) (Result, error) {
 // RunFor keeps every job's depth for d, then waits for the reads in flight,
 // and returns what happened; errors as Run.
 func (w *Workload) RunFor(d time.Duration) (Result, error) {
+	if err := w.open(); err != nil {
+		return Result{}, err
+	}
 	w.begin()
 	defer w.stopAfter(d).Stop()
 	return w.run(func(int) int64 { return -1 })
@@ -215,7 +223,12 @@ func (w *Workload) run(quota func(job int) int64) (Result, error) {
 func (w *Workload) now() int64 { return int64(time.Since(w.epoch)) }
 
 // Close stops the executor and closes the notifiers. The file stays open.
+// Run and RunFor return ErrClosed after it; a second Close does nothing.
 func (w *Workload) Close() {
+	if w.closed {
+		return
+	}
+	w.closed = true
 	if w.eng != nil {
 		w.eng.close()
 	}
