@@ -1,4 +1,5 @@
-// Command tpnbd is a Network Block Device server that exports one file.
+// Command tpnbd is a Network Block Device server that exports one file, a
+// regular file or a block device.
 // Every request runs on a threadpool.Pool and every reply goes back through
 // the pool's completion loop, batched: one send per connection per batch.
 //
