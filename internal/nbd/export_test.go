@@ -1,7 +1,6 @@
 package nbd
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,64 +30,6 @@ func TestExportControlRetriesInterruptedCalls(t *testing.T) {
 	require.Equal(t, 3, calls)
 	err = e.control(func(int) error { return unix.EIO })
 	require.ErrorIs(t, err, unix.EIO, "other errors are returned at once")
-}
-
-// On a block device fallocate takes whole logical blocks only (EINVAL
-// otherwise), so WRITE_ZEROES and TRIM of a range that does not start and
-// end on block boundaries send fallocate the whole blocks inside it:
-// WRITE_ZEROES writes zeroes over the partial blocks at its ends, TRIM
-// leaves them alone. A regular file with the alignment of a block device
-// stands in for one here.
-func TestExportZeroAndTrimSendWholeBlocksToFallocate(t *testing.T) {
-	const size, blk = 64 << 10, 4096
-	fill := func(t *testing.T) (*Export, []byte) {
-		path := filepath.Join(t.TempDir(), "disk.img")
-		want := make([]byte, size)
-		for i := range want {
-			want[i] = 0xab
-		}
-		require.NoError(t, os.WriteFile(path, want, 0o600))
-		e, err := OpenExport(path, "", false)
-		require.NoError(t, err)
-		t.Cleanup(func() { e.Close() })
-		require.EqualValues(t, 1, e.align, "a regular file takes any range")
-		e.align = blk
-		return e, want
-	}
-	contents := func(t *testing.T, e *Export) []byte {
-		got := make([]byte, size)
-		require.NoError(t, e.readAt(got, 0))
-		return got
-	}
-	for _, c := range []struct {
-		name        string
-		off, length int64
-	}{
-		{"both ends partial", 1000, 3*blk + 500},
-		{"inside one block", blk + 10, 100},
-		{"across one boundary", blk - 10, 20},
-		{"aligned", 2 * blk, 3 * blk},
-		{"to the end", size - blk - 1, blk + 1},
-	} {
-		for _, keep := range []bool{false, true} {
-			t.Run(fmt.Sprintf("zero/%s/noHole=%v", c.name, keep), func(t *testing.T) {
-				e, want := fill(t)
-				require.NoError(t, e.zero(c.off, c.length, keep))
-				clear(want[c.off : c.off+c.length])
-				require.Equal(t, want, contents(t, e))
-			})
-		}
-		t.Run("trim/"+c.name, func(t *testing.T) {
-			e, want := fill(t)
-			require.NoError(t, e.trim(c.off, c.length))
-			start := (c.off + blk - 1) / blk * blk
-			end := (c.off + c.length) / blk * blk
-			if start < end { // the whole blocks were punched out
-				clear(want[start:end])
-			}
-			require.Equal(t, want, contents(t, e))
-		})
-	}
 }
 
 // Only a regular file or a block device can be an export. Anything else is
