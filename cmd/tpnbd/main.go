@@ -111,7 +111,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.procs, "procs", 0, "GOMAXPROCS for the server, at most 1024 (0: Go's default, one per CPU)")
 	fs.DurationVar(&cfg.shutdownWait, "shutdown-wait", 30*time.Second, "how long a signalled shutdown waits for clients before closing them (positive; a second signal ends the process at once)")
 	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile to this file")
-	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems")
+	fs.BoolVar(&cfg.verbose, "v", false, "log connection problems and failed requests (at most one line a second for these)")
 	fs.BoolVar(&cfg.quiet, "q", false, "do not print the listening addresses")
 	cfg.tls.register(fs)
 	if err := fs.Parse(args); err != nil {

@@ -15,20 +15,24 @@ import (
 const failureLogEvery = time.Second
 
 // failureLog rate-limits the log lines of requests whose I/O failed, over
-// the whole server: the first failure is logged at once, and the ones
-// after it within failureLogEvery are counted into the next line.
+// the whole server: the first failure is logged at once, and the ones after
+// it within failureLogEvery are counted, into one line at the end of that
+// time (or at Shutdown, whichever comes first).
 type failureLog struct {
-	mu   sync.Mutex
-	next time.Time // guarded by mu: no line before it
-	held int       // guarded by mu: failures not logged since the last line
+	mu    sync.Mutex
+	next  time.Time   // guarded by mu: no line before it
+	held  int         // guarded by mu: failures not logged since the last line
+	timer *time.Timer // guarded by mu: logs held at next; nil while none is held
+	ended bool        // guarded by mu: Shutdown logged what was held
 }
 
-// fail records that r's I/O failed with err: it sets r's error value and
-// the message of its error chunk, and logs the failure unless one was
-// logged less than failureLogEvery ago. Any goroutine that runs requests.
-func (r *request) fail(err error) {
+// fail records that what, r's I/O ("read", "write's FUA sync"), failed
+// with err: it sets r's error value and the message of its error chunk,
+// and logs the failure unless one was logged less than failureLogEvery
+// ago. Any goroutine that runs requests.
+func (r *request) fail(what string, err error) {
 	r.errno = errno(err)
-	r.msg = commandName(r.typ) + ": " + failureCause(err)
+	r.msg = what + ": " + failureCause(err)
 	s := r.c.srv
 	if s.Logf == nil {
 		return
@@ -36,8 +40,11 @@ func (r *request) fail(err error) {
 	l := &s.failures
 	l.mu.Lock()
 	now := time.Now()
-	if now.Before(l.next) {
+	if now.Before(l.next) || l.ended {
 		l.held++
+		if l.timer == nil && !l.ended {
+			l.timer = time.AfterFunc(l.next.Sub(now), func() { s.logHeldFailures(false) })
+		}
 		l.mu.Unlock()
 		return
 	}
@@ -46,10 +53,35 @@ func (r *request) fail(err error) {
 	l.mu.Unlock()
 	if held > 0 {
 		s.Logf("nbd: %s: %s of %d bytes at %d failed: %v (and %d more failed since the last such line)",
-			r.c.nc.RemoteAddr(), commandName(r.typ), r.length, r.offset, err, held)
+			r.c.nc.RemoteAddr(), what, r.length, r.offset, err, held)
 		return
 	}
-	s.Logf("nbd: %s: %s of %d bytes at %d failed: %v", r.c.nc.RemoteAddr(), commandName(r.typ), r.length, r.offset, err)
+	s.Logf("nbd: %s: %s of %d bytes at %d failed: %v", r.c.nc.RemoteAddr(), what, r.length, r.offset, err)
+}
+
+// logHeldFailures logs how many failures were held back since the last
+// line, if any. Its timer calls it at the end of failureLogEvery, and
+// Shutdown (final) once every connection is done, after which failures are
+// only counted.
+func (s *Server) logHeldFailures(final bool) {
+	l := &s.failures
+	l.mu.Lock()
+	if l.timer != nil {
+		l.timer.Stop() // at Shutdown; a no-op for the timer's own call
+		l.timer = nil
+	}
+	if final {
+		l.ended = true
+	}
+	held := l.held
+	l.held = 0
+	if held > 0 && !final {
+		l.next = time.Now().Add(failureLogEvery)
+	}
+	l.mu.Unlock()
+	if held > 0 && s.Logf != nil {
+		s.Logf("nbd: %d more requests failed since the last such line", held)
+	}
 }
 
 // failureCause says why a request failed, for its client: the system's

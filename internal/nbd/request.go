@@ -153,11 +153,13 @@ func (r *request) work() error {
 	case cmdBlockStatus:
 		r.blockStatus()
 	}
+	what := commandName(r.typ)
 	if err == nil && r.flags&cmdFlagFUA != 0 && (r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes) {
 		err = e.Sync()
+		what += "'s FUA sync"
 	}
 	if err != nil {
-		r.fail(err)
+		r.fail(what, err)
 	}
 	return err
 }

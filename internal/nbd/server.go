@@ -79,9 +79,10 @@ type Server struct {
 	// sends first.
 	Inline bool
 	// Logf, if set, receives one line per connection problem, and one for
-	// a request whose I/O failed, at most one a second (with a count of
-	// the failures since the last such line). It may be called from any
-	// goroutine, including the completion goroutine.
+	// a request whose I/O failed, at most one a second: the failures after
+	// a logged one are counted into one line a second later (or at
+	// Shutdown). It may be called from any goroutine, including the
+	// completion goroutine and a timer's.
 	Logf func(format string, args ...any)
 
 	mu        sync.Mutex
@@ -177,6 +178,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.stop()
 	}
 	s.mu.Unlock()
+	// Once every connection is done: the failures held back.
+	defer s.logHeldFailures(true)
 
 	done := make(chan struct{})
 	go func() {

@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"context"
 	"encoding/binary"
 	"os"
 	"testing"
@@ -451,6 +452,29 @@ func TestStructuredReadFailsPartWay(t *testing.T) {
 	res = c.readChunks(0, 0, 4096)
 	require.Nil(t, res.err)
 	require.Equal(t, pattern(0, 4096), res.data)
+
+	// The failures held back are logged when the second is over (the
+	// timer is made to fire now)...
+	hold := func(n int) {
+		ts.srv.failures.mu.Lock()
+		ts.srv.failures.next = time.Now().Add(time.Hour)
+		ts.srv.failures.mu.Unlock()
+		for range n {
+			require.NotNil(t, c.readChunks(0, 900<<10, 4096).err)
+		}
+	}
+	hold(1)
+	ts.srv.failures.mu.Lock()
+	ts.srv.failures.timer.Reset(0)
+	ts.srv.failures.mu.Unlock()
+	ts.waitLog("nbd: 1 more requests failed since the last such line")
+	// ... or at Shutdown, once every connection is done.
+	hold(2)
+	found, _ := ts.findLog("nbd: 2 more requests failed")
+	require.False(t, found)
+	require.NoError(t, ts.srv.Shutdown(context.Background()))
+	found, _ = ts.findLog("nbd: 2 more requests failed since the last such line")
+	require.True(t, found, "Shutdown logs the failures held back")
 }
 
 // TestStructuredReadFailsPastAShrunkEndInAHole checks a file that shrinks
