@@ -153,12 +153,15 @@ func (r *request) work() error {
 	case cmdBlockStatus:
 		r.blockStatus()
 	}
-	what := commandName(r.typ)
+	fuaSync := false
 	if err == nil && r.flags&cmdFlagFUA != 0 && (r.typ == cmdWrite || r.typ == cmdTrim || r.typ == cmdWriteZeroes) {
-		err = e.Sync()
-		what += "'s FUA sync"
+		err, fuaSync = e.Sync(), true
 	}
 	if err != nil {
+		what := commandName(r.typ)
+		if fuaSync {
+			what += "'s FUA sync"
+		}
 		r.fail(what, err)
 	}
 	return err
