@@ -447,7 +447,8 @@ func (t *goroutineTripper) close() {
 // 64 MiB by default. Without -randread.file each top-level benchmark makes one
 // of random bytes in its temporary directory, shared by its sub-benchmarks
 // and removed when it ends; with -randread.file that file is used (made if it
-// is missing or too short) and left in place.
+// is missing; one too short fails the benchmark and is left alone) and left
+// in place.
 var (
 	randreadFile = flag.String("randread.file", "", "data file for the random-read benchmarks (default: a temporary file per benchmark)")
 	randreadSize = flag.Int64("randread.size", 64<<20, "bytes of the data file the random-read benchmarks read")

@@ -47,13 +47,16 @@ func openData(o *options) (*dataFile, error) {
 // (its terminal closed) before the returned function is called, and then
 // lets the signal end the process as it would have; the returned function
 // removes dir and stops watching. A temporary data file of hundreds of MiB
-// then does not outlive an interrupted run. A signal that the process
-// ignored from its start (SIGINT in a background job, SIGHUP under nohup)
-// stays ignored.
+// then does not outlive an interrupted run. SIGPIPE, from a write to a
+// standard output or error whose reader has gone (tpbench | less, less
+// quit early), ends the process with status 141 once dir is removed, as
+// the signal itself would have without the removal. A signal that the
+// process ignored from its start (SIGINT in a background job, SIGHUP under
+// nohup) stays ignored.
 func removeOnSignal(dir string) (remove func()) {
 	sigs := make(chan os.Signal, 1)
 	var watch []os.Signal
-	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP} {
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGPIPE} {
 		if !signal.Ignored(sig) {
 			watch = append(watch, sig)
 		}
@@ -69,6 +72,11 @@ func removeOnSignal(dir string) (remove func()) {
 		select {
 		case sig := <-sigs:
 			os.RemoveAll(dir)
+			if sig == syscall.SIGPIPE {
+				// A Go program ignores a SIGPIPE sent to it: exit as one
+				// that the signal ended would have.
+				os.Exit(128 + int(syscall.SIGPIPE))
+			}
 			signal.Reset(watch...)
 			if p, err := os.FindProcess(os.Getpid()); err == nil {
 				_ = p.Signal(sig) // its default action now: the process ends

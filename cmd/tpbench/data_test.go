@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -28,30 +29,12 @@ func TestInterruptRemovesTempFile(t *testing.T) {
 			handled := make(chan os.Signal, 1)
 			signal.Notify(handled, sig)
 			defer signal.Stop(handled)
-			dir := t.TempDir()
-			bin := cmdtest.Build(t, dir, "tpbench")
-			tmp := filepath.Join(dir, "tmp")
-			require.NoError(t, os.Mkdir(tmp, 0o755))
-
-			cmd := exec.Command(bin, "-size", "1M", "-iodepth", "1", "-numjobs", "1", "-design", "pool",
-				"-mode", "defer", "-runtime", "1h", "-rounds", "1", "-progress=true")
-			cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-			// The progress line is drawn once the measured round runs, so
-			// the data file exists by then.
-			r := bufio.NewReader(cmdtest.Start(t, cmd))
-			_, err := r.ReadString('\r')
-			require.NoError(t, err)
-			_, err = r.ReadString('\r')
-			require.NoError(t, err)
-			left, err := os.ReadDir(tmp)
-			require.NoError(t, err)
-			require.Len(t, left, 1, "the temporary directory of the data file")
-
+			cmd, _, r, tmp := startLongRun(t)
 			require.NoError(t, cmd.Process.Signal(sig))
 			go r.WriteTo(new(bytes.Buffer))
-			err = cmd.Wait()
+			err := cmd.Wait()
 			require.Error(t, err, "an interrupted run must not exit 0")
-			left, err = os.ReadDir(tmp)
+			left, err := os.ReadDir(tmp)
 			require.NoError(t, err)
 			var names []string
 			for _, e := range left {
@@ -100,4 +83,47 @@ func TestIgnoredSignalsStayIgnored(t *testing.T) {
 	require.Contains(t, string(out), "hangup ignored before=true during=true after=true")
 	_, err = os.Stat(dir)
 	require.ErrorIs(t, err, os.ErrNotExist, "removed by the returned func")
+}
+
+// A reader of the progress line (or the table) that goes away, as less
+// quit early does, makes tpbench's next write raise SIGPIPE: the temporary
+// data file is removed and the run ends with status 141. Go's default
+// action for SIGPIPE on a standard stream ended the process at once,
+// leaving the file behind.
+func TestBrokenPipeRemovesTempFile(t *testing.T) {
+	cmd, stderr, _, tmp := startLongRun(t)
+	require.NoError(t, stderr.Close()) // the reader goes away
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	require.Equal(t, 141, exit.ExitCode())
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	require.Empty(t, left, "the temporary data file outlives the broken pipe")
+}
+
+// startLongRun starts an hour-long run of tpbench on a temporary data file
+// in tmp, with its progress line on stderr, and returns once the measured
+// round runs (the data file exists by then): the process, its stderr (r
+// reads it) and tmp.
+func startLongRun(t *testing.T) (cmd *exec.Cmd, stderr io.ReadCloser, r *bufio.Reader, tmp string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin := cmdtest.Build(t, dir, "tpbench")
+	tmp = filepath.Join(dir, "tmp")
+	require.NoError(t, os.Mkdir(tmp, 0o755))
+	cmd = exec.Command(bin, "-size", "1M", "-iodepth", "1", "-numjobs", "1", "-design", "pool",
+		"-mode", "defer", "-runtime", "1h", "-rounds", "1", "-progress=true")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	stderr = cmdtest.Start(t, cmd)
+	r = bufio.NewReader(stderr)
+	// The progress line is drawn once the measured round runs.
+	for range 2 {
+		_, err := r.ReadString('\r')
+		require.NoError(t, err)
+	}
+	left, err := os.ReadDir(tmp)
+	require.NoError(t, err)
+	require.Len(t, left, 1, "the temporary directory of the data file")
+	return cmd, stderr, r, tmp
 }

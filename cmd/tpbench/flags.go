@@ -96,10 +96,10 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.SetOutput(stderr)
 	o := &options{open: openData, isTerminal: writerIsTerminal, machine: readMachine, args: args}
 	var size, iodepth, numjobs, modes, designs string
-	fs.StringVar(&o.filename, "filename", "", "data file (made, or rewritten with random bytes if shorter than -size); default a temporary file, removed at exit or on SIGINT/SIGTERM/SIGHUP")
+	fs.StringVar(&o.filename, "filename", "", "data file (made with random bytes if missing; an existing one shorter than -size is refused, never written); default a temporary file, removed at exit or on SIGINT/SIGTERM/SIGHUP/SIGPIPE")
 	fs.StringVar(&size, "size", "256M", "bytes of the file to read, with an optional K, M or G suffix (powers of 1024)")
 	fs.IntVar(&o.bs, "bs", 4096, "bytes per read; the buffers, -iodepth x -numjobs x -bs for the designs and GOMAXPROCS x -bs for the ceiling, must fit in 1 GiB")
-	fs.StringVar(&iodepth, "iodepth", "64,1", "reads in flight per job; a comma list pairs with -numjobs")
+	fs.StringVar(&iodepth, "iodepth", "64,1", "reads in flight per job; a comma list pairs with -numjobs (-iodepth x -numjobs at most 1048576)")
 	fs.StringVar(&numjobs, "numjobs", "8,1", "jobs; a comma list pairs with -iodepth")
 	fs.DurationVar(&o.runtime, "runtime", 4*time.Second, "measured time per subject and iodepth/numjobs pair, split over the rounds")
 	fs.IntVar(&o.rounds, "rounds", 4, "rounds; each runs every subject once, in rotating order")

@@ -300,6 +300,10 @@ func requireRefusedBeforeData(t *testing.T, args []string, wants ...string) {
 func TestRunBuffersAboveTheBoundExitsTwo(t *testing.T) {
 	requireRefusedBeforeData(t, []string{"-size", "8k", "-bs", "4096", "-iodepth", "64,262145", "-numjobs", "8,1", "-design", "pool"},
 		"-iodepth 262145 times -numjobs 1 at -bs 4096", "1073745920 bytes", "1073741824 bytes (1 GiB)")
+	// Each read in flight costs a few hundred bytes beside its buffer:
+	// 10^8 one-byte reads, 100 MB of buffers, ran out of memory.
+	requireRefusedBeforeData(t, []string{"-size", "1k", "-bs", "1", "-iodepth", "100000000", "-numjobs", "1", "-design", "pool"},
+		"-iodepth 100000000 times -numjobs 1 at -bs 1", "100000000 reads in flight, above the bound of 1048576")
 
 	// The ceiling reads with a buffer per GOMAXPROCS thread.
 	procs := runtime.GOMAXPROCS(0)

@@ -22,9 +22,10 @@ func Build(t testing.TB, dir, name string) string {
 	return bin
 }
 
-// Start starts cmd and returns its standard error. When the test ends, a
-// process that has not been waited for is killed and reaped.
-func Start(t testing.TB, cmd *exec.Cmd) io.Reader {
+// Start starts cmd and returns its standard error, which the caller may
+// close to make the process's writes to it fail (a broken pipe). When the
+// test ends, a process that has not been waited for is killed and reaped.
+func Start(t testing.TB, cmd *exec.Cmd) io.ReadCloser {
 	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)

@@ -14,17 +14,19 @@ import (
 const chunk = 1 << 20
 
 // PrepareFile makes sure path holds at least size bytes and that they are in
-// the page cache. A missing or shorter file is (re)written with size random
-// bytes; a file that is long enough is left as it is. Either way it is then
-// read through once, so that the measured reads hit the cache, not the disk.
-// It returns whether it wrote the file.
+// the page cache. A missing file is made with size random bytes; a file
+// that is long enough is left as it is; an existing file that is shorter,
+// or is not a regular file, is refused with an error and left alone (it may
+// hold someone's data: PrepareFile never writes to a file it did not make).
+// Either way the file is then read through once, so that the measured reads
+// hit the cache, not the disk. It returns whether it made the file.
 func PrepareFile(path string, size int64) (created bool, err error) {
 	if size <= 0 {
 		return false, fmt.Errorf("data file size %d must be positive", size)
 	}
 	st, err := os.Stat(path)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) || (err == nil && st.Mode().IsRegular() && st.Size() < size):
+	case errors.Is(err, fs.ErrNotExist):
 		if err := writeRandom(path, size); err != nil {
 			return false, err
 		}
@@ -33,13 +35,16 @@ func PrepareFile(path string, size int64) (created bool, err error) {
 		return false, err
 	case !st.Mode().IsRegular():
 		return false, fmt.Errorf("%s is not a regular file", path)
+	case st.Size() < size:
+		return false, fmt.Errorf("%s holds %d bytes, fewer than the %d to read: it is left alone; remove it to have it made, or read fewer bytes", path, st.Size(), size)
 	}
 	return created, readThrough(path, size)
 }
 
-// writeRandom writes size random bytes to path, truncating it.
+// writeRandom makes the file path, which must not exist, with size random
+// bytes. A file it could not fill is removed.
 func writeRandom(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
@@ -56,6 +61,7 @@ func writeRandom(path string, size int64) error {
 		err = cerr
 	}
 	if err != nil {
+		os.Remove(path)
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil

@@ -105,14 +105,22 @@ func TestPrepareFileKeepsALongEnoughFile(t *testing.T) {
 	created, err := PrepareFile(path, 8<<10)
 	require.NoError(t, err)
 	require.False(t, created)
-	created, err = PrepareFile(path, 32<<10)
-	require.NoError(t, err)
-	require.True(t, created, "a short file is rewritten")
-	st, err := os.Stat(path)
-	require.NoError(t, err)
-	require.Equal(t, int64(32<<10), st.Size())
 	_, err = PrepareFile(t.TempDir(), 1)
 	require.Error(t, err, "a directory is refused")
+}
+
+// An existing file shorter than the size asked for may hold someone's
+// data: it is refused, with an error that says what to do, and left as it
+// was. PrepareFile used to rewrite it with random bytes.
+func TestPrepareFileLeavesAShortFileAlone(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notes.txt")
+	require.NoError(t, os.WriteFile(path, []byte("precious"), 0o644))
+	created, err := PrepareFile(path, 8<<10)
+	require.EqualError(t, err, path+" holds 8 bytes, fewer than the 8192 to read: it is left alone; remove it to have it made, or read fewer bytes")
+	require.False(t, created)
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, "precious", string(b))
 }
 
 func TestModeNames(t *testing.T) {
@@ -340,8 +348,7 @@ func TestATimerStopsOnlyItsOwnRun(t *testing.T) {
 
 			// The data are back; the first run's timer function runs once the
 			// second run has started (its first reading of the CPU clock).
-			_, err = PrepareFile(f.Name(), 64<<10)
-			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(f.Name(), make([]byte, 64<<10), 0o644))
 			cpuClock = func() time.Duration {
 				if late != nil {
 					late()
@@ -364,7 +371,7 @@ func TestConfigRejectsBuffersAboveTheBound(t *testing.T) {
 	for _, c := range []Config{
 		{File: f, Size: 2 << 30, BS: 1<<30 + 1, IODepth: 1, NumJobs: 1},
 		{File: f, Size: 2 << 30, BS: 512 << 20, IODepth: 1, NumJobs: 3},
-		{File: f, Size: 8 << 10, BS: 4096, IODepth: 1 << 20, NumJobs: 1 << 20, Design: Goroutine},
+		{File: f, Size: 8 << 10, BS: 4096, IODepth: 1 << 19, NumJobs: 2, Design: Goroutine},
 		{File: f, Size: math.MaxInt64, BS: math.MaxInt / 2, IODepth: 2, NumJobs: 1, Design: ChanPool},
 	} {
 		w, err := New(c)
@@ -382,6 +389,8 @@ func TestConfigRejectsBuffersAboveTheBound(t *testing.T) {
 	require.NoError(t, CheckBuffers(MaxBuffers/4096, 4096))
 	require.Error(t, CheckBuffers(1, MaxBuffers+1))
 	require.Error(t, CheckBuffers(MaxBuffers/4096+1, 4096))
+	require.NoError(t, CheckBuffers(MaxInFlight, 1))
+	require.EqualError(t, CheckBuffers(MaxInFlight+1, 1), "1048577 reads in flight, above the bound of 1048576")
 	require.Error(t, CheckBuffers(math.MaxInt, math.MaxInt))
 }
 

@@ -85,9 +85,19 @@ const maxChanWorkers = threadpool.DefaultMaxWorkers
 // x BS) or a Ceiling (Threads x BS) allocates: 1 GiB.
 const MaxBuffers = 1 << 30
 
+// MaxInFlight bounds the reads a Workload keeps in flight (IODepth x
+// NumJobs): each costs a few hundred bytes beside its buffer (the request,
+// the pool's element or a goroutine), which MaxBuffers does not count, so
+// that 2^30 one-byte reads would have taken some 170 GB.
+const MaxInFlight = 1 << 20
+
 // CheckBuffers returns an error stating the bound and the product unless n
-// buffers of bs bytes, both positive, fit in MaxBuffers.
+// buffers of bs bytes, both positive, fit in MaxBuffers, and n is at most
+// MaxInFlight.
 func CheckBuffers(n, bs int) error {
+	if n > MaxInFlight {
+		return fmt.Errorf("%d reads in flight, above the bound of %d", n, MaxInFlight)
+	}
 	if n <= MaxBuffers/bs {
 		return nil
 	}
@@ -145,8 +155,9 @@ var _ Runner = (*Workload)(nil)
 // New builds a workload: the executor, the jobs, their notifiers and their
 // requests. The caller must Close it. A Config that cannot hold (no File, a
 // BS that is not positive or above Size, an IODepth or NumJobs that is not
-// positive or whose product overflows an int, buffers of IODepth x NumJobs x
-// BS bytes above MaxBuffers, an unknown Mode or Design) returns an error.
+// positive or whose product overflows an int or exceeds MaxInFlight, buffers
+// of IODepth x NumJobs x BS bytes above MaxBuffers, an unknown Mode or
+// Design) returns an error.
 func New(c Config) (*Workload, error) {
 	if err := c.validate(); err != nil {
 		return nil, err
