@@ -421,8 +421,10 @@ func requireFlushFailed(t *testing.T, p *Pool) {
 
 // A Flusher that panics at the end of a batch of a pool without a panic
 // handler is re-raised as a *PanicError, as WithPanicHandler says, and the
-// Flushes deferred after it run at the end of the next batch; with a handler
-// the handler gets the value and the rest run at once.
+// Flushes deferred after it run at the end of the next batch, for which the
+// loop is woken at once (Fd readable: they used to wait for the next
+// completion, a reply's flush with them); with a handler the handler gets
+// the value and the rest run at once.
 func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 	var log []string
 	bad := &recFlusher{"bad", &log, func() { panic("flush failed") }}
@@ -440,6 +442,7 @@ func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 	deferBoth(p)
 	requireFlushFailed(t, p)
 	require.Equal(t, []string{"bad"}, log)
+	require.True(t, pollReadable(t, p.Fd(), 0), "the loop is woken for the Flush left over")
 	require.Zero(t, p.RunCompletions())
 	require.Equal(t, []string{"bad", "good"}, log, "the Flush after the panic runs at the next batch")
 

@@ -71,15 +71,21 @@ func requireRan(t *testing.T, ch <-chan error, want, msg string) {
 // waitReadable blocks in poll(2) until fd is readable.
 func waitReadable(t *testing.T, fd int) {
 	t.Helper()
+	require.True(t, pollReadable(t, fd, -1))
+}
+
+// pollReadable reports whether fd is readable within timeout milliseconds
+// (poll(2): -1 waits for ever, 0 not at all).
+func pollReadable(t *testing.T, fd, timeout int) bool {
+	t.Helper()
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 	for {
-		n, err := unix.Poll(fds, -1)
+		n, err := unix.Poll(fds, timeout)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		require.NoError(t, err)
-		require.Equal(t, 1, n)
-		return
+		return n == 1 && fds[0].Revents&unix.POLLIN != 0
 	}
 }
 
