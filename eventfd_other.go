@@ -99,10 +99,16 @@ func (e *event) readAll(fd uintptr) int {
 func (e *event) setReadDeadline(t time.Time) { _ = e.sys.r.SetReadDeadline(t) }
 func (e *event) fd() int                     { return e.sys.rfd }
 
+// close closes the write end first: it waits for a write in flight (a
+// Notify racing with Close), which therefore still finds the read end open,
+// and a later one fails before it reaches write(2). Closing the read end
+// first made such a write fail with EPIPE and raise SIGPIPE, a signal the
+// program did not cause, seen by any program that subscribes to it. A Wait
+// blocked on the read end then reads end of file: ErrClosed.
 func (e *event) close() error {
-	err := e.sys.r.Close()
-	if werr := e.sys.w.Close(); err == nil {
-		err = werr
+	err := e.sys.w.Close()
+	if rerr := e.sys.r.Close(); err == nil {
+		err = rerr
 	}
 	return err
 }
