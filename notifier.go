@@ -31,6 +31,9 @@ import (
 // Notify, Flush, Missed and Stats may be called from any goroutine. Wait and
 // Clear belong to one consumer goroutine at a time. After Close, Notify does
 // nothing, Wait returns ErrClosed and Fd returns -1.
+//
+// Make a Notifier with NewNotifier: the zero Notifier has no descriptor and
+// must not be used.
 type Notifier struct {
 	ev       event // the descriptor(s); set once in NewNotifier
 	coalesce bool  // written once in NewNotifier
@@ -74,11 +77,14 @@ type NotifierStats struct {
 	Wakeups     uint64 // signals taken by Wait or Clear
 }
 
-// NewNotifier makes a Notifier. The caller must Close it.
+// NewNotifier makes a Notifier; nil options are skipped, as New skips them.
+// The caller must Close it.
 func NewNotifier(opts ...NotifierOption) (*Notifier, error) {
 	n := &Notifier{coalesce: true}
 	for _, o := range opts {
-		o(n)
+		if o != nil {
+			o(n)
+		}
 	}
 	if err := n.ev.open(n); err != nil {
 		return nil, err

@@ -51,6 +51,14 @@ func TestNotifierWithoutCoalescingWritesEveryTime(t *testing.T) {
 	require.False(t, n.Clear(), "one read takes every pending write")
 }
 
+// A nil option is skipped, as New skips one: NewNotifier(nil) panicked.
+func TestNotifierSkipsANilOption(t *testing.T) {
+	n := newNotifier(t, nil, threadpool.WithCoalescing(false), nil)
+	n.Notify()
+	n.Notify()
+	require.Equal(t, uint64(2), n.Stats().Writes, "the option between the nils took")
+}
+
 func TestNotifierWaitWakesOnNotify(t *testing.T) {
 	n := newNotifier(t)
 	done := make(chan error)
