@@ -16,7 +16,9 @@ type Flusher interface {
 // flushes at once.
 //
 // The zero Deferrer is ready to use. A Deferrer belongs to one goroutine at a
-// time: it has no lock.
+// time: it has no lock. It must not be copied after first use (go vet
+// reports copies): a copy shares the recorded calls' storage with the
+// original.
 //
 // Deduplication compares Flushers with ==, by value: two Flushers are the same
 // when they have the same dynamic type and equal values, so a Flusher should
@@ -27,6 +29,8 @@ type Flusher interface {
 // Flushers a region records, and allocates nothing once the Deferrer has
 // recorded as many before.
 type Deferrer struct {
+	_ noCopy
+
 	depth int       // open regions
 	list  []Flusher // recorded calls, in order of first Call
 	spare []Flusher // an emptied list kept for reuse
@@ -41,6 +45,13 @@ type Deferrer struct {
 	// recorded as without it. Written once by the Pool before use.
 	onPanic func(v any)
 }
+
+// noCopy makes go vet's copylocks check report copies of the struct that
+// holds it: its methods are those of a lock, and do nothing.
+type noCopy struct{}
+
+func (*noCopy) Lock()   {}
+func (*noCopy) Unlock() {}
 
 // scanMax is the longest list that Call scans for a duplicate; beyond it Call
 // looks the Flusher up in a map.
