@@ -1,5 +1,7 @@
 package threadpool
 
+import "fmt"
+
 // A Batch collects requests and submits them together, like QEMU's
 // blk_io_plug/unplug: Flush queues every recorded request under one lock
 // and wakes only as many workers as can start at once, instead of one lock
@@ -42,8 +44,11 @@ func (b *Batch) Len() int { return len(b.reqs) }
 // Either all of them are accepted (each callback then runs exactly once, as
 // for Submit) or none is: Flush returns ErrClosed once Shutdown or Close
 // began, and ErrQueueFull when the requests that would wait for a worker
-// exceed the WithMaxQueued bound; then no callback of the batch runs. The
-// Batch is empty afterwards either way. Flush of an empty Batch returns nil.
+// exceed the WithMaxQueued bound; then no callback of the batch runs. A
+// batch larger than the pool's maximum workers and WithMaxQueued bound
+// together would be refused even by an idle pool: its error wraps
+// ErrQueueFull and says so, and only splitting it helps. The Batch is empty
+// afterwards either way. Flush of an empty Batch returns nil.
 //
 // As Submit, Flush never runs a callback itself and never waits for a
 // worker, and the same holds from whichever goroutine holds the Batch: a
@@ -70,6 +75,11 @@ func (p *Pool) acceptBatch(reqs []batchReq) error {
 		return ErrClosed
 	}
 	if p.maxQueued > 0 && p.waiting(len(reqs)) > p.maxQueued {
+		if len(reqs) > p.maxQueued+p.maxWorkers {
+			// Even an idle pool would refuse it: retrying cannot help.
+			return fmt.Errorf("%w: a batch of %d requests never fits in %d workers and %d queued (WithMaxQueued): split it",
+				ErrQueueFull, len(reqs), p.maxWorkers, p.maxQueued)
+		}
 		return ErrQueueFull
 	}
 	// Counted before the first request can run: handOff wakes its worker.

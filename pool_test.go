@@ -956,6 +956,7 @@ func TestBatchBadInput(t *testing.T) {
 
 	// One worker busy; two may wait: three more do not fit, and none is taken.
 	g := newGate(1)
+	t.Cleanup(g.release) // should an assertion fail, before the pool's Close
 	_, err := p.Submit(g.fn(0, nil), nil)
 	require.NoError(t, err)
 	<-g.started
@@ -963,9 +964,19 @@ func TestBatchBadInput(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		require.NoError(t, b.Add(func() error { return nil }, cb))
 	}
-	require.ErrorIs(t, b.Flush(), ErrQueueFull)
+	err = b.Flush()
+	require.Equal(t, ErrQueueFull, err, "a busy pool: the plain error, to retry on")
 	require.Zero(t, b.Len(), "a refused batch is emptied")
 	require.Zero(t, p.Stats().Queued)
+
+	// Four never fit in one worker and two queued: the error says so.
+	for i := 0; i < 4; i++ {
+		require.NoError(t, b.Add(func() error { return nil }, cb))
+	}
+	err = b.Flush()
+	require.ErrorIs(t, err, ErrQueueFull)
+	require.EqualError(t, err, "threadpool: queue is full: a batch of 4 requests never fits in 1 workers and 2 queued (WithMaxQueued): split it")
+	require.Zero(t, b.Len())
 
 	ran := make(chan struct{}, 2)
 	for i := 0; i < 2; i++ {
