@@ -240,9 +240,6 @@ func (p *Pool) endDrain() {
 	if raceBuild && p.drainDepth == 0 {
 		defer p.drainOwner.Store(0) // after the Flushes, even a panicking one
 	}
-	if p.drainDepth == 0 {
-		defer p.rearmAfterFlushPanic()
-	}
 	p.deferrer.End()
 	if p.drainDepth > 0 || p.spent == nil {
 		return
@@ -254,17 +251,6 @@ func (p *Pool) endDrain() {
 	}
 	p.recycle(p.spent, p.spentTail, n)
 	p.spent, p.spentTail = nil, nil
-}
-
-// rearmAfterFlushPanic wakes the loop again when the outermost region ended
-// with calls still recorded: a Flush panicked (or called runtime.Goexit)
-// and the calls after it wait for the end of the next batch, which must not
-// wait for the next completion. It does nothing once the region ended
-// normally. Loop goroutine only, deferred by endDrain.
-func (p *Pool) rearmAfterFlushPanic() {
-	if len(p.deferrer.list) > 0 {
-		p.wakeLoop()
-	}
 }
 
 // deliver runs one request's callback. The element is kept (on the spent

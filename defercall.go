@@ -44,6 +44,10 @@ type Deferrer struct {
 	// remaining calls still run; should onPanic panic itself, they stay
 	// recorded as without it. Written once by the Pool before use.
 	onPanic func(v any)
+	// onLeft, when set, is called when a Flush that panicked (or called
+	// runtime.Goexit) left calls recorded for the next outermost End.
+	// Written once by the Pool before use.
+	onLeft func()
 }
 
 // noCopy makes go vet's copylocks check report copies of the struct that
@@ -195,6 +199,9 @@ func (d *Deferrer) run(list []Flusher) {
 			}
 			if len(d.list) > scanMax {
 				d.index()
+			}
+			if len(d.list) > 0 && d.onLeft != nil {
+				d.onLeft()
 			}
 		}
 	}()

@@ -181,6 +181,9 @@ func New(opts ...Option) (*Pool, error) {
 		loopDone:     make(chan struct{}),
 	}
 	p.deferrer.onPanic = p.panicHandler
+	// The calls a panicking Flush left wait for the next batch, which must
+	// not wait for the next completion: wake the loop for it.
+	p.deferrer.onLeft = func() { p.wakeLoop() }
 	left := make(chan struct{})
 	p.left.Store(&left)
 	if c.external || c.loopWake == wakeEventfd {
