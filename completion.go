@@ -278,9 +278,10 @@ func (p *Pool) deliver(e *element) {
 // delivery or Flush nested in the panicking Callback (a Close, Shutdown or
 // RunCompletions it called), and carries the first stack. The calls a batch
 // deferred after a panicking Flush stay recorded for the end of the next
-// batch, and the loop is woken for it at once (Fd becomes readable), as for
-// what is left of a batch after a panicking Callback, so that they do not
-// wait for the next completion.
+// batch, and the loop is woken for it at once (Fd becomes readable, while
+// the pool holds it), as for what is left of a batch after a panicking
+// Callback, so that they do not wait for the next completion; once a Close
+// has released Fd, the next Close or RunCompletions runs them.
 func loopPanicHandler(h func(v any)) func(v any) {
 	if h != nil {
 		return h

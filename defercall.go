@@ -45,8 +45,8 @@ type Deferrer struct {
 	// recorded as without it. Written once by the Pool before use.
 	onPanic func(v any)
 	// onLeft, when set, is called when a Flush that panicked (or called
-	// runtime.Goexit) left calls recorded for the next outermost End.
-	// Written once by the Pool before use.
+	// runtime.Goexit) at an outermost End left calls recorded for the next
+	// one. Written once by the Pool before use.
 	onLeft func()
 }
 
@@ -200,7 +200,9 @@ func (d *Deferrer) run(list []Flusher) {
 			if len(d.list) > scanMax {
 				d.index()
 			}
-			if len(d.list) > 0 && d.onLeft != nil {
+			if len(d.list) > 0 && d.depth == 0 && d.onLeft != nil {
+				// Inside a region (a Close from a Callback flushing the
+				// batch early) the enclosing End runs them anyway.
 				d.onLeft()
 			}
 		}

@@ -135,6 +135,38 @@ func TestDeferrerPanickingFlushKeepsTheRest(t *testing.T) {
 	require.Equal(t, []string{"a", "bad", "c", "bad", "a"}, log)
 }
 
+// A Flush that panics at the outermost End leaves the calls after it
+// recorded and says so (onLeft: the pool wakes its loop for them); one that
+// panics in a flush inside a region (a Close from a Callback flushing the
+// batch early) does not, since the enclosing End runs them anyway.
+func TestDeferrerOnLeftOnlyAtTheOutermostEnd(t *testing.T) {
+	var log []string
+	bad := &recFlusher{"bad", &log, func() { panic("flush failed") }}
+	good := &recFlusher{"good", &log, nil}
+	left := 0
+	d := &Deferrer{onLeft: func() { left++ }}
+
+	d.Begin()
+	d.Call(bad)
+	d.Call(good)
+	require.Panics(t, d.flush, "a flush inside the region")
+	require.Zero(t, left, "inside a region")
+	d.End()
+	require.Equal(t, []string{"bad", "good"}, log, "the enclosing End ran the rest")
+	require.Zero(t, left)
+
+	log = nil
+	d.Begin()
+	d.Call(bad)
+	d.Call(good)
+	require.Panics(t, d.End)
+	require.Equal(t, 1, left, "at the outermost End")
+	require.Equal(t, []string{"bad"}, log)
+	d.Begin()
+	d.End()
+	require.Equal(t, []string{"bad", "good"}, log, "the next outermost End ran the rest")
+}
+
 func TestDeferrerEndWithoutBeginPanics(t *testing.T) {
 	var d Deferrer
 	require.Panics(t, d.End)
@@ -458,19 +490,23 @@ func TestDeferCallPanickingFlushIsPanicError(t *testing.T) {
 // A Flush that panics when a Close called from a Callback runs the batch's
 // deferred calls, on a pool without a panic handler, reaches the loop as one
 // *PanicError of the Flush's value, not one wrapped in another by the
-// Callback it unwound; a second Close then releases the pool.
+// Callback it unwound, and the Flushes after it run as the panic leaves
+// the batch; a second Close then releases the pool.
 func TestPanickingFlushInNestedCloseIsWrappedOnce(t *testing.T) {
 	var log []string
 	bad := &recFlusher{"bad", &log, func() { panic("flush failed") }}
+	good := &recFlusher{"good", &log, nil}
 	p, err := New(WithExternalLoop())
 	require.NoError(t, err)
 	_, err = p.Submit(func() error { return nil }, func(error) {
 		p.DeferCall(bad)
+		p.DeferCall(good)
 		_ = p.Close()
 	})
 	require.NoError(t, err)
 	waitReadable(t, p.Fd())
 	requireFlushFailed(t, p)
+	require.Equal(t, []string{"bad", "good"}, log)
 	require.NoError(t, p.Close())
 	require.Equal(t, -1, p.Fd())
 }
