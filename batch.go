@@ -47,7 +47,8 @@ func (b *Batch) Len() int { return len(b.reqs) }
 // exceed the WithMaxQueued bound; then no callback of the batch runs. A
 // batch larger than the pool's maximum workers and WithMaxQueued bound
 // together would be refused even by an idle pool: its error wraps
-// ErrQueueFull and says so, and only splitting it helps. The Batch is empty
+// ErrQueueFull and says so; splitting it (or raising the limits) helps, a
+// retry does not. The Batch is empty
 // afterwards either way. Flush of an empty Batch returns nil.
 //
 // As Submit, Flush never runs a callback itself and never waits for a
@@ -76,8 +77,9 @@ func (p *Pool) acceptBatch(reqs []batchReq) error {
 	}
 	if p.maxQueued > 0 && p.waiting(len(reqs)) > p.maxQueued {
 		if len(reqs) > p.maxQueued+p.maxWorkers {
-			// Even an idle pool would refuse it: retrying cannot help.
-			return fmt.Errorf("%w: a batch of %d requests never fits in %d workers and %d queued (WithMaxQueued): split it",
+			// Even an idle pool would refuse it at these limits: retrying
+			// cannot help, splitting it or raising the limits can.
+			return fmt.Errorf("%w: a batch of %d requests never fits in %d workers and %d queued (WithMaxQueued): split it or raise the limits",
 				ErrQueueFull, len(reqs), p.maxWorkers, p.maxQueued)
 		}
 		return ErrQueueFull

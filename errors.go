@@ -21,7 +21,9 @@ var (
 	// Batch.Flush when its requests would take that count above n (none of
 	// them is then submitted). Running requests do not count, nor queued ones
 	// that a woken, an idle or a yet-to-start worker will take (see
-	// WithMaxQueued). No callback is run.
+	// WithMaxQueued). No callback is run. Flush wraps it, with a message,
+	// for a batch that cannot fit at the pool's current limits however idle
+	// the pool is: test with errors.Is.
 	ErrQueueFull = errors.New("threadpool: queue is full")
 
 	// ErrInvalidLimits is wrapped by the errors that New and SetLimits return for

@@ -6,6 +6,7 @@ import (
 	"context"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,6 +53,8 @@ func TestPipeCloseLetsAWriteInFlightFindTheReader(t *testing.T) {
 	n, err := NewNotifier()
 	require.NoError(t, err)
 	in, proceed := make(chan struct{}), make(chan struct{})
+	release := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(release) // should an assertion fail, the write and Close end
 	var werr error
 	n.ev.writeFn = func(fd uintptr) bool { // the write, held in flight
 		close(in)
@@ -69,11 +72,13 @@ func TestPipeCloseLetsAWriteInFlightFindTheReader(t *testing.T) {
 	go func() { closed <- n.Close() }()
 	// Close goes as far as it can: until it waits, in a Close of the
 	// write end, for the write in flight to let go of it.
+	deadline := time.Now().Add(time.Minute) // a failure, not a wait: Close waits at once
 	for !goroutineWaitsIn("threadpool.(*event).close(", "internal/poll.(*FD).Close(") {
+		require.True(t, time.Now().Before(deadline), "Close never waited for the write in flight")
 		runtime.Gosched()
 	}
 	require.NoError(t, n.ev.rc.Control(func(uintptr) {}), "the read end is still open")
-	close(proceed)
+	release()
 	<-wrote
 	require.NoError(t, werr, "the write in flight reached the reader")
 	require.NoError(t, <-closed)

@@ -975,7 +975,7 @@ func TestBatchBadInput(t *testing.T) {
 	}
 	err = b.Flush()
 	require.ErrorIs(t, err, ErrQueueFull)
-	require.EqualError(t, err, "threadpool: queue is full: a batch of 4 requests never fits in 1 workers and 2 queued (WithMaxQueued): split it")
+	require.EqualError(t, err, "threadpool: queue is full: a batch of 4 requests never fits in 1 workers and 2 queued (WithMaxQueued): split it or raise the limits")
 	require.Zero(t, b.Len())
 
 	ran := make(chan struct{}, 2)
