@@ -131,17 +131,17 @@ func compareShape(o *options, data *dataFile, sh shape, prog *progress) (*shapeR
 	for _, s := range subjects {
 		r, err := s.newRunner(o, data, sh)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%v: %w", s, err)
 		}
 		runners = append(runners, r)
 		res.subjects = append(res.subjects, &subjectResult{subject: s})
 	}
 	per := o.runtime / time.Duration(o.rounds)
-	for _, r := range runners {
+	for i, r := range runners {
 		// Warm up: start the workers and fill the pool's recycled lists, so
 		// that the rounds measure the steady state.
 		if _, err := r.RunFor(min(per/2, warmup)); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%v, warming up: %w", subjects[i], err)
 		}
 	}
 	for round := range o.rounds {
@@ -153,7 +153,7 @@ func compareShape(o *options, data *dataFile, sh shape, prog *progress) (*shapeR
 			r, allocs, err := measure(runners[i], per)
 			prog.stop()
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%v, round %d: %w", sr.subject, round+1, err)
 			}
 			sr.total.Merge(&r)
 			sr.iops = append(sr.iops, r.IOPS())

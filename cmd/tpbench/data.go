@@ -23,7 +23,7 @@ func openData(o *options) (*dataFile, error) {
 	if path == "" {
 		dir, err := os.MkdirTemp("", "tpbench-")
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("making the temporary data file's directory (in $TMPDIR, else /tmp): %w", err)
 		}
 		tmpDir, path = dir, filepath.Join(dir, "randread.dat")
 	}

@@ -234,7 +234,7 @@ func TestRunShowsProgress(t *testing.T) {
 
 // TestRunFailsOnShortRead makes every read past the first 8 KiB come back
 // short: the run must fail, not report impossible IOPS, whatever the
-// subject.
+// subject, and its error names the shape and the subject that failed.
 func TestRunFailsOnShortRead(t *testing.T) {
 	for _, design := range []string{"pool", "goroutine", "chanpool", "ceiling"} {
 		o, err := parseFlags(append(tinyRun(t.TempDir()), "-design", design), &bytes.Buffer{})
@@ -251,6 +251,7 @@ func TestRunFailsOnShortRead(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		err = compare(o, &stdout, &stderr)
 		require.ErrorIs(t, err, randread.ErrShortRead, design)
+		require.Regexp(t, `^iodepth=4 numjobs=2: `+design+`(/each)?, (warming up|round 1): `, err.Error())
 		require.Empty(t, stdout.String(), "no table for a failed run")
 	}
 }
