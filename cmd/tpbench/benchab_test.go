@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,25 +30,11 @@ func benchabExiting(t *testing.T, lines string, status int, args ...string) (cod
 	printed := filepath.Join(t.TempDir(), "lines")
 	require.NoError(t, os.WriteFile(printed, []byte(lines), 0o644))
 	cmd, out := benchabCommand(t, "#!/bin/sh\ncat '"+printed+"'\nexit "+strconv.Itoa(status)+"\n", args...)
-	code, stdout, stderr = runCommand(t, cmd)
+	code, stdout, stderr = cmdtest.Run(t, cmd)
 	if b, err := os.ReadFile(out); err == nil {
 		results = string(b)
 	}
 	return code, stdout, stderr, results
-}
-
-// runCommand runs cmd and returns its exit status, its standard output and
-// its standard error.
-func runCommand(t *testing.T, cmd *exec.Cmd) (code int, stdout, stderr string) {
-	t.Helper()
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	if err := cmd.Run(); err != nil {
-		var exit *exec.ExitError
-		require.ErrorAs(t, err, &exit)
-		code = exit.ExitCode()
-	}
-	return code, o.String(), e.String()
 }
 
 // benchabCommand returns the command that runs benchab.sh with args in a
@@ -145,7 +130,7 @@ func TestBenchabRefusesBadTimeLimit(t *testing.T) {
 func TestBenchabEndsAHangingBuild(t *testing.T) {
 	cmd, results := benchabCommand(t, "#!/bin/sh\necho BenchmarkSubmit/inflight=1/design=pool\nexec sleep 60\n",
 		"-r", "2", "-T", "1", "-g", "Submit/", "HEAD")
-	code, stdout, stderr := runCommand(t, cmd)
+	code, stdout, stderr := cmdtest.Run(t, cmd)
 	require.Equal(t, 1, code, stderr)
 	require.Regexp(t, `the (base|rev) build ran over 1 s \(-T\) in round 1, group Submit/, and was ended:\nBenchmarkSubmit/inflight=1/design=pool\n`, stderr)
 	require.Empty(t, stdout)
@@ -167,7 +152,7 @@ func TestBenchabNamesAGroupThatMatchesNothing(t *testing.T) {
 		"*RandRead*) case $0 in *rev.test) echo 'BenchmarkRandRead/iodepth=1-2 \t 10 \t 100 ns/op \t 5 IOPS' ;; esac ;;\nesac\n"
 	run := func(args ...string) (code int, stdout, stderr string) {
 		cmd, _ := benchabCommand(t, binary, args...)
-		return runCommand(t, cmd)
+		return cmdtest.Run(t, cmd)
 	}
 
 	code, stdout, stderr := run("-r", "2", "-g", "Submit/", "-g", "Sbumit/", "HEAD")
@@ -267,7 +252,7 @@ func TestBenchabRefusesAnUnwritableResultsFile(t *testing.T) {
 func TestBenchabTellsAKilledBuildFromAHangingOne(t *testing.T) {
 	cmd, results := benchabCommand(t, "#!/bin/sh\necho BenchmarkSubmit/inflight=1/design=pool\nkill -9 $$\n",
 		"-r", "2", "-g", "Submit/", "HEAD")
-	code, stdout, stderr := runCommand(t, cmd)
+	code, stdout, stderr := cmdtest.Run(t, cmd)
 	require.Equal(t, 1, code, stderr)
 	require.Regexp(t, `the (base|rev) build failed in round 1, group Submit/:\nBenchmarkSubmit/inflight=1/design=pool\n`, stderr)
 	require.NotContains(t, stderr, "ran over")

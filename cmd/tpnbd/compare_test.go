@@ -133,15 +133,8 @@ func runScript(t *testing.T, path, script string, args ...string) (stdout, stder
 	t.Helper()
 	cmd := exec.Command("bash", append([]string{script}, args...)...)
 	cmd.Env = append(os.Environ(), "PATH="+path)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	if exit, ok := err.(*exec.ExitError); ok {
-		code = exit.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return out.String(), errOut.String(), code
+	code, stdout, stderr = cmdtest.Run(t, cmd)
+	return stdout, stderr, code
 }
 
 // argumentTools returns a directory holding the commands compare.sh and

@@ -4,6 +4,7 @@
 package cmdtest
 
 import (
+	"bytes"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -37,4 +38,18 @@ func Start(t testing.TB, cmd *exec.Cmd) io.ReadCloser {
 		}
 	})
 	return stderr
+}
+
+// Run runs cmd to its end and returns its exit status, its standard output
+// and its standard error; a command that cannot start fails the test.
+func Run(t testing.TB, cmd *exec.Cmd) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit)
+		code = exit.ExitCode()
+	}
+	return code, o.String(), e.String()
 }
