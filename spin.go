@@ -66,7 +66,8 @@ const maxSpinTurn = 2 * time.Microsecond
 
 // shouldSpin reports whether a worker that found the queue empty may spin:
 // no other worker spins or runs a request, and at least spinPending
-// accepted requests have not been delivered yet. mu held.
+// accepted requests are not over yet (Pool.pending: their callbacks have not
+// started, or their SubmitCo results are not handed back). mu held.
 func (p *Pool) shouldSpin() bool {
 	return p.spinFor > 0 && p.spinner == nil && p.running == 0 && p.pending.Load() >= spinPending
 }
