@@ -162,7 +162,9 @@ func (e *Export) trim(off, length int64) error {
 // system cannot do either, zeroes are written. An empty range is a
 // successful no-op (fallocate would refuse it with EINVAL). On a block
 // device the whole logical blocks inside the range go to fallocate and the
-// partial blocks at its ends are written with zeroes.
+// partial blocks at its ends are written with zeroes. A range past the end
+// of a file that shrank under the export extends the file again, as a
+// write would (see extendTo).
 func (e *Export) zero(off, length int64, keepAllocated bool) error {
 	if length == 0 {
 		return nil
@@ -177,12 +179,17 @@ func (e *Export) zero(off, length int64, keepAllocated bool) error {
 		}
 		return punchHole(fd, start, end-start)
 	})
-	if errors.Is(err, unix.EOPNOTSUPP) {
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP):
 		start, end = off, off // the whole range is written below
-		err = nil
-	}
-	if err != nil {
+	case err != nil:
 		return err
+	default:
+		// fallocate with KEEP_SIZE leaves a file that shrank under the
+		// export short of the range, which must read as zeroes.
+		if err := e.extendTo(end); err != nil {
+			return err
+		}
 	}
 	if err := e.writeZeroes(off, start-off); err != nil {
 		return err
@@ -197,6 +204,19 @@ func (e *Export) aligned(off, length int64) (start, end int64) {
 	start = (off + e.align - 1) / e.align * e.align
 	end = (off + length) / e.align * e.align
 	return start, end
+}
+
+// extendTo makes the file at least end bytes long, if it is shorter (it
+// shrank under the export), by writing one zero byte at end-1: the range
+// fallocate made read as zeroes with KEEP_SIZE (the only way it punches
+// holes) then lies within the file. It never shortens the file, so a
+// write that extends it meanwhile is kept.
+func (e *Export) extendTo(end int64) error {
+	size, err := e.file.Seek(0, io.SeekEnd)
+	if err != nil || size >= end {
+		return err
+	}
+	return e.writeAt([]byte{0}, end-1)
 }
 
 // writeZeroes writes length zero bytes at offset off.

@@ -78,6 +78,32 @@ func TestTrimAndWriteZeroes(t *testing.T) {
 	require.Equal(t, pattern(0, 3*65536)[2*65536:], got, "data beside a zeroed range is kept")
 }
 
+// TestWriteZeroesPastAShrunkEndExtendsTheFile checks that a write zeroes
+// past the end of a file that shrank under the export (inside the export)
+// extends the file again, as a write does, so that the range reads back as
+// zeroes: fallocate keeps the file's size, and the range read as NBD_EIO.
+func TestWriteZeroesPastAShrunkEndExtendsTheFile(t *testing.T) {
+	const size, cut = 1 << 20, 512 << 10
+	for _, flags := range []uint16{0, cmdFlagNoHole, cmdFlagFUA} {
+		ts := startServer(t, serverConfig{size: size})
+		c := dial(t, ts)
+		c.connect("")
+		require.NoError(t, os.Truncate(ts.file, cut))
+		const off, n = 768 << 10, 4096
+		errno, _ := c.do(cmdWriteZeroes, flags, off, n, nil)
+		require.Zero(t, errno, "flags %#x", flags)
+		errno, got := c.read(off, n)
+		require.Zero(t, errno, "flags %#x: the zeroed range reads back", flags)
+		require.Equal(t, make([]byte, n), got)
+		errno, got = c.read(cut, off-cut)
+		require.Zero(t, errno, "flags %#x: what lies between the cut and the range reads", flags)
+		require.Equal(t, make([]byte, off-cut), got)
+		st, err := os.Stat(ts.file)
+		require.NoError(t, err)
+		require.Equal(t, int64(off+n), st.Size(), "flags %#x: extended to the range's end, no further", flags)
+	}
+}
+
 // TestTrimAndWriteZeroesOfLengthZero checks that a trim or write zeroes of
 // no bytes, like a read or write of none, succeeds and changes nothing,
 // wherever it lies in the export, the end included: it is not among the
