@@ -52,15 +52,8 @@ func OpenExport(path, name string, readOnly bool) (*Export, error) {
 	if readOnly {
 		flag = os.O_RDONLY
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, err := openExportable(path, flag)
 	if err != nil {
-		return nil, err
-	}
-	if fi, err = f.Stat(); err == nil {
-		err = exportable(path, fi.Mode()) // replaced since the first look
-	}
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	size, err := f.Seek(0, io.SeekEnd)
@@ -78,6 +71,44 @@ func OpenExport(path, name string, readOnly bool) (*Export, error) {
 		return nil, fmt.Errorf("block size of %s: %w", path, err)
 	}
 	return &Export{Name: name, ReadOnly: readOnly, file: f, size: size, align: align}, nil
+}
+
+// openExportable opens path with flag and checks, on the file it opened,
+// that it can be an export (exportable), whatever path named when the
+// caller looked: the file may have been replaced since. It opens without
+// blocking, so that a named pipe put there meanwhile is refused at once
+// rather than waited on for a writer, and puts the file back in blocking
+// mode once it is known to be one that can be an export.
+func openExportable(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil {
+		err = exportable(path, fi.Mode())
+	}
+	if err == nil {
+		err = setBlocking(f)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// setBlocking clears O_NONBLOCK on f's descriptor.
+func setBlocking(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	cerr := rc.Control(func(fd uintptr) { err = unix.SetNonblock(int(fd), false) })
+	if cerr != nil {
+		return cerr
+	}
+	return err
 }
 
 // exportable returns an error naming what the file at path is unless mode

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -60,4 +61,44 @@ func TestOpenExportRefusesWhatIsNoDisk(t *testing.T) {
 	require.NoError(t, err, "a link to a regular file")
 	require.EqualValues(t, 4096, e.Size())
 	require.NoError(t, e.Close())
+}
+
+// The file OpenExport opens is checked again once open, since the path may
+// name another file by then; a named pipe put there meanwhile must not keep
+// it waiting for a writer (a read-only open of a pipe blocks until one comes).
+// The file it keeps is back in blocking mode.
+func TestOpenExportableRefusesAPipeWithoutWaiting(t *testing.T) {
+	dir := t.TempDir()
+	pipe := filepath.Join(dir, "pipe")
+	require.NoError(t, unix.Mkfifo(pipe, 0o600))
+	done := make(chan error, 1)
+	go func() {
+		f, err := openExportable(pipe, os.O_RDONLY)
+		if f != nil {
+			f.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.EqualError(t, err, pipe+" is a named pipe: an export is a regular file or a block device")
+	case <-time.After(30 * time.Second):
+		// Let the open in progress return before the test ends.
+		w, err := os.OpenFile(pipe, os.O_WRONLY, 0)
+		require.NoError(t, err)
+		w.Close()
+		<-done
+		require.Fail(t, "opening a named pipe waited for a writer")
+	}
+
+	path := filepath.Join(dir, "disk.img")
+	require.NoError(t, os.WriteFile(path, make([]byte, 4096), 0o600))
+	for _, flag := range []int{os.O_RDONLY, os.O_RDWR} {
+		f, err := openExportable(path, flag)
+		require.NoError(t, err)
+		fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+		require.NoError(t, err)
+		require.Zero(t, fl&unix.O_NONBLOCK, "flag %#x: the export's file blocks", flag)
+		require.NoError(t, f.Close())
+	}
 }
