@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"testing"
 
@@ -242,4 +243,114 @@ func TestUnixSocketTakesAFullQueueOfReplies(t *testing.T) {
 		require.Zero(t, errno)
 		require.Len(t, data, 4096)
 	}
+}
+
+// TestPipelinedMixGetsOneReplyEach sends 400 requests in one burst, valid
+// and invalid mixed (every command, unknown ones, bad flags, lengths from 0
+// to 2^32-1, offsets past the end), then NBD_CMD_DISC, under a small budget
+// so that the reader waits for room, with simple and structured replies,
+// inline serving on and off, over Unix sockets and TCP, in the clear and
+// over TLS. Every request but the DISC gets exactly one reply with its own
+// cookie (a structured one ends with a chunk flagged done), reads and block
+// status never get a simple reply once structured replies are on, and the
+// server closes the connection after the DISC. The requests come from a
+// seeded generator, the same on every run.
+func TestPipelinedMixGetsOneReplyEach(t *testing.T) {
+	seed := uint64(0)
+	for _, structured := range []bool{false, true} {
+		for _, inline := range []bool{false, true} {
+			for _, tcp := range []bool{false, true} {
+				for _, overTLS := range []bool{false, true} {
+					seed++
+					name := fmt.Sprintf("structured=%v/inline=%v/tcp=%v/tls=%v", structured, inline, tcp, overTLS)
+					t.Run(name, func(t *testing.T) {
+						pipelinedMix(t, seed, structured, inline, tcp, overTLS)
+					})
+				}
+			}
+		}
+	}
+}
+
+func pipelinedMix(t *testing.T, seed uint64, structured, inline, tcp, overTLS bool) {
+	const size = 1 << 20
+	certs := newTLSCerts(t)
+	ts := startServer(t, serverConfig{size: size, tcp: tcp, tune: func(s *Server) {
+		certs.tlsServer(TLSOn, false)(s)
+		s.Inline = inline
+		s.MaxRequests = 8
+		s.MaxBytes = 256 << 10
+	}})
+	c := dial(t, ts)
+	c.greet(clientFlagFixedNewstyle | clientFlagNoZeroes)
+	if overTLS {
+		require.NoError(t, c.startTLS(certs.clientConfig(nil)))
+	}
+	if structured {
+		c.connectStructured2()
+	} else {
+		c.connect2()
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	types := []uint16{cmdRead, cmdRead, cmdRead, cmdWrite, cmdWrite, cmdFlush, cmdTrim, cmdWriteZeroes, cmdBlockStatus, 5, 8, 0xffff}
+	flagSets := []uint16{0, 0, 0, cmdFlagFUA, cmdFlagNoHole, cmdFlagReqOne, 1 << 2}
+	lens := []uint32{0, 1, 512, 4096, 65536, 70000, 300000}
+	var b []byte
+	want := map[uint64]uint16{}    // outstanding requests' types, by cookie
+	lengths := map[uint64]uint32{} // and their lengths
+	for range 400 {
+		typ := types[rng.IntN(len(types))]
+		flags := flagSets[rng.IntN(len(flagSets))]
+		off := uint64(rng.IntN(size + size/8))
+		length := lens[rng.IntN(len(lens))]
+		if typ != cmdWrite && rng.IntN(10) == 0 {
+			length = ^uint32(0)
+		}
+		var payload []byte
+		if typ == cmdWrite {
+			payload = pattern(byte(rng.IntN(256)), int(length))
+		}
+		var cookie uint64
+		b, cookie = c.appendRequest(b, typ, flags, off, length, payload)
+		delete(c.readLens, cookie) // the replies are read here
+		want[cookie] = typ
+		lengths[cookie] = length
+	}
+	b, _ = c.appendRequest(b, cmdDisc, 0, 0, 0, nil)
+	sent := make(chan error, 1)
+	go func() { _, err := c.nc.Write(b); sent <- err }()
+	for len(want) > 0 {
+		switch magic := c.u32(); magic {
+		case magicSimpleReply:
+			errno := c.u32()
+			cookie := c.u64()
+			typ, ok := want[cookie]
+			require.True(t, ok, "a simple reply to cookie %d, which is not outstanding", cookie)
+			delete(want, cookie)
+			if structured {
+				require.False(t, typ == cmdRead || typ == cmdBlockStatus, "a simple reply to command %d", typ)
+			}
+			if typ == cmdRead && errno == 0 {
+				c.full(make([]byte, lengths[cookie]))
+			}
+		case magicStructuredReply:
+			flags := c.u16()
+			c.u16() // the chunk's type
+			cookie := c.u64()
+			n := c.u32()
+			typ, ok := want[cookie]
+			require.True(t, ok, "a chunk for cookie %d, which is not outstanding", cookie)
+			require.True(t, structured, "a chunk without structured replies")
+			require.True(t, typ == cmdRead || typ == cmdBlockStatus, "a chunk for command %d", typ)
+			require.Less(t, n, uint32(MaxPayload+64))
+			c.full(make([]byte, n))
+			if flags&replyFlagDone != 0 {
+				delete(want, cookie)
+			}
+		default:
+			require.Failf(t, "bad reply", "magic %#x", magic)
+		}
+	}
+	require.NoError(t, <-sent)
+	c.expectEOF()
 }
