@@ -37,8 +37,9 @@ import "context"
 //     It cancels what is queued, waits until every other Func has returned
 //     and its worker has left the pool's count, taking no more requests
 //     (bar Funcs that are themselves in Close or Shutdown; the goroutine
-//     itself may still be on its way out), and returns. It delivers nothing and waits for no callback:
-//     they run on the loop as usual, the calling Func's own once it returns.
+//     itself may still be on its way out), and returns. It delivers
+//     nothing and waits for no callback: they run on the loop as usual,
+//     the calling Func's own once it returns.
 //     The calling worker and the completion goroutine exit, and the pool's own
 //     descriptor closes, after that; a Close from any other goroutine waits
 //     for it. WithExternalLoop, the loop delivers the rest through
