@@ -114,8 +114,8 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 // Only one worker spins at a time: the one that finds the queue empty when no
 // other worker runs a request, while 16 accepted requests or more are not
 // over yet (still waiting for their callbacks, the work that usually
-// follows them, or for their SubmitCo caller to get the result), and whose own
-// last request did not wake the completion loop. It yields its processor at
+// follows them, or for their SubmitCo caller to get the result), and whose
+// own last request did not wake the completion loop. It yields its processor at
 // every turn, so that the loop and the submitters run first, and it stops at
 // once when a request is queued, and on Close, Shutdown or SetLimits.
 // Between rounds of submissions this keeps a processor awake for the next
