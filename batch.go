@@ -22,7 +22,9 @@ type batchReq struct {
 	cb Callback
 }
 
-// NewBatch returns an empty Batch that submits to p. Any goroutine.
+// NewBatch returns an empty Batch that submits to p. Any goroutine, before
+// or after Close: a Batch of a closed pool records requests, and its Flush
+// returns ErrClosed.
 func (p *Pool) NewBatch() *Batch { return &Batch{p: p} }
 
 // Add records a request for the next Flush. It returns ErrNilFunc for a nil

@@ -109,7 +109,9 @@ func (p *Pool) loop() {
 }
 
 // RunCompletions delivers every finished request on the calling goroutine,
-// in one batch, and returns how many callbacks it ran. It is for pools made
+// in one batch, and returns how many callbacks it ran itself (not those that
+// a RunCompletions, Close or Shutdown nested in one of them delivered, which
+// Stats also counts as a drain of its own). It is for pools made
 // WithExternalLoop: call it when Fd is readable (it takes the readiness
 // itself). Once Close or Shutdown has delivered every callback it returns
 // 0; after one called from a Func, or a Shutdown whose ctx ended, it still
@@ -156,6 +158,10 @@ func (p *Pool) RunCompletions() int {
 //     message naming this rule for a call from a Func, a call while another
 //     goroutine delivers completions, and, with the pool's own completion
 //     goroutine, any call off it; other builds do not check.
+//
+// After Close or Shutdown has returned, the pool's own completion goroutine is
+// gone and DeferCall is not allowed; WithExternalLoop, the loop goroutine may
+// still call it, and f is flushed at once.
 func (p *Pool) DeferCall(f Flusher) {
 	if raceBuild {
 		p.checkDeferCall()

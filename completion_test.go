@@ -423,3 +423,22 @@ func TestRunCompletionsOwnLoopDoesNothing(t *testing.T) {
 	require.Zero(t, fromFunc, "from a Func")
 	require.Zero(t, fromCallback, "from a Callback")
 }
+
+// A RunCompletions nested in a Callback delivers the rest of the batch as a
+// drain of its own: each call returns the callbacks it ran itself, and Stats
+// counts two drains of one callback each (as RunCompletions and Stats
+// document).
+func TestNestedRunCompletionsIsADrainOfItsOwn(t *testing.T) {
+	p, ta := newOneWorkerExternal(t)
+	nested := -1
+	hold := batchOfThree(t, p, ta, func(error) { nested = p.RunCompletions() })
+	waitReadable(t, p.Fd()) // the first two requests are published
+	outer := p.RunCompletions()
+	require.NoError(t, ta.requireOnce(t, 1))
+	require.Equal(t, 1, nested, "the nested call ran the second callback")
+	require.Equal(t, 1, outer, "the outer call ran the first")
+	s := p.Stats()
+	require.Equal(t, [3]uint64{2, 2, 1}, [3]uint64{s.Delivered, s.Drains, s.MaxDrain})
+	hold.open()
+	require.NoError(t, p.Close())
+}

@@ -113,6 +113,7 @@ func (n *Notifier) notify() bool {
 
 // Flush is Notify, so that a Notifier can be handed to DeferCall or
 // Deferrer.Call: one signal per batch, however many completions asked for it.
+// Any goroutine; a no-op after Close.
 func (n *Notifier) Flush() { n.Notify() }
 
 // wrote records the outcome of one signal write; called by the event
@@ -233,7 +234,7 @@ func (n *Notifier) Clear() bool {
 
 // Fd returns the descriptor that becomes readable when a signal is pending,
 // for an external poller (epoll, kqueue); -1 after Close. Do not read or
-// write it directly: use Wait or Clear and Notify.
+// write it directly: use Wait or Clear and Notify. Any goroutine.
 func (n *Notifier) Fd() int {
 	if n.closed.Load() {
 		return -1
@@ -242,7 +243,9 @@ func (n *Notifier) Fd() int {
 }
 
 // Close releases the descriptors and wakes a blocked Wait, which returns
-// ErrClosed. Calling Close again returns nil.
+// ErrClosed. Any goroutine, concurrently with Notify and Wait too (a Notify
+// racing with it does nothing and counts no write error). Calling Close
+// again returns nil.
 func (n *Notifier) Close() error {
 	if n.closed.Swap(true) {
 		return nil
@@ -250,7 +253,8 @@ func (n *Notifier) Close() error {
 	return n.ev.close()
 }
 
-// Stats returns the Notifier's counters. Any goroutine.
+// Stats returns the Notifier's counters. Any goroutine, before and after
+// Close (Notify calls after Close still count in Notifies).
 func (n *Notifier) Stats() NotifierStats {
 	return NotifierStats{
 		Notifies:    n.notifies.Load(),
@@ -262,6 +266,8 @@ func (n *Notifier) Stats() NotifierStats {
 }
 
 // LastWriteError returns the error of the last failed signal write, or nil.
+// Any goroutine. After Close it still returns the last error of a write made
+// before Close; a write that fails because of Close is not recorded.
 func (n *Notifier) LastWriteError() error {
 	if p := n.lastErr.Load(); p != nil {
 		return *p

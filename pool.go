@@ -153,11 +153,13 @@ type Pool struct {
 // New makes a pool. With the default options it starts its completion
 // goroutine, its reaper (which retires idle workers; it holds a pipe's two
 // ends) and no worker (workers start on demand, up to 64, and exit after
-// 10s idle). Invalid options return an error wrapping ErrInvalidLimits; New
-// also fails, with the system's error, when it cannot make its eventfd (a
-// pipe on darwin and freebsd) or the reaper's pipe (out of file
-// descriptors, say). The caller must Close (or Shutdown) the pool to release
-// its goroutines and file descriptors.
+// 10s idle); its completion goroutine is woken through a channel, so it
+// holds no eventfd. Invalid options return an error wrapping
+// ErrInvalidLimits; New also fails, with the system's error, when it cannot
+// make the reaper's pipe or, WithExternalLoop or WithEventfdLoop, the
+// loop's eventfd (a pipe on darwin and freebsd): out of file descriptors,
+// say. The caller must Close (or Shutdown) the pool to release its
+// goroutines and file descriptors.
 func New(opts ...Option) (*Pool, error) {
 	c := defaultConfig()
 	for _, o := range opts {
@@ -477,8 +479,12 @@ type Stats struct {
 	MinWorkers  int    // the current lower limit (New or SetLimits)
 	MaxWorkers  int    // the current upper limit (New or SetLimits)
 
-	Drains    uint64 // batches delivered by the completion loop
-	MaxDrain  uint64 // most callbacks delivered in one batch
+	// Drains counts the drains that delivered at least one callback: a
+	// batch, and each RunCompletions, Close or Shutdown nested in one of
+	// its Callbacks, which delivers the rest of the batch as a drain of
+	// its own. MaxDrain is the most callbacks one drain delivered itself.
+	Drains    uint64
+	MaxDrain  uint64
 	LoopWakes uint64 // wake-ups written to the completion loop (eventfd writes or channel sends)
 	// WaitErrors counts the waits on the loop's eventfd that failed with a
 	// read error (by the pool's own loop, or by Close or Shutdown
