@@ -109,7 +109,8 @@ func TestSubmitRacingClose(t *testing.T) {
 		var accepted, called atomic.Int64
 		start := make(chan struct{})
 		var wg sync.WaitGroup
-		for g := 0; g < 8; g++ {
+		refused := make([]error, 8) // each submitter's last error, checked below
+		for g := range refused {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -117,7 +118,7 @@ func TestSubmitRacingClose(t *testing.T) {
 				for {
 					_, err := p.Submit(func() error { return nil }, func(error) { called.Add(1) })
 					if err != nil {
-						require.ErrorIs(t, err, ErrClosed)
+						refused[g] = err
 						return
 					}
 					accepted.Add(1)
@@ -129,13 +130,18 @@ func TestSubmitRacingClose(t *testing.T) {
 			_ = p.SubmitCo(context.Background(), func() error { return nil })
 		}
 		var cwg sync.WaitGroup
-		for i := 0; i < 3; i++ {
+		closeErrs := make([]error, 3)
+		for i := range closeErrs {
 			cwg.Add(1)
-			go func() { defer cwg.Done(); require.NoError(t, p.Close()) }()
+			go func() { defer cwg.Done(); closeErrs[i] = p.Close() }()
 		}
 		cwg.Wait()
 		calledAtClose := called.Load()
 		wg.Wait() // the submitters have counted what was accepted
+		require.Equal(t, make([]error, 3), closeErrs)
+		for _, err := range refused {
+			require.ErrorIs(t, err, ErrClosed)
+		}
 		require.Equal(t, accepted.Load(), calledAtClose, "every accepted Submit got one callback before Close returned")
 		require.Equal(t, calledAtClose, called.Load(), "and none after")
 	}
@@ -199,11 +205,13 @@ func TestCloseIsIdempotentAndConcurrent(t *testing.T) {
 	p, err := New(WithMinWorkers(3))
 	require.NoError(t, err)
 	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
+	errs := make([]error, 4)
+	for i := range errs {
 		wg.Add(1)
-		go func() { defer wg.Done(); require.NoError(t, p.Close()) }()
+		go func() { defer wg.Done(); errs[i] = p.Close() }()
 	}
 	wg.Wait()
+	require.Equal(t, make([]error, 4), errs)
 	require.NoError(t, p.Close())
 	require.NoError(t, p.Shutdown(context.Background()))
 	require.Zero(t, p.Stats().Workers)

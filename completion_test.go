@@ -2,6 +2,7 @@ package threadpool_test
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"testing"
@@ -78,8 +79,17 @@ func TestWakeWriteFailsExternalLoop(t *testing.T) {
 	t.Cleanup(hold.open)
 	_, err = p.Submit(func() error { hold.wait(); return nil }, ta.cb(3))
 	require.NoError(t, err)
-	go hold.open() // most likely while Shutdown waits
-	require.NoError(t, p.Shutdown(context.Background()))
+	go func() {
+		// Open the gate only once Shutdown has begun, so that the failed
+		// write comes while it waits on the descriptor.
+		for !errors.Is(p.SetLimits(0, 1), threadpool.ErrClosed) {
+			runtime.Gosched()
+		}
+		hold.open()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, p.Shutdown(ctx), "Shutdown waited for a wake-up whose write failed")
 	for i := range 4 {
 		require.NoError(t, ta.requireOnce(t, i))
 	}

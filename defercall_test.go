@@ -366,12 +366,20 @@ func holdDelivery(t *testing.T, p *Pool, first func()) (release func() int) {
 		<-hold
 	})
 	require.NoError(t, err)
-	delivered := make(chan int)
+	delivered := make(chan int, 1)
+	failed := make(chan error, 1)
 	go func() {
-		waitReadable(t, p.Fd())
+		if err := awaitReadable(p.Fd()); err != nil {
+			failed <- err
+			return
+		}
 		delivered <- p.RunCompletions()
 	}()
-	<-inCallback
+	select {
+	case <-inCallback:
+	case err := <-failed:
+		require.NoError(t, err)
+	}
 	return func() int {
 		close(hold)
 		return <-delivered

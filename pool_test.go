@@ -89,6 +89,26 @@ func pollReadable(t *testing.T, fd, timeout int) bool {
 	}
 }
 
+// awaitReadable blocks in poll(2) until fd is readable, for a goroutine
+// other than the test's, which must not call require: it returns poll's
+// error, or one saying what it saw instead of readability.
+func awaitReadable(fd int) error {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	for {
+		_, err := unix.Poll(fds, -1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fds[0].Revents&unix.POLLIN == 0 {
+			return fmt.Errorf("poll of fd %d: events %#x, not readable", fd, fds[0].Revents)
+		}
+		return nil
+	}
+}
+
 // Test-only access to unexported knobs, for this package's external tests and
 // benchmarks.
 

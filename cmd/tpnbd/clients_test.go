@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -76,14 +78,31 @@ func TestReadOnlyRefusesClientWrites(t *testing.T) {
 	s := startTpnbd(t, 1<<20, true, "-readonly")
 	require.Contains(t, runTool(t, nbdinfo, s.uri), "is_read_only: true")
 	runTool(t, qemuIO, "-r", "-f", "raw", "-c", "read 0 64k", s.uri)
+	before, err := os.ReadFile(s.file)
+	require.NoError(t, err)
 	out, err := exec.Command(qemuIO, "-f", "raw", "-c", "write 0 4k", s.uri).CombinedOutput()
 	// qemu refuses to open a read-only export for writing, or the write
 	// fails: either way nothing is written.
 	if err == nil {
 		require.Contains(t, string(out), "failed")
 	}
-	before, err := os.ReadFile(s.file)
+	// qemu-io refuses on its side, seeing the read-only flag: send the
+	// write itself, which the server must refuse with NBD_EPERM (1).
+	c := nbdConnect(t, s.sock)
+	var req [28 + 4096]byte
+	binary.BigEndian.PutUint32(req[0:], 0x25609513)
+	binary.BigEndian.PutUint16(req[6:], 1) // NBD_CMD_WRITE
+	binary.BigEndian.PutUint64(req[8:], 7) // cookie
+	binary.BigEndian.PutUint32(req[24:], 4096)
+	copy(req[28:], bytes.Repeat([]byte{0xee}, 4096))
+	_, err = c.Write(req[:])
 	require.NoError(t, err)
+	var reply [16]byte
+	_, err = io.ReadFull(c, reply[:])
+	require.NoError(t, err)
+	require.Equal(t, uint32(0x67446698), binary.BigEndian.Uint32(reply[0:]), "a simple reply")
+	require.Equal(t, uint32(1), binary.BigEndian.Uint32(reply[4:]), "NBD_EPERM")
+	require.Equal(t, uint64(7), binary.BigEndian.Uint64(reply[8:]))
 	runTool(t, qemuIO, "-r", "-f", "raw", "-c", "read -v 0 16", s.uri)
 	after, err := os.ReadFile(s.file)
 	require.NoError(t, err)
