@@ -170,19 +170,28 @@ func TestWaitReadFailsExternalShutdown(t *testing.T) {
 	t.Cleanup(hold.open)
 	_, err := p.Submit(func() error { hold.wait(); return nil }, ta.cb(0))
 	require.NoError(t, err)
+	sawWaitError := make(chan bool, 1)
 	go func() {
-		waitForWaitError(p) // Shutdown waits for the Func and polls
+		sawWaitError <- waitForWaitError(p) // Shutdown waits for the Func and polls
 		hold.open()
 	}()
 	require.NoError(t, p.Shutdown(context.Background()))
+	require.True(t, <-sawWaitError, "Shutdown's wait on the eventfd failed while the Func ran")
 	require.NoError(t, ta.requireOnce(t, 0))
 }
 
-// waitForWaitError returns once a wait of p's loop has failed.
-func waitForWaitError(p *threadpool.Pool) {
+// waitForWaitError returns true once a wait of p's loop has failed, or
+// false if none has within 30 s (a wait that only catches a hang; any
+// goroutine, so it reports instead of failing the test).
+func waitForWaitError(p *threadpool.Pool) bool {
+	deadline := time.Now().Add(30 * time.Second)
 	for p.Stats().WaitErrors == 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
 		runtime.Gosched()
 	}
+	return true
 }
 
 // A Callback that panics, without a panic handler, reaches the caller of

@@ -149,7 +149,7 @@ func TestBadRequestMagicRepliesSurviveUnreadInput(t *testing.T) {
 	expectReads(c, want, n)
 	c.expectEOF()
 	require.NoError(t, <-wrote)
-	waitForgotten(ts)
+	waitForgotten(t, ts)
 }
 
 func TestClientHangsUpMidRequest(t *testing.T) {

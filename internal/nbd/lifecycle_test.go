@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
@@ -17,21 +18,30 @@ import (
 
 // waitClosing waits until Shutdown has begun. It spins on the server's
 // state rather than sleeping for a guessed time.
-func waitClosing(ts *testServer) {
-	for !ts.srv.isClosing() {
-		runtime.Gosched()
-	}
+func waitClosing(t *testing.T, ts *testServer) {
+	t.Helper()
+	spinUntil(t, "the server's Shutdown to begin", ts.srv.isClosing)
 }
 
 // waitForgotten waits until the server has closed and forgotten every
 // connection.
-func waitForgotten(ts *testServer) {
-	for {
+func waitForgotten(t *testing.T, ts *testServer) {
+	t.Helper()
+	spinUntil(t, "the server to forget every connection", func() bool {
 		ts.srv.mu.Lock()
-		n := len(ts.srv.conns)
-		ts.srv.mu.Unlock()
-		if n == 0 {
-			return
+		defer ts.srv.mu.Unlock()
+		return len(ts.srv.conns) == 0
+	})
+}
+
+// spinUntil yields the processor until cond holds, and fails the test if it
+// does not within 30 s: a wait that only catches a hang. Test goroutine only.
+func spinUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30 s for %s", what)
 		}
 		runtime.Gosched()
 	}
@@ -86,16 +96,13 @@ func onlyConn(t *testing.T, ts *testServer) *conn {
 }
 
 // waitBudget waits until c holds held requests of its budget.
-func waitBudget(c *conn, held int) {
-	for {
+func waitBudget(t *testing.T, c *conn, held int) {
+	t.Helper()
+	spinUntil(t, fmt.Sprintf("the connection's budget to hold %d requests", held), func() bool {
 		c.budget.mu.Lock()
-		ok := c.budget.reqs == held
-		c.budget.mu.Unlock()
-		if ok {
-			return
-		}
-		runtime.Gosched()
-	}
+		defer c.budget.mu.Unlock()
+		return c.budget.reqs == held
+	})
 }
 
 // holdLinger makes a closing TCP connection discard its client's input for
@@ -156,7 +163,7 @@ func TestShutdownAnswersRequestsInFlight(t *testing.T) {
 	ts.exec.waitSubmitted(10)
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
-	waitClosing(ts)
+	waitClosing(t, ts)
 	release()
 	for range 10 {
 		cookie, errno, _ := c.reply()
@@ -183,7 +190,7 @@ func TestShutdownAnswersRequestWaitingForBudget(t *testing.T) {
 	waitStack(t, "nbd.(*budget).acquire", "sync.(*Cond).Wait") // the second's header read, its budget awaited
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
-	waitClosing(ts)
+	waitClosing(t, ts)
 	release()
 	got := map[uint64]uint32{}
 	for range 2 {
@@ -203,7 +210,7 @@ func TestShutdownAnswersWriteCutShort(t *testing.T) {
 	c.connect("")
 	b, cookie := c.appendRequest(nil, cmdWrite, 0, 0, 8192, pattern(1, 8192))
 	c.send(b[:len(b)-4096])
-	waitBudget(onlyConn(t, ts), 1) // the header read, the payload awaited
+	waitBudget(t, onlyConn(t, ts), 1) // the header read, the payload awaited
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
 	got, errno, _ := c.reply()
@@ -229,7 +236,7 @@ func TestShutdownRepliesSurviveUnreadInput(t *testing.T) {
 	ts.exec.waitSubmitted(2)
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
-	waitClosing(ts)
+	waitClosing(t, ts)
 	// More requests than the server's input buffer holds, which it no
 	// longer reads: not answered.
 	var more []byte
@@ -545,7 +552,7 @@ func TestShutdownWithNothingToCloseIgnoresEndedContext(t *testing.T) {
 	c.connect("")
 	c.request(cmdDisc, 0, 0, 0, nil)
 	c.expectEOF()
-	waitForgotten(ts)
+	waitForgotten(t, ts)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, ts.srv.Shutdown(ctx))
@@ -576,7 +583,7 @@ func shutdownDuringLinger(t *testing.T, ts *testServer, c *client) <-chan error 
 	waitStack(t, "nbd.(*conn).linger", "waitRead") // the replies written, the input discarded
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
-	waitClosing(ts) // Shutdown has stopped every connection
+	waitClosing(t, ts) // Shutdown has stopped every connection
 	close(stop)
 	require.NoError(t, <-wrote, "the client could send until it closed its side")
 	return shut

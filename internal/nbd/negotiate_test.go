@@ -304,7 +304,7 @@ func TestAbortRepliesSurviveUnreadInput(t *testing.T) {
 		wrote <- errors.Join(err, c.nc.(*net.TCPConn).CloseWrite())
 	}()
 	require.NoError(t, <-wrote)
-	waitForgotten(ts) // the server has closed; the client has read nothing yet
+	waitForgotten(t, ts) // the server has closed; the client has read nothing yet
 	expectListsThenAbort(t, c, lists, name)
 	c.expectEOF()
 }
@@ -338,7 +338,7 @@ func TestShutdownRefusesNextOption(t *testing.T) {
 
 	shut := make(chan error, 1)
 	go func() { shut <- ts.srv.Shutdown(context.Background()) }()
-	waitClosing(ts)
+	waitClosing(t, ts)
 	c.option(optGo, goData(""))
 	typ, msg := c.optReply(optGo)
 	require.Equal(t, uint32(repErrShutdown), typ, "%s", msg)

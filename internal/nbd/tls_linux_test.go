@@ -495,7 +495,7 @@ func TestKeyUpdateAnswerDoesNotWaitForAFullSocket(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	waitBudget(sc, 0) // every reply written
+	waitBudget(t, sc, 0) // every reply written
 	sc.out.mu.Lock()
 	busy := sc.out.busy
 	sc.out.mu.Unlock()
