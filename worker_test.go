@@ -10,20 +10,26 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestIdleTimeoutAfterLongWork runs Funcs that outlast the idle timeout, so
-// that the reaper passes while the workers are busy: they must still exit
-// once idle, and only then.
+// TestIdleTimeoutAfterLongWork keeps two workers busy while the reaper
+// passes (its own passes, every millisecond, and three made here): they
+// must not be retired while busy, and must exit once idle.
 func TestIdleTimeoutAfterLongWork(t *testing.T) {
 	const timeout = time.Millisecond
 	p := newPool(t, WithMaxWorkers(2), WithIdleTimeout(timeout))
+	g := newGate(2)
+	t.Cleanup(g.release)
 	done := make(chan error, 2)
-	for range 2 {
-		_, err := p.Submit(func() error {
-			<-time.After(5 * timeout) // work longer than the idle timeout
-			return nil
-		}, func(err error) { done <- err })
+	for i := range 2 {
+		_, err := p.Submit(g.fn(i, nil), func(err error) { done <- err })
 		require.NoError(t, err)
 	}
+	<-g.started
+	<-g.started
+	for range 3 {
+		p.reapIdle()
+	}
+	require.Equal(t, 2, p.Stats().Workers, "busy workers are not retired")
+	g.release()
 	require.NoError(t, <-done)
 	require.NoError(t, <-done)
 	eventually(t, func() bool { return p.Stats().Workers == 0 }, "idle workers above min must exit")
