@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// progressBatch is how many reads a Ceiling thread checks before it adds them
-// to the shared progress counter, so that the threads do not contend on it.
+// progressBatch is how many reads a Ceiling thread or a Workload's job
+// checks before it adds them to the shared progress counter, so that they do
+// not contend on it.
 const progressBatch = 64
 
 // MaxThreads bounds CeilingConfig.Threads, given or taken from GOMAXPROCS:
@@ -55,8 +56,14 @@ type Ceiling struct {
 // ceilingReader is one thread's buffer and the outcome of its last run.
 type ceilingReader struct {
 	buf []byte
-	ios uint64 // written once at the end of a run
-	err error  // the reader's first failed read of the run
+	ios uint64     // written once at the end of a run
+	err error      // the reader's first failed read of the run
+	rng *rand.Rand // draws from pcg
+	// pcg is the generator's state, written by every draw, padded so that no
+	// two threads' generators share a cache line.
+	_   [cacheLinePad]byte
+	pcg rand.PCG
+	_   [cacheLinePad]byte
 }
 
 var _ Runner = (*Ceiling)(nil)
@@ -83,7 +90,9 @@ func NewCeiling(c CeilingConfig) (*Ceiling, error) {
 	}
 	cl := &Ceiling{file: c.File, blocks: c.Size / int64(c.BS)}
 	for range c.Threads {
-		cl.readers = append(cl.readers, &ceilingReader{buf: make([]byte, c.BS)})
+		rd := &ceilingReader{buf: make([]byte, c.BS)}
+		rd.rng = rand.New(&rd.pcg)
+		cl.readers = append(cl.readers, rd)
 	}
 	return cl, nil
 }
@@ -130,9 +139,8 @@ func (c *Ceiling) run(quota func(thread int) int64) (Result, error) {
 func (c *Ceiling) read(rd *ceilingReader, quota int64) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	// The generator is made here, on the thread's own P, so that no two
-	// threads' generators share a cache line.
-	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	rd.pcg.Seed(rand.Uint64(), rand.Uint64())
+	rng := rd.rng
 	buf, bs := rd.buf, int64(len(rd.buf))
 	rd.err = nil
 	var ios, unreported uint64

@@ -2,10 +2,12 @@ package randread
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -171,4 +173,21 @@ func TestResultCPUFigures(t *testing.T) {
 	var empty Result
 	require.Zero(t, empty.CPUPerIO())
 	require.Zero(t, empty.Cores())
+}
+
+// Every Ceiling thread draws from the generator inside its reader, and no
+// two threads' generators share a cache line.
+func TestCeilingGeneratorsDoNotShareACacheLine(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 8})
+	require.NoError(t, err)
+	defer c.Close()
+	var addrs []uintptr
+	for i, rd := range c.readers {
+		rd.pcg.Seed(2, uint64(i))
+		want := rand.New(rand.NewPCG(2, uint64(i))).Uint64()
+		require.Equal(t, want, rd.rng.Uint64(), "thread %d draws from its reader's generator", i)
+		addrs = append(addrs, uintptr(unsafe.Pointer(&rd.pcg)))
+	}
+	requireOwnLines(t, "thread", addrs)
 }

@@ -13,10 +13,19 @@ type runControl struct {
 	// state is the number of the current run times two, plus one once the
 	// run is to stop: its timer or a failing reader sets the stop, and a
 	// timer sets it only while its own run is the current one.
-	state    atomic.Uint64
+	state  atomic.Uint64
+	closed bool // set by Close; Run, RunFor and Close never run at once
+	// progress is written by every reader while the fields around it (the
+	// stop flag, the file, the block count, the epoch) are read on every
+	// read: it has a cache line of its own.
+	_        [cacheLinePad]byte
 	progress atomic.Uint64 // reads checked since New or NewCeiling
-	closed   bool          // set by Close; Run, RunFor and Close never run at once
+	_        [cacheLinePad]byte
 }
+
+// cacheLinePad keeps what one goroutine writes often off the cache lines
+// that others read or write.
+const cacheLinePad = 64
 
 // open refuses a run once Close has been called.
 func (c *runControl) open() error {
@@ -27,7 +36,10 @@ func (c *runControl) open() error {
 }
 
 // Progress returns how many reads were checked since the Workload or Ceiling
-// was made. Any goroutine may call it at any time.
+// was made. Any goroutine may call it at any time. During a run each job or
+// thread adds its reads in batches of up to progressBatch (64), so the count
+// lags by fewer than that per job or thread; once a run has returned it is
+// exact.
 func (c *runControl) Progress() uint64 { return c.progress.Load() }
 
 // begin starts a new run, its stop flag clear: before its timer (stopAfter)

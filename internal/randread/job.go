@@ -18,13 +18,21 @@ type job struct {
 	reqs []*request           // the job's requests, iodepth of them
 
 	// Job goroutine only (read by Run once the job goroutine is done).
-	rng      *rand.Rand
-	lat      Histogram
-	ios      uint64
-	err      error
-	inflight int
-	issued   int64
-	staged   int // issued since the last flush
+	rng        *rand.Rand // draws from pcg
+	lat        Histogram
+	ios        uint64
+	err        error
+	inflight   int
+	issued     int64
+	staged     int    // issued since the last flush
+	unreported uint64 // reaped, not yet added to the workload's progress
+
+	// pcg is the generator's state, written by every draw: inside the job,
+	// away from the fields other goroutines write, and padded so that no two
+	// jobs' generators share a cache line (a false-sharing miss per read that
+	// a Ceiling thread does not pay).
+	pcg rand.PCG
+	_   [cacheLinePad]byte
 }
 
 // waitIRQ is how a job waits on its notifier; tests replace it.
@@ -66,6 +74,8 @@ func (j *job) run(quota int64) {
 		}
 		j.reap(quota)
 	}
+	j.w.progress.Add(j.unreported)
+	j.unreported = 0
 }
 
 // reap takes every request on the used list, checks and records its read,
@@ -93,7 +103,12 @@ func (j *job) reap(quota int64) {
 		r = next
 	}
 	j.flush()
-	j.w.progress.Add(uint64(n))
+	// Batched as a Ceiling thread batches, so that the jobs do not contend
+	// on the shared counter once per reap.
+	if j.unreported += uint64(n); j.unreported >= progressBatch {
+		j.w.progress.Add(j.unreported)
+		j.unreported = 0
+	}
 }
 
 // issue submits r at a fresh random offset unless the job has issued its

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"math"
 	"math/big"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/batchio/threadpool"
 	"github.com/stretchr/testify/require"
@@ -492,4 +494,59 @@ func TestRunAfterCloseIsRefused(t *testing.T) {
 		_, err = r.RunFor(time.Millisecond)
 		require.ErrorIs(t, err, ErrClosed, name)
 	}
+}
+
+// cacheLine is the unit of false sharing on the machines measured.
+const cacheLine = 64
+
+// requireOwnLines requires that no two of the addresses share a cache line.
+func requireOwnLines(t *testing.T, what string, addrs []uintptr) {
+	t.Helper()
+	lines := map[uintptr]int{}
+	for i, a := range addrs {
+		prev, shared := lines[a/cacheLine]
+		require.False(t, shared, "%s %d shares a cache line with %s %d", what, i, what, prev)
+		lines[a/cacheLine] = i
+	}
+}
+
+// Every job draws its offsets from the generator inside it, and no two
+// jobs' generators share a cache line: each draw writes the generator's
+// state, and generators made one after another shared lines, a
+// false-sharing miss per read that a Ceiling thread does not pay.
+func TestJobGeneratorsDoNotShareACacheLine(t *testing.T) {
+	f := dataFile(t, 64<<10)
+	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 1, NumJobs: 8, Mode: Defer})
+	require.NoError(t, err)
+	defer w.Close()
+	var addrs []uintptr
+	for i, j := range w.jobs {
+		j.pcg.Seed(1, uint64(i))
+		want := rand.New(rand.NewPCG(1, uint64(i))).Uint64()
+		require.Equal(t, want, j.rng.Uint64(), "job %d draws from its own generator", i)
+		addrs = append(addrs, uintptr(unsafe.Pointer(&j.pcg)))
+	}
+	requireOwnLines(t, "job", addrs)
+}
+
+// The progress counter, which the jobs or Ceiling threads add to, is at
+// least a cache line away from the fields read on every read (the stop
+// flag, the file, the block count, the mode, the epoch).
+func TestProgressHasACacheLineOfItsOwn(t *testing.T) {
+	var w Workload
+	var c Ceiling
+	wp := unsafe.Offsetof(w.runControl) + unsafe.Offsetof(w.progress)
+	cp := unsafe.Offsetof(c.runControl) + unsafe.Offsetof(c.progress)
+	far := func(name string, p, q uintptr) {
+		d := max(p, q) - min(p, q)
+		require.GreaterOrEqual(t, d, uintptr(cacheLine), "%s is %d bytes from progress", name, d)
+	}
+	far("Workload.file", wp, unsafe.Offsetof(w.file))
+	far("Workload.blocks", wp, unsafe.Offsetof(w.blocks))
+	far("Workload.mode", wp, unsafe.Offsetof(w.mode))
+	far("Workload.epoch", wp, unsafe.Offsetof(w.epoch))
+	far("Workload.state", wp, unsafe.Offsetof(w.runControl)+unsafe.Offsetof(w.state))
+	far("Ceiling.file", cp, unsafe.Offsetof(c.file))
+	far("Ceiling.blocks", cp, unsafe.Offsetof(c.blocks))
+	far("Ceiling.state", cp, unsafe.Offsetof(c.runControl)+unsafe.Offsetof(c.state))
 }

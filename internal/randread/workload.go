@@ -128,7 +128,8 @@ type Runner interface {
 	Run(n int64) (Result, error)
 	// RunFor reads for d, then waits for the reads in flight; errors as Run.
 	RunFor(d time.Duration) (Result, error)
-	// Progress returns how many reads were checked since the Runner was made.
+	// Progress returns how many reads were checked since the Runner was
+	// made, in batches during a run (see runControl.Progress).
 	Progress() uint64
 	// Close releases what the Runner holds; the file stays open. Run and
 	// RunFor return ErrClosed after it.
@@ -182,7 +183,9 @@ func New(c Config) (*Workload, error) {
 			w.Close()
 			return nil, err
 		}
-		j := &job{w: w, irq: irq, iss: w.eng.newIssuer(), rng: rand.New(rand.NewPCG(rand.Uint64(), uint64(i)))}
+		j := &job{w: w, irq: irq, iss: w.eng.newIssuer()}
+		j.pcg.Seed(rand.Uint64(), uint64(i))
+		j.rng = rand.New(&j.pcg)
 		for range c.IODepth {
 			j.reqs = append(j.reqs, newRequest(j, c.BS))
 		}
