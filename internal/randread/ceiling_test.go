@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/stretchr/testify/require"
 )
@@ -182,12 +181,10 @@ func TestCeilingGeneratorsDoNotShareACacheLine(t *testing.T) {
 	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 8})
 	require.NoError(t, err)
 	defer c.Close()
-	var addrs []uintptr
-	for i, rd := range c.readers {
-		rd.pcg.Seed(2, uint64(i))
-		want := rand.New(rand.NewPCG(2, uint64(i))).Uint64()
-		require.Equal(t, want, rd.rng.Uint64(), "thread %d draws from its reader's generator", i)
-		addrs = append(addrs, uintptr(unsafe.Pointer(&rd.pcg)))
+	var pcgs []*rand.PCG
+	var rngs []*rand.Rand
+	for _, rd := range c.readers {
+		pcgs, rngs = append(pcgs, &rd.pcg), append(rngs, rd.rng)
 	}
-	requireOwnLines(t, "thread", addrs)
+	requireOwnGenerators(t, "thread", pcgs, rngs)
 }

@@ -499,14 +499,19 @@ func TestRunAfterCloseIsRefused(t *testing.T) {
 // cacheLine is the unit of false sharing on the machines measured.
 const cacheLine = 64
 
-// requireOwnLines requires that no two of the addresses share a cache line.
-func requireOwnLines(t *testing.T, what string, addrs []uintptr) {
+// requireOwnGenerators requires that each of rngs draws from the generator
+// state beside it in pcgs, and that no two of pcgs share a cache line.
+func requireOwnGenerators(t *testing.T, what string, pcgs []*rand.PCG, rngs []*rand.Rand) {
 	t.Helper()
 	lines := map[uintptr]int{}
-	for i, a := range addrs {
-		prev, shared := lines[a/cacheLine]
-		require.False(t, shared, "%s %d shares a cache line with %s %d", what, i, what, prev)
-		lines[a/cacheLine] = i
+	for i, pcg := range pcgs {
+		pcg.Seed(1, uint64(i))
+		want := rand.New(rand.NewPCG(1, uint64(i))).Uint64()
+		require.Equal(t, want, rngs[i].Uint64(), "%s %d draws from its own generator", what, i)
+		line := uintptr(unsafe.Pointer(pcg)) / cacheLine
+		prev, shared := lines[line]
+		require.False(t, shared, "%s %d's generator shares a cache line with %s %d's", what, i, what, prev)
+		lines[line] = i
 	}
 }
 
@@ -519,14 +524,12 @@ func TestJobGeneratorsDoNotShareACacheLine(t *testing.T) {
 	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 1, NumJobs: 8, Mode: Defer})
 	require.NoError(t, err)
 	defer w.Close()
-	var addrs []uintptr
-	for i, j := range w.jobs {
-		j.pcg.Seed(1, uint64(i))
-		want := rand.New(rand.NewPCG(1, uint64(i))).Uint64()
-		require.Equal(t, want, j.rng.Uint64(), "job %d draws from its own generator", i)
-		addrs = append(addrs, uintptr(unsafe.Pointer(&j.pcg)))
+	var pcgs []*rand.PCG
+	var rngs []*rand.Rand
+	for _, j := range w.jobs {
+		pcgs, rngs = append(pcgs, &j.pcg), append(rngs, j.rng)
 	}
-	requireOwnLines(t, "job", addrs)
+	requireOwnGenerators(t, "job", pcgs, rngs)
 }
 
 // The progress counter, which the jobs or Ceiling threads add to, is at
