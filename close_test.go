@@ -1031,3 +1031,31 @@ func TestLoopStopDeliversWhatCameDuringItsLastDrain(t *testing.T) {
 	requireRan(t, lateDone, "late", "Close returned before the late request's callback ran")
 	require.Equal(t, uint64(2), p.Stats().Delivered)
 }
+
+// TestShutdownOnLoopReturnsWhenTheLastSubmitCoEnds: a Shutdown that runs the
+// completion loop (WithExternalLoop) returns once every accepted request is
+// over, a SubmitCo request included, whose result goes to its caller and
+// never through the loop: its end alone must wake the waiting Shutdown.
+func TestShutdownOnLoopReturnsWhenTheLastSubmitCoEnds(t *testing.T) {
+	p := newPool(t, WithExternalLoop())
+	g := newGate(1)
+	t.Cleanup(g.release)
+	co := make(chan error, 1)
+	go func() { co <- p.SubmitCo(context.Background(), g.fn(0, nil)) }()
+	<-g.started
+	go func() {
+		// Let the request end once Shutdown has begun (and waits, unless
+		// it is slower than a tick).
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for !p.closing.Load() {
+			<-tick.C
+		}
+		g.release()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, p.Shutdown(ctx), "the end of the SubmitCo request did not wake Shutdown")
+	require.NoError(t, <-co)
+	require.Equal(t, -1, p.Fd())
+}

@@ -461,3 +461,20 @@ func TestNestedRunCompletionsIsADrainOfItsOwn(t *testing.T) {
 	hold.open()
 	require.NoError(t, p.Close())
 }
+
+// Stats.Drains counts the drains that delivered at least one callback: a
+// RunCompletions that finds nothing to deliver is no drain, before or after
+// one that delivered.
+func TestRunCompletionsThatDeliversNothingIsNoDrain(t *testing.T) {
+	noLeaks(t)
+	p, ta := newOneWorkerExternal(t)
+	require.Zero(t, p.RunCompletions())
+	require.Zero(t, p.Stats().Drains, "a RunCompletions that delivered nothing")
+	_, err := p.Submit(func() error { return nil }, ta.cb(0))
+	require.NoError(t, err)
+	runUntilDelivered(t, p, 1)
+	require.NoError(t, ta.requireOnce(t, 0))
+	require.Zero(t, p.RunCompletions())
+	s := p.Stats()
+	require.Equal(t, [3]uint64{1, 1, 1}, [3]uint64{s.Delivered, s.Drains, s.MaxDrain})
+}

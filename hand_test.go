@@ -348,3 +348,32 @@ func TestNoHandIsTakenWhileAWorkerIsIdle(t *testing.T) {
 	g.release()
 	eventually(t, func() bool { return p.Stats().Completed == 2*n }, "every request runs")
 }
+
+// TestNoHandIsTakenWhileAWorkerMayStart: a worker takes a hand only when
+// every worker is busy at the maximum; below it, the queue is left to the
+// workers that may still start. A burst on a new pool, far below its
+// maximum, starts maxTransit workers, each of which finds the queue long and
+// every other worker busy: none may take a hand. The Funcs hold their
+// workers, so a worker that took a hand would still be listed among the
+// hands once every request has started.
+func TestNoHandIsTakenWhileAWorkerMayStart(t *testing.T) {
+	const n = 10 * maxTransit
+	p := newPool(t, WithMaxWorkers(2*n), WithSpin(0))
+	g := newGate(n)
+	t.Cleanup(g.release)
+	b := p.NewBatch()
+	for i := range n {
+		require.NoError(t, b.Add(g.fn(i, nil), nil))
+	}
+	require.NoError(t, b.Flush())
+	for range n {
+		<-g.started
+	}
+	p.mu.Lock()
+	hands, held := len(p.hands), p.inHand.Load()
+	p.mu.Unlock()
+	require.Zero(t, hands, "a worker took a hand while more workers could start")
+	require.Zero(t, held)
+	g.release()
+	eventually(t, func() bool { return p.Stats().Completed == n }, "every request runs")
+}

@@ -304,3 +304,20 @@ func TestNotifyRacingCloseIsNoWriteError(t *testing.T) {
 	require.NoError(t, n.LastWriteError())
 	require.False(t, n.Missed())
 }
+
+// Clear counts a signal whose write failed as pending: it takes it, reports
+// true, and counts the wake-up, though nothing was written to the
+// descriptor.
+func TestNotifierClearTakesAFailedWrite(t *testing.T) {
+	noLeaks(t)
+	n := newNotifier(t)
+	injectWriteFault(n)
+	n.Notify()
+	require.True(t, n.Missed())
+	require.False(t, readable(t, n.Fd()))
+	require.True(t, n.Clear(), "the failed write is owed to the consumer")
+	require.False(t, n.Missed())
+	require.False(t, n.Clear())
+	s := n.Stats()
+	require.Equal(t, [3]uint64{1, 0, 1}, [3]uint64{s.WriteErrors, s.Writes, s.Wakeups})
+}
