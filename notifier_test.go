@@ -282,11 +282,7 @@ func TestAuditFdsAndGoroutines(t *testing.T) {
 // A signal still owed when the Notifier is closed is owed to nobody: Missed
 // is false from Close on, as Fd is -1 and Wait returns ErrClosed.
 func TestNotifierMissedFalseAfterClose(t *testing.T) {
-	noLeaks(t)
-	n := newNotifier(t)
-	injectWriteFault(n)
-	n.Notify()
-	require.True(t, n.Missed())
+	n := notifierOwingAFailedWrite(t)
 	require.NoError(t, n.Close())
 	require.False(t, n.Missed())
 	require.ErrorIs(t, n.Wait(context.Background()), threadpool.ErrClosed)
@@ -309,15 +305,23 @@ func TestNotifyRacingCloseIsNoWriteError(t *testing.T) {
 // true, and counts the wake-up, though nothing was written to the
 // descriptor.
 func TestNotifierClearTakesAFailedWrite(t *testing.T) {
-	noLeaks(t)
-	n := newNotifier(t)
-	injectWriteFault(n)
-	n.Notify()
-	require.True(t, n.Missed())
+	n := notifierOwingAFailedWrite(t)
 	require.False(t, readable(t, n.Fd()))
 	require.True(t, n.Clear(), "the failed write is owed to the consumer")
 	require.False(t, n.Missed())
 	require.False(t, n.Clear())
 	s := n.Stats()
 	require.Equal(t, [3]uint64{1, 0, 1}, [3]uint64{s.WriteErrors, s.Writes, s.Wakeups})
+}
+
+// notifierOwingAFailedWrite returns a Notifier whose one signal write
+// failed: Missed reports it, and every later write fails too.
+func notifierOwingAFailedWrite(t *testing.T) *threadpool.Notifier {
+	t.Helper()
+	noLeaks(t)
+	n := newNotifier(t)
+	injectWriteFault(n)
+	n.Notify()
+	require.True(t, n.Missed())
+	return n
 }
