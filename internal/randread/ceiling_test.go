@@ -2,7 +2,6 @@ package randread
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -172,19 +171,4 @@ func TestResultCPUFigures(t *testing.T) {
 	var empty Result
 	require.Zero(t, empty.CPUPerIO())
 	require.Zero(t, empty.Cores())
-}
-
-// Every Ceiling thread draws from the generator inside its reader, and no
-// two threads' generators share a cache line.
-func TestCeilingGeneratorsDoNotShareACacheLine(t *testing.T) {
-	f := dataFile(t, 64<<10)
-	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 8})
-	require.NoError(t, err)
-	defer c.Close()
-	var pcgs []*rand.PCG
-	var rngs []*rand.Rand
-	for _, rd := range c.readers {
-		pcgs, rngs = append(pcgs, &rd.pcg), append(rngs, rd.rng)
-	}
-	requireOwnGenerators(t, "thread", pcgs, rngs)
 }

@@ -515,21 +515,30 @@ func requireOwnGenerators(t *testing.T, what string, pcgs []*rand.PCG, rngs []*r
 	}
 }
 
-// Every job draws its offsets from the generator inside it, and no two
-// jobs' generators share a cache line: each draw writes the generator's
-// state, and generators made one after another shared lines, a
-// false-sharing miss per read that a Ceiling thread does not pay.
-func TestJobGeneratorsDoNotShareACacheLine(t *testing.T) {
+// Every job, and every Ceiling thread, draws its offsets from the generator
+// inside it, and no two of them share a cache line: each draw writes the
+// generator's state, and the jobs' generators, made one after another,
+// shared lines, a false-sharing miss per read that a Ceiling thread did
+// not pay.
+func TestGeneratorsDoNotShareACacheLine(t *testing.T) {
 	f := dataFile(t, 64<<10)
 	w, err := New(Config{File: f, Size: 64 << 10, BS: 4096, IODepth: 1, NumJobs: 8, Mode: Defer})
 	require.NoError(t, err)
 	defer w.Close()
+	c, err := NewCeiling(CeilingConfig{File: f, Size: 64 << 10, BS: 4096, Threads: 8})
+	require.NoError(t, err)
+	defer c.Close()
 	var pcgs []*rand.PCG
 	var rngs []*rand.Rand
 	for _, j := range w.jobs {
 		pcgs, rngs = append(pcgs, &j.pcg), append(rngs, j.rng)
 	}
 	requireOwnGenerators(t, "job", pcgs, rngs)
+	pcgs, rngs = nil, nil
+	for _, rd := range c.readers {
+		pcgs, rngs = append(pcgs, &rd.pcg), append(rngs, rd.rng)
+	}
+	requireOwnGenerators(t, "ceiling thread", pcgs, rngs)
 }
 
 // The progress counter, which the jobs or Ceiling threads add to, is at
