@@ -78,8 +78,12 @@ type Pool struct {
 	hands      []*worker // the workers whose hand is not empty (hand.go)
 	running    int       // requests taken by workers and not yet counted done
 	// transit counts workers woken or started for queued work that have not
-	// yet looked at the queue: each will take a request if one is left.
-	transit   int
+	// yet looked at the queue: each will take a request if one is left,
+	// unless it finds the pool above max and exits (see takers).
+	transit int
+	// leaving counts the idle workers woken to exit above max
+	// (wakeIdleAboveMax) that have not yet come back to look at the limits.
+	leaving   int
 	submitted uint64 // requests accepted
 	spins     uint64 // spins begun (spin.go)
 	// funcClosers counts the workers whose Func is in Close or Shutdown, and
@@ -345,8 +349,9 @@ func (p *Pool) accept(fn Func, cb Callback, co bool) (_ *element, _ uint64, stal
 	gen := e.gen
 	p.pending.Add(1)
 	p.submitted++
-	// A SubmitCo request that no worker will take: no idle worker, no room
-	// for a new one, and as many queued requests as workers on their way.
+	// A SubmitCo request that no worker will take without one finishing
+	// first: no idle worker, no room for a new one, and as many queued
+	// requests as workers on their way that will not exit first (takers).
 	stalled = co && p.waiting(1) > 0
 	if !p.handOff(e) {
 		p.enqueue(e)

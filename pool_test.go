@@ -921,6 +921,93 @@ func TestMaxQueuedAfterLoweringMaxWithIdleWorkers(t *testing.T) {
 		require.NoError(t, <-done)
 	}
 	eventually(t, func() bool { return p.Stats().Workers == 3 }, "the worker above max exits")
+	p.mu.Lock()
+	leaving := p.leaving
+	p.mu.Unlock()
+	require.Zero(t, leaving, "the worker woken to exit is no longer counted as leaving")
+}
+
+// TestMaxQueuedDoesNotCountWorkersLeavingAboveMax: workers woken for
+// queued requests, which a lowered max then makes exit when they arrive, do
+// not count as taking those requests, nor, once the requests are canceled,
+// the ones submitted next. They used to: four workers on their way let a
+// fifth request in, and five then waited for the one busy worker, over a
+// WithMaxQueued of 1. With one processor the woken workers cannot run
+// before the calls.
+func TestMaxQueuedDoesNotCountWorkersLeavingAboveMax(t *testing.T) {
+	for _, cancel := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancel=%v", cancel), func(t *testing.T) {
+			p := newPool(t, WithMinWorkers(5), WithMaxWorkers(5), WithMaxQueued(1), WithSpin(0))
+			eventually(t, func() bool { return p.Stats().IdleWorkers == 5 }, "min workers go idle")
+			// Room for every request, should the test fail with more
+			// accepted than it wants.
+			g := newGate(9)
+			t.Cleanup(g.release) // before the pool's Close, should the test fail
+			done := make(chan error, 9)
+			cb := func(err error) { done <- err }
+			var errs []error
+			submit := func(i int) Handle {
+				h, err := p.Submit(g.fn(i, nil), cb)
+				errs = append(errs, err)
+				return h
+			}
+			procs := runtime.GOMAXPROCS(1)
+			submit(0) // straight to an idle worker, which it holds
+			var hs []Handle
+			for i := 1; i <= 4; i++ { // queued: each wakes one of the others
+				hs = append(hs, submit(i))
+			}
+			canceled := 0
+			if cancel {
+				for _, h := range hs {
+					if p.Cancel(h) {
+						canceled++
+					}
+				}
+			}
+			limitsErr := p.SetLimits(0, 1) // the four woken workers will exit
+			var batchErr error
+			if cancel {
+				b := p.NewBatch()
+				for i := 5; i <= 6; i++ {
+					require.NoError(t, b.Add(g.fn(i, nil), cb))
+				}
+				batchErr = b.Flush()
+				submit(5)
+			}
+			submit(6)
+			runtime.GOMAXPROCS(procs)
+
+			require.NoError(t, limitsErr)
+			for i, err := range errs[:5] {
+				require.NoError(t, err, "request %d", i)
+			}
+			accepted := 5
+			if cancel {
+				require.Equal(t, 4, canceled, "the queued requests had not started")
+				require.ErrorIs(t, batchErr, ErrQueueFull, "both would wait for the busy worker")
+				require.NoError(t, errs[5], "one may wait")
+				require.ErrorIs(t, errs[6], ErrQueueFull, "one waits")
+				accepted = 6
+			} else {
+				require.ErrorIs(t, errs[5], ErrQueueFull, "four wait for the busy worker")
+			}
+			require.Equal(t, 0, <-g.started)
+			g.release()
+			var ok, canceledErrs int
+			for range accepted {
+				if err := <-done; err == nil {
+					ok++
+				} else {
+					require.ErrorIs(t, err, ErrCanceled)
+					canceledErrs++
+				}
+			}
+			require.Equal(t, canceled, canceledErrs)
+			require.Equal(t, accepted-canceled, ok)
+			eventually(t, func() bool { return p.Stats().Workers == 1 }, "the workers above max exit")
+		})
+	}
 }
 
 // TestGoexitWorkerReplacedUpToMin: a worker lost to runtime.Goexit is

@@ -18,6 +18,7 @@ type worker struct {
 
 	// Guarded by Pool.mu.
 	transit bool // counted in Pool.transit
+	leaving bool // counted in Pool.leaving
 	busy    bool // has run a request since it last held Pool.mu
 	reaped  bool // told to exit by the reaper, which uncounted it already
 
@@ -148,11 +149,25 @@ func (p *Pool) unstarted() int {
 
 // waiting returns how many queued requests would have no worker to take
 // them if n more were queued: the queued ones (those in workers' hands too,
-// which another worker may yet take) beyond the workers in transit,
-// the idle workers and the workers that may still start (none while SetLimits
-// has left more workers than max). WithMaxQueued bounds it. mu held.
+// which another worker may yet take) beyond the takers. WithMaxQueued
+// bounds it. mu held.
 func (p *Pool) waiting(n int) int {
-	return p.unstarted() + n - p.transit - len(p.idle) - max(0, p.maxWorkers-p.workers)
+	return p.unstarted() + n - p.takers()
+}
+
+// takers returns how many workers will take a queued request without one
+// finishing first: the workers in transit, the idle workers and the workers
+// that may still start (none while SetLimits has left more workers than
+// max), less the workers that will exit first. Above max, the workers that
+// come back for work first exit, until the pool is down to max: the idle
+// ones woken for it (leaving, counted neither idle nor in transit), then
+// any, and the count takes the worst case, that those in transit are among
+// them. Idle workers are never among them: SetLimits wakes as many as
+// the pool has above max (wakeIdleAboveMax), or all of them, and no worker
+// goes idle while the pool is above max. mu held.
+func (p *Pool) takers() int {
+	k := p.transit + len(p.idle) + max(0, p.maxWorkers-p.workers)
+	return max(0, k-max(0, p.workers-p.leaving-p.maxWorkers))
 }
 
 // arrive ends w's transit, if it was in transit, and reports whether it was.
@@ -166,18 +181,21 @@ func (p *Pool) arrive(w *worker) bool {
 	return true
 }
 
-// wakeIdleAboveMax wakes as many idle workers as the pool has above max,
-// the longest idle first, so that they exit. The others stay on the idle
-// list, where Submit finds them and WithMaxQueued counts them (waking them
-// all to re-check the limits took them off it before any of them ran). A
-// busy worker that finishes its request first exits in place of a woken
-// one, which then looks for a request like any woken worker. mu held.
+// wakeIdleAboveMax wakes as many idle workers as the pool has above max
+// (less those already woken for it and not yet back), the longest idle
+// first, so that they exit. The others stay on the idle list, where Submit
+// finds them and WithMaxQueued counts them (waking them all to re-check the
+// limits took them off it before any of them ran). A busy worker that
+// finishes its request first exits in place of a woken one, which then
+// looks for a request like any woken worker. mu held.
 func (p *Pool) wakeIdleAboveMax() {
-	k := min(len(p.idle), p.workers-p.maxWorkers)
+	k := min(len(p.idle), p.workers-p.leaving-p.maxWorkers)
 	if k <= 0 {
 		return
 	}
 	for _, w := range p.idle[:k] {
+		w.leaving = true
+		p.leaving++
 		w.wake <- struct{}{}
 	}
 	n := copy(p.idle, p.idle[k:])
@@ -282,6 +300,10 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			return e
 		}
 		p.mu.Lock()
+		if w.leaving { // woken to exit above max: back to look at the limits
+			w.leaving = false
+			p.leaving--
+		}
 		if w.reaped {
 			p.mu.Unlock()
 			return nil
