@@ -31,7 +31,10 @@ import "context"
 //     callback), runs every Flush deferred so far in the batch (DeferCall),
 //     the calling Callback's own included, instead of leaving them to the end
 //     of the batch, and returns; the completion goroutine exits once that
-//     Callback returns. What the Callback defers after Close is flushed at
+//     Callback returns. It runs those Flushes before each wait for a
+//     running Func too, as a Func may wait for one (a reply a Flush sends),
+//     so a Flusher that callbacks defer again meanwhile may run more than
+//     once in the batch. What the Callback defers after Close is flushed at
 //     the end of the batch, as usual.
 //   - A Func, on the worker that runs it: Close cannot wait for that worker.
 //     It cancels what is queued, waits until every other Func has returned
@@ -216,7 +219,8 @@ func (p *Pool) deliverUntilQuiet(ctx context.Context) error {
 }
 
 // runUntilQuiet runs the completion loop on the caller until every accepted
-// request is over or ctx ends. Loop goroutine only.
+// request is over or ctx ends, and, nested in a batch, the Flushes the batch
+// deferred so far before each wait. Loop goroutine only.
 //
 // A drain goes on for as long as completions keep coming, and ctx is looked
 // at only between drains: so ctx's end cancels what is queued at once, from
@@ -241,6 +245,10 @@ func (p *Pool) runUntilQuiet(ctx context.Context) (err error) {
 	failures := 0
 	for p.pending.Load() > 0 {
 		if p.batch == nil && p.done.Load() == nil {
+			// Nested in a batch (called from a Callback): run what the
+			// batch deferred so far before waiting, as a running Func may
+			// wait for a Flush (a reply it sends) as for a callback.
+			p.flushNested()
 			if err := p.waitWake(ctx); err != nil {
 				if err := ctx.Err(); err != nil {
 					return err

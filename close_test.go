@@ -643,6 +643,65 @@ func TestCloseFromCallbackFlushesDeferred(t *testing.T) {
 	}
 }
 
+// A Callback that calls Close runs the Flushes the batch deferred so far
+// before it waits for the running Funcs, with every kind of loop: a Func
+// may wait for a reply that a Flush sends, as for a callback. Close waited
+// for that Func before it flushed, for ever.
+func TestCloseFromCallbackFlushesBeforeWaitingForFuncs(t *testing.T) {
+	for _, mode := range loopKinds {
+		t.Run(mode.name, func(t *testing.T) {
+			p, err := New(append(mode.opts, WithMaxWorkers(2))...)
+			require.NoError(t, err)
+			reply := &closeFlusher{ch: make(chan struct{})}
+			t.Cleanup(reply.Flush) // should Close hang: end the Func, and so the Close
+			started, waited := make(chan struct{}), make(chan error, 1)
+			_, err = p.Submit(func() error {
+				close(started)
+				<-reply.ch // the reply that the other request's callback sends
+				return nil
+			}, func(err error) { waited <- err })
+			require.NoError(t, err)
+			<-started
+			closed := make(chan error, 1)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				p.DeferCall(reply)
+				closed <- p.Close()
+			})
+			require.NoError(t, err)
+			loopDone := make(chan struct{})
+			if mode.external {
+				go func() { // the loop, which Close keeps while it waits
+					defer close(loopDone)
+					if err := awaitReadable(p.Fd()); err != nil {
+						closed <- err
+						return
+					}
+					p.RunCompletions()
+				}()
+			} else {
+				close(loopDone)
+			}
+			select {
+			case err := <-closed:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("Close from a Callback still waits, after 30s, for a Func that waits for a Flush deferred before it")
+			}
+			require.NoError(t, <-waited, "delivered nested, by Close")
+			<-loopDone // one goroutine delivers at a time
+			require.NoError(t, p.Close())
+		})
+	}
+}
+
+// closeFlusher closes ch at its first Flush. Any goroutine.
+type closeFlusher struct {
+	once sync.Once
+	ch   chan struct{}
+}
+
+func (f *closeFlusher) Flush() { f.once.Do(func() { close(f.ch) }) }
+
 // takeWakeups takes whatever wake-up of the pool's own loop is pending, as
 // the loop's wait does. Loop goroutine only.
 func (p *Pool) takeWakeups() {

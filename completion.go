@@ -146,7 +146,8 @@ func (p *Pool) RunCompletions() int {
 // "the same" means). A nil f is ignored. By caller:
 //
 //   - A Callback of this pool: as above. A Close or Shutdown called from a
-//     Callback flushes what the batch deferred so far before it returns.
+//     Callback flushes what the batch deferred so far before it returns,
+//     and before each wait for a running Func (see Close).
 //   - A Flush run at the end of its batch: the batch is over, so f is flushed
 //     at once, on every call, as Deferrer.Call does outside a region. A Flush
 //     run by a Close or Shutdown called from a Callback, inside the batch,
