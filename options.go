@@ -102,8 +102,9 @@ func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTi
 // WithMaxQueued bounds the requests waiting for a worker: when n are waiting,
 // Submit and SubmitCo return ErrQueueFull (and Batch.Flush, for a batch that
 // would take the count above n). 0, the default, means unbounded. Requests
-// that are running do not count, nor queued ones that a woken, an idle or a
-// yet-to-start worker (fewer than max are alive) will take. While SetLimits
+// that are running do not count, nor queued ones that a woken, an idle, a
+// just-started (for WithMinWorkers, say) or a yet-to-start worker (fewer
+// than max are alive) will take. While SetLimits
 // has left more workers than max, as many as the pool has above max will
 // exit before they take one, and the count assumes that the woken workers
 // are among them: the queued requests count as waiting until a worker that

@@ -81,6 +81,10 @@ type Pool struct {
 	// yet looked at the queue: each will take a request if one is left,
 	// unless it finds the pool above max and exits (see takers).
 	transit int
+	// starting counts the workers started for min, not for queued work,
+	// that have not yet looked at the queue: like those in transit, each
+	// will take a request if one is left.
+	starting int
 	// leaving counts the idle workers woken to exit above max
 	// (wakeIdleAboveMax) that have not yet come back to look at the limits.
 	leaving   int

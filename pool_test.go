@@ -855,7 +855,8 @@ func (f *countFlusher) Flush() { f.n++ }
 func TestMaxQueuedCountsOnlyWaitingRequests(t *testing.T) {
 	p := newPool(t, WithMinWorkers(4), WithMaxWorkers(4), WithMaxQueued(1))
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 4 }, "min workers go idle")
-	g := newGate(5)
+	g := newGate(6)      // room for every request, should more be accepted
+	t.Cleanup(g.release) // before the pool's Close, should the test fail
 	for i := 0; i < 4; i++ {
 		_, err := p.Submit(g.fn(i, nil), nil)
 		require.NoError(t, err, "request %d has an idle worker", i)
@@ -865,6 +866,47 @@ func TestMaxQueuedCountsOnlyWaitingRequests(t *testing.T) {
 	_, err = p.Submit(g.fn(5, nil), nil)
 	require.ErrorIs(t, err, ErrQueueFull)
 	g.release()
+}
+
+// TestMaxQueuedCountsWorkersStartingForMin: the workers New starts for min
+// take queued requests like idle ones before they have first looked at the
+// queue, so a burst right after New is not refused. It was: the second
+// request found no worker idle, none on its way and none that might still
+// start. With one processor the workers cannot start before the Submits.
+func TestMaxQueuedCountsWorkersStartingForMin(t *testing.T) {
+	procs := runtime.GOMAXPROCS(1)
+	restore := sync.OnceFunc(func() { runtime.GOMAXPROCS(procs) })
+	t.Cleanup(restore)
+	p := newPool(t, WithMinWorkers(4), WithMaxWorkers(4), WithMaxQueued(1))
+	g := newGate(6) // room for every request, should more be accepted
+	t.Cleanup(g.release)
+	done := make(chan error, 6)
+	errs := make([]error, 6)
+	for i := range errs {
+		_, errs[i] = p.Submit(g.fn(i, nil), func(err error) { done <- err })
+	}
+	restore()
+	requireOneWaits(t, errs, 4, "has a worker starting", g, done)
+}
+
+// requireOneWaits checks the errors of a burst of Submits on a pool made
+// WithMaxQueued(1), whose first n requests had a worker to take them: those
+// and one more were accepted, the next one refused. It then lets the n
+// requests that started end, and requires the n+1 callbacks, without error.
+func requireOneWaits(t *testing.T, errs []error, n int, why string, g *gate, done <-chan error) {
+	t.Helper()
+	for i := range n {
+		require.NoError(t, errs[i], "request %d %s", i, why)
+	}
+	require.NoError(t, errs[n], "one request may wait")
+	require.ErrorIs(t, errs[n+1], ErrQueueFull)
+	for range n {
+		<-g.started
+	}
+	g.release()
+	for range n + 1 {
+		require.NoError(t, <-done)
+	}
 }
 
 // TestMaxQueuedAfterLoweringMax: workers left above a lowered max, busy,
@@ -897,9 +939,9 @@ func TestMaxQueuedAfterLoweringMax(t *testing.T) {
 func TestMaxQueuedAfterLoweringMaxWithIdleWorkers(t *testing.T) {
 	p := newPool(t, WithMinWorkers(4), WithMaxWorkers(4), WithMaxQueued(1), WithSpin(0))
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 4 }, "min workers go idle")
-	g := newGate(4)
+	g := newGate(5) // room for every request, should more be accepted
 	defer g.release()
-	done := make(chan error, 4)
+	done := make(chan error, 5)
 	cb := func(err error) { done <- err }
 	procs := runtime.GOMAXPROCS(1)
 	require.NoError(t, p.SetLimits(0, 3))
@@ -908,18 +950,7 @@ func TestMaxQueuedAfterLoweringMaxWithIdleWorkers(t *testing.T) {
 		_, errs[i] = p.Submit(g.fn(i, nil), cb)
 	}
 	runtime.GOMAXPROCS(procs)
-	for i := range 3 {
-		require.NoError(t, errs[i], "request %d has an idle worker that stays", i)
-	}
-	require.NoError(t, errs[3], "one request may wait")
-	require.ErrorIs(t, errs[4], ErrQueueFull)
-	for range 3 {
-		<-g.started
-	}
-	g.release()
-	for range 4 {
-		require.NoError(t, <-done)
-	}
+	requireOneWaits(t, errs, 3, "has an idle worker that stays", g, done)
 	eventually(t, func() bool { return p.Stats().Workers == 3 }, "the worker above max exits")
 	p.mu.Lock()
 	leaving := p.leaving

@@ -17,10 +17,11 @@ type worker struct {
 	wake chan struct{}
 
 	// Guarded by Pool.mu.
-	transit bool // counted in Pool.transit
-	leaving bool // counted in Pool.leaving
-	busy    bool // has run a request since it last held Pool.mu
-	reaped  bool // told to exit by the reaper, which uncounted it already
+	transit  bool // counted in Pool.transit
+	starting bool // counted in Pool.starting
+	leaving  bool // counted in Pool.leaving
+	busy     bool // has run a request since it last held Pool.mu
+	reaped   bool // told to exit by the reaper, which uncounted it already
 
 	// The idle check, without reading a clock: at each pass the reaper
 	// notes how many requests an idle worker has taken; at the next pass, an
@@ -49,11 +50,13 @@ type worker struct {
 }
 
 // spawn starts a worker goroutine, counted in transit when it is started for
-// queued work. mu held.
+// queued work, else in starting. mu held.
 func (p *Pool) spawn(transit bool) {
-	w := &worker{wake: make(chan struct{}, 1), transit: transit, takenAtPass: ^uint64(0)}
+	w := &worker{wake: make(chan struct{}, 1), transit: transit, starting: !transit, takenAtPass: ^uint64(0)}
 	if transit {
 		p.transit++
+	} else {
+		p.starting++
 	}
 	p.workers++
 	p.wg.Add(1)
@@ -156,23 +159,28 @@ func (p *Pool) waiting(n int) int {
 }
 
 // takers returns how many workers will take a queued request without one
-// finishing first: the workers in transit, the idle workers and the workers
-// that may still start (none while SetLimits has left more workers than
-// max), less the workers that will exit first. Above max, the workers that
-// come back for work first exit, until the pool is down to max: the idle
-// ones woken for it (leaving, counted neither idle nor in transit), then
-// any, and the count takes the worst case, that those in transit are among
-// them. Idle workers are never among them: SetLimits wakes as many as
-// the pool has above max (wakeIdleAboveMax), or all of them, and no worker
-// goes idle while the pool is above max. mu held.
+// finishing first: the workers in transit, those started for min that have
+// not yet looked at the queue, the idle workers and the workers that may
+// still start (none while SetLimits has left more workers than max), less
+// the workers that will exit first. Above max, the workers that come back
+// for work first exit, until the pool is down to max: the idle ones woken
+// for it (leaving, counted neither idle nor in transit), then any, and the
+// count takes the worst case, that those in transit or starting are among
+// them. Idle workers are never among them: SetLimits wakes as many as the
+// pool has above max (wakeIdleAboveMax), or all of them, and no worker goes
+// idle while the pool is above max. mu held.
 func (p *Pool) takers() int {
-	k := p.transit + len(p.idle) + max(0, p.maxWorkers-p.workers)
+	k := p.transit + p.starting + len(p.idle) + max(0, p.maxWorkers-p.workers)
 	return max(0, k-max(0, p.workers-p.leaving-p.maxWorkers))
 }
 
-// arrive ends w's transit, if it was in transit, and reports whether it was.
-// mu held.
+// arrive ends w's transit, if it was in transit, and reports whether it was;
+// a worker just started for min arrives too, uncounted in starting. mu held.
 func (p *Pool) arrive(w *worker) bool {
+	if w.starting {
+		w.starting = false
+		p.starting--
+	}
 	if !w.transit {
 		return false
 	}
