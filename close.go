@@ -42,7 +42,10 @@ import "context"
 //     (bar Funcs that are themselves in Close or Shutdown; the goroutine
 //     itself may still be on its way out), and returns. It delivers
 //     nothing and waits for no callback: they run on the loop as usual,
-//     the calling Func's own once it returns.
+//     the calling Func's own once it returns. A Func that waits for the
+//     calling one meanwhile (a Func whose SubmitCo runs, on another
+//     worker, the fn that calls Close, say) is among those Funcs: the two
+//     wait for each other for ever.
 //     The calling worker and the completion goroutine exit, and the pool's own
 //     descriptor closes, after that; a Close from any other goroutine waits
 //     for it. WithExternalLoop, the loop delivers the rest through
