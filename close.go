@@ -34,8 +34,11 @@ import "context"
 //     Callback returns. It runs those Flushes before each wait for a
 //     running Func too, as a Func may wait for one (a reply a Flush sends),
 //     so a Flusher that callbacks defer again meanwhile may run more than
-//     once in the batch. What the Callback defers after Close is flushed at
-//     the end of the batch, as usual.
+//     once in the batch. (A Flush that calls Close itself cannot run the
+//     Flushes deferred after it, which wait for it to return: a Func
+//     waiting for one of those keeps that Close waiting for ever.) What the
+//     Callback defers after Close is flushed at the end of the batch, as
+//     usual.
 //   - A Func, on the worker that runs it: Close cannot wait for that worker.
 //     It cancels what is queued, waits until every other Func has returned
 //     and its worker has left the pool's count, taking no more requests
@@ -252,6 +255,12 @@ func (p *Pool) runUntilQuiet(ctx context.Context) (err error) {
 			// batch deferred so far before waiting, as a running Func may
 			// wait for a Flush (a reply it sends) as for a callback.
 			p.flushNested()
+			if p.pending.Load() == 0 {
+				// A Flush ended the last Func's wait and called Close,
+				// which delivered the rest (and, WithExternalLoop,
+				// closed the descriptor the wait would read).
+				break
+			}
 			if err := p.waitWake(ctx); err != nil {
 				if err := ctx.Err(); err != nil {
 					return err

@@ -694,6 +694,44 @@ func TestCloseFromCallbackFlushesBeforeWaitingForFuncs(t *testing.T) {
 	}
 }
 
+// A Flush that a Close from a Callback runs before it waits may end the
+// wait of the last running Func and call Close itself, which delivers the
+// rest and, WithExternalLoop, closes the descriptor: the outer Close then
+// has nothing left to wait for. It waited on the closed descriptor, and
+// counted a failed wait (Stats.WaitErrors, which says the descriptor is
+// broken) and paused before it returned.
+func TestFlushThatClosesInANestedCloseIsNoWaitError(t *testing.T) {
+	p, err := New(WithExternalLoop(), WithMaxWorkers(2))
+	require.NoError(t, err)
+	reply := &closeFlusher{ch: make(chan struct{})}
+	t.Cleanup(reply.Flush)
+	started := make(chan struct{})
+	_, err = p.Submit(func() error {
+		close(started)
+		<-reply.ch
+		return nil
+	}, nil)
+	require.NoError(t, err)
+	<-started
+	inner := make(chan error, 1)
+	closing := funcFlusher(func() {
+		reply.Flush()
+		inner <- p.Close()
+	})
+	outer := make(chan error, 1)
+	_, err = p.Submit(func() error { return nil }, func(error) {
+		p.DeferCall(closing)
+		outer <- p.Close()
+	})
+	require.NoError(t, err)
+	waitReadable(t, p.Fd())
+	p.RunCompletions()
+	require.NoError(t, <-inner)
+	require.NoError(t, <-outer)
+	require.Zero(t, p.Stats().WaitErrors)
+	require.NoError(t, p.Close())
+}
+
 // closeFlusher closes ch at its first Flush. Any goroutine.
 type closeFlusher struct {
 	once sync.Once
