@@ -104,11 +104,11 @@ func WithIdleTimeout(d time.Duration) Option { return func(c *config) { c.idleTi
 // would take the count above n). 0, the default, means unbounded. Requests
 // that are running do not count, nor queued ones that a woken, an idle, a
 // just-started (for WithMinWorkers, say) or a yet-to-start worker (fewer
-// than max are alive) will take. While SetLimits
-// has left more workers than max, as many as the pool has above max will
-// exit before they take one, and the count assumes that the woken workers
-// are among them: the queued requests count as waiting until a worker that
-// stays is on its way. A negative n makes New fail with ErrInvalidLimits.
+// than max are alive) will take. While SetLimits has left more workers than
+// max, as many as the pool has above max will exit before they take one,
+// and the count assumes that the woken workers are among them: the queued
+// requests count as waiting until a worker that stays is on its way. A
+// negative n makes New fail with ErrInvalidLimits.
 func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 
 // WithSpin sets how long a worker may spin, watching for the next request,
