@@ -874,9 +874,7 @@ func TestMaxQueuedCountsOnlyWaitingRequests(t *testing.T) {
 // request found no worker idle, none on its way and none that might still
 // start. With one processor the workers cannot start before the Submits.
 func TestMaxQueuedCountsWorkersStartingForMin(t *testing.T) {
-	procs := runtime.GOMAXPROCS(1)
-	restore := sync.OnceFunc(func() { runtime.GOMAXPROCS(procs) })
-	t.Cleanup(restore)
+	restore := oneProcessor(t)
 	p := newPool(t, WithMinWorkers(4), WithMaxWorkers(4), WithMaxQueued(1))
 	g := newGate(6) // room for every request, should more be accepted
 	t.Cleanup(g.release)
@@ -887,6 +885,16 @@ func TestMaxQueuedCountsWorkersStartingForMin(t *testing.T) {
 	}
 	restore()
 	requireOneWaits(t, errs, 4, "has a worker starting", g, done)
+}
+
+// oneProcessor sets GOMAXPROCS to 1, so that the goroutines the test wakes
+// cannot run before it blocks, and returns what sets it back, which also
+// runs when the test ends, should it fail first.
+func oneProcessor(t *testing.T) (restore func()) {
+	procs := runtime.GOMAXPROCS(1)
+	restore = sync.OnceFunc(func() { runtime.GOMAXPROCS(procs) })
+	t.Cleanup(restore)
+	return restore
 }
 
 // requireOneWaits checks the errors of a burst of Submits on a pool made
@@ -943,13 +951,13 @@ func TestMaxQueuedAfterLoweringMaxWithIdleWorkers(t *testing.T) {
 	defer g.release()
 	done := make(chan error, 5)
 	cb := func(err error) { done <- err }
-	procs := runtime.GOMAXPROCS(1)
+	restore := oneProcessor(t)
 	require.NoError(t, p.SetLimits(0, 3))
 	errs := make([]error, 5)
 	for i := range errs {
 		_, errs[i] = p.Submit(g.fn(i, nil), cb)
 	}
-	runtime.GOMAXPROCS(procs)
+	restore()
 	requireOneWaits(t, errs, 3, "has an idle worker that stays", g, done)
 	eventually(t, func() bool { return p.Stats().Workers == 3 }, "the worker above max exits")
 	p.mu.Lock()
@@ -982,7 +990,7 @@ func TestMaxQueuedDoesNotCountWorkersLeavingAboveMax(t *testing.T) {
 				errs = append(errs, err)
 				return h
 			}
-			procs := runtime.GOMAXPROCS(1)
+			restore := oneProcessor(t)
 			submit(0) // straight to an idle worker, which it holds
 			var hs []Handle
 			for i := 1; i <= 4; i++ { // queued: each wakes one of the others
@@ -1007,7 +1015,7 @@ func TestMaxQueuedDoesNotCountWorkersLeavingAboveMax(t *testing.T) {
 				submit(5)
 			}
 			submit(6)
-			runtime.GOMAXPROCS(procs)
+			restore()
 
 			require.NoError(t, limitsErr)
 			for i, err := range errs[:5] {

@@ -1,7 +1,6 @@
 package threadpool
 
 import (
-	"runtime"
 	"testing"
 	"time"
 
@@ -79,8 +78,7 @@ func TestSpinEndsAtItsBound(t *testing.T) {
 // millisecond, then waits; the spinner's turn was that long, its next one is
 // short, and it parks.
 func TestSpinEndsWhenItsProcessorIsBusy(t *testing.T) {
-	procs := runtime.GOMAXPROCS(1)
-	t.Cleanup(func() { runtime.GOMAXPROCS(procs) })
+	oneProcessor(t)
 	p := spinningPool(t, withSpinTurn(maxSpinTurn))
 	for start := time.Now(); time.Since(start) < time.Millisecond; {
 		// Busy: the spinner cannot run on the one processor meanwhile.
