@@ -966,6 +966,24 @@ func TestMaxQueuedAfterLoweringMaxWithIdleWorkers(t *testing.T) {
 	require.Zero(t, leaving, "the worker woken to exit is no longer counted as leaving")
 }
 
+// TestSetLimitsAgainWakesNoMoreIdleWorkersToExit: a second SetLimits to the
+// same max, before the idle workers the first woke to exit have left, wakes
+// no more of them: those it woke are already counted as leaving. With one
+// processor the woken workers cannot run before the test looks.
+func TestSetLimitsAgainWakesNoMoreIdleWorkersToExit(t *testing.T) {
+	p := newPool(t, WithMinWorkers(5), WithMaxWorkers(5), WithSpin(0))
+	eventually(t, func() bool { return p.Stats().IdleWorkers == 5 }, "min workers go idle")
+	restore := oneProcessor(t)
+	require.NoError(t, p.SetLimits(0, 3))
+	first := p.Stats().IdleWorkers
+	require.NoError(t, p.SetLimits(0, 3))
+	second := p.Stats().IdleWorkers
+	restore()
+	require.Equal(t, 3, first, "two woken to exit")
+	require.Equal(t, 3, second, "none more")
+	eventually(t, func() bool { s := p.Stats(); return s.Workers == 3 && s.IdleWorkers == 3 }, "two exit, three stay idle")
+}
+
 // TestMaxQueuedDoesNotCountWorkersLeavingAboveMax: workers woken for
 // queued requests, which a lowered max then makes exit when they arrive, do
 // not count as taking those requests, nor, once the requests are canceled,
