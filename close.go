@@ -34,11 +34,10 @@ import "context"
 //     Callback returns. It runs those Flushes before each wait for a
 //     running Func too, as a Func may wait for one (a reply a Flush sends),
 //     so a Flusher that callbacks defer again meanwhile may run more than
-//     once in the batch. (A Flush that calls Close itself cannot run the
-//     Flushes deferred after it, which wait for it to return: a Func
-//     waiting for one of those keeps that Close waiting for ever.) What the
-//     Callback defers after Close is flushed at the end of the batch, as
-//     usual.
+//     once in the batch. What the Callback defers after Close is flushed at
+//     the end of the batch, as usual. A Close called from a Flush, on the
+//     loop, also runs the Flushes of its batch deferred after that one
+//     first, as a Func it waits for may wait for them.
 //   - A Func, on the worker that runs it: Close cannot wait for that worker.
 //     It cancels what is queued, waits until every other Func has returned
 //     and its worker has left the pool's count, taking no more requests

@@ -643,57 +643,6 @@ func TestCloseFromCallbackFlushesDeferred(t *testing.T) {
 	}
 }
 
-// A Callback that calls Close runs the Flushes the batch deferred so far
-// before it waits for the running Funcs, with every kind of loop: a Func
-// may wait for a reply that a Flush sends, as for a callback. Close waited
-// for that Func before it flushed, for ever.
-func TestCloseFromCallbackFlushesBeforeWaitingForFuncs(t *testing.T) {
-	for _, mode := range loopKinds {
-		t.Run(mode.name, func(t *testing.T) {
-			p, err := New(append(mode.opts, WithMaxWorkers(2))...)
-			require.NoError(t, err)
-			reply := &closeFlusher{ch: make(chan struct{})}
-			t.Cleanup(reply.Flush) // should Close hang: end the Func, and so the Close
-			started, waited := make(chan struct{}), make(chan error, 1)
-			_, err = p.Submit(func() error {
-				close(started)
-				<-reply.ch // the reply that the other request's callback sends
-				return nil
-			}, func(err error) { waited <- err })
-			require.NoError(t, err)
-			<-started
-			closed := make(chan error, 1)
-			_, err = p.Submit(func() error { return nil }, func(error) {
-				p.DeferCall(reply)
-				closed <- p.Close()
-			})
-			require.NoError(t, err)
-			loopDone := make(chan struct{})
-			if mode.external {
-				go func() { // the loop, which Close keeps while it waits
-					defer close(loopDone)
-					if err := awaitReadable(p.Fd()); err != nil {
-						closed <- err
-						return
-					}
-					p.RunCompletions()
-				}()
-			} else {
-				close(loopDone)
-			}
-			select {
-			case err := <-closed:
-				require.NoError(t, err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("Close from a Callback still waits, after 30s, for a Func that waits for a Flush deferred before it")
-			}
-			require.NoError(t, <-waited, "delivered nested, by Close")
-			<-loopDone // one goroutine delivers at a time
-			require.NoError(t, p.Close())
-		})
-	}
-}
-
 // A Flush that a Close from a Callback runs before it waits may end the
 // wait of the last running Func and call Close itself, which delivers the
 // rest and, WithExternalLoop, closes the descriptor: the outer Close then
@@ -703,16 +652,7 @@ func TestCloseFromCallbackFlushesBeforeWaitingForFuncs(t *testing.T) {
 func TestFlushThatClosesInANestedCloseIsNoWaitError(t *testing.T) {
 	p, err := New(WithExternalLoop(), WithMaxWorkers(2))
 	require.NoError(t, err)
-	reply := &closeFlusher{ch: make(chan struct{})}
-	t.Cleanup(reply.Flush)
-	started := make(chan struct{})
-	_, err = p.Submit(func() error {
-		close(started)
-		<-reply.ch
-		return nil
-	}, nil)
-	require.NoError(t, err)
-	<-started
+	reply, _ := funcWaitingForAFlush(t, p)
 	inner := make(chan error, 1)
 	closing := funcFlusher(func() {
 		reply.Flush()
@@ -730,6 +670,89 @@ func TestFlushThatClosesInANestedCloseIsNoWaitError(t *testing.T) {
 	require.NoError(t, <-outer)
 	require.Zero(t, p.Stats().WaitErrors)
 	require.NoError(t, p.Close())
+}
+
+// A Close on the loop, from a Callback or from a Flush, runs the Flushes
+// its batch deferred (before the Callback's Close, or after the calling
+// Flush) before it waits for the running Funcs, with every kind of loop: a
+// Func may wait for a reply that a Flush sends, as for a callback. Close
+// waited for that Func for ever: from a Callback it ran the batch's Flushes
+// once the Funcs had returned, and from a Flush those deferred after it
+// waited for it to return.
+func TestCloseOnTheLoopRunsTheFlushesAFuncWaitsFor(t *testing.T) {
+	for _, from := range []string{"callback", "flush"} {
+		for _, mode := range loopKinds {
+			t.Run(from+"/"+mode.name, func(t *testing.T) {
+				p, err := New(append(mode.opts, WithMaxWorkers(2))...)
+				require.NoError(t, err)
+				reply, waited := funcWaitingForAFlush(t, p)
+				closed := make(chan error, 1)
+				closing := funcFlusher(func() { closed <- p.Close() })
+				_, err = p.Submit(func() error { return nil }, func(error) {
+					if from == "callback" {
+						p.DeferCall(reply)
+						closed <- p.Close()
+						return
+					}
+					p.DeferCall(closing)
+					p.DeferCall(reply) // after closing: when it returns, or in its Close
+				})
+				require.NoError(t, err)
+				awaitClose(t, p, mode.external, closed,
+					"Close from a "+from+" still waits, after 30s, for a Func that waits for a Flush")
+				require.NoError(t, <-waited, "delivered by Close")
+				require.NoError(t, p.Close())
+			})
+		}
+	}
+}
+
+// funcWaitingForAFlush submits a Func that waits until reply is flushed (a
+// reply that another request's callback sends, say), and returns once it
+// runs, with the channel its callback sends its error on. Should the test
+// end first, reply is flushed then.
+func funcWaitingForAFlush(t *testing.T, p *Pool) (reply *closeFlusher, waited <-chan error) {
+	t.Helper()
+	reply = &closeFlusher{ch: make(chan struct{})}
+	t.Cleanup(reply.Flush) // should a Close hang: end the Func, and so the Close
+	started, done := make(chan struct{}), make(chan error, 1)
+	_, err := p.Submit(func() error {
+		close(started)
+		<-reply.ch
+		return nil
+	}, func(err error) { done <- err })
+	require.NoError(t, err)
+	<-started
+	return reply, done
+}
+
+// awaitClose waits up to 30s for the result, on closed, of a Close that a
+// Callback or a Flush of p calls, and requires it to be nil; what says what
+// it means if none comes. With an external loop it first runs that loop on
+// a goroutine of its own, where the Close blocks, and returns once the loop
+// has returned, as only one goroutine may deliver at a time.
+func awaitClose(t *testing.T, p *Pool, external bool, closed chan error, what string) {
+	t.Helper()
+	loopDone := make(chan struct{})
+	if external {
+		go func() {
+			defer close(loopDone)
+			if err := awaitReadable(p.Fd()); err != nil {
+				closed <- err
+				return
+			}
+			p.RunCompletions()
+		}()
+	} else {
+		close(loopDone)
+	}
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal(what)
+	}
+	<-loopDone
 }
 
 // closeFlusher closes ch at its first Flush. Any goroutine.

@@ -204,10 +204,12 @@ func (p *Pool) drain() int {
 
 // flushNested runs the Flushes deferred so far when Close or Shutdown runs
 // nested in a batch (called from a Callback), so that what the batch deferred
-// is flushed before Close returns, not after. Loop goroutine only.
+// is flushed before Close returns, not after; and, called from a Flush, the
+// Flushes deferred after that one, which would wait for it to return while
+// a Func that Close waits for may wait for them. Loop goroutine only.
 func (p *Pool) flushNested() {
-	if p.drainDepth > 0 {
-		p.deferrer.flush()
+	if p.drainDepth > 0 || p.deferrer.running != nil {
+		p.deferrer.flushAll()
 	}
 }
 

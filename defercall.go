@@ -40,6 +40,13 @@ type Deferrer struct {
 	seen    map[Flusher]struct{}
 	indexed bool // seen holds list's comparable Flushers
 
+	// running is the list whose calls the innermost run in progress makes,
+	// and next the index of its next call; nil when none runs. A Close
+	// called from one of its Flushes runs the rest (flushAll), so that no
+	// Flush waits behind one that waits for it.
+	running []Flusher
+	next    int
+
 	// onPanic, when set, receives the value of a panicking Flush and the
 	// remaining calls still run; should onPanic panic itself, they stay
 	// recorded as without it. Written once by the Pool before use.
@@ -185,31 +192,56 @@ func canCompare(f Flusher) bool {
 // Depth reports how many regions are open.
 func (d *Deferrer) Depth() int { return d.depth }
 
-// run flushes list in order. If a Flush panics without a handler, the calls
-// after it are put back in front of whatever was recorded meanwhile.
+// run flushes list in order, unless flushAll, called from one of its
+// Flushes, makes the rest of its calls first. If a Flush panics without a
+// handler, the calls after it are put back in front of whatever was
+// recorded meanwhile.
 func (d *Deferrer) run(list []Flusher) {
-	i := 0
+	outer, outerNext := d.running, d.next
+	d.running, d.next = list, 0
+	normal := false
 	defer func() {
-		if i < len(list) {
-			rest := append([]Flusher(nil), list[i+1:]...)
-			d.list = append(rest, d.list...)
-			if d.indexed {
-				clear(d.seen)
-				d.indexed = false
-			}
-			if len(d.list) > scanMax {
-				d.index()
-			}
-			if len(d.list) > 0 && d.depth == 0 && d.onLeft != nil {
-				// Inside a region (a Close from a Callback flushing the
-				// batch early) the enclosing End runs them anyway.
-				d.onLeft()
-			}
+		rest := list[d.next:] // the calls after the one that panicked
+		d.running, d.next = outer, outerNext
+		if normal {
+			return
+		}
+		d.list = append(append([]Flusher(nil), rest...), d.list...)
+		if d.indexed {
+			clear(d.seen)
+			d.indexed = false
+		}
+		if len(d.list) > scanMax {
+			d.index()
+		}
+		if len(d.list) > 0 && d.depth == 0 && d.onLeft != nil {
+			// Inside a region (a Close from a Callback flushing the
+			// batch early) the enclosing End runs them anyway.
+			d.onLeft()
 		}
 	}()
-	for ; i < len(list); i++ {
-		d.run1(list[i])
+	d.runRest()
+	normal = true
+}
+
+// runRest makes the calls left in the list that the innermost run in
+// progress flushes, if any, counting each before it is made, so that each
+// runs once however the runs nest.
+func (d *Deferrer) runRest() {
+	for d.next < len(d.running) {
+		f := d.running[d.next]
+		d.next++
+		d.run1(f)
 	}
+}
+
+// flushAll is flush for a Close called from a Flush, or from a Callback
+// inside a region: it first makes the calls left in the list being flushed,
+// which would otherwise wait for the calling Flush to return, then runs
+// every recorded call.
+func (d *Deferrer) flushAll() {
+	d.runRest()
+	d.flush()
 }
 
 // run1 calls f.Flush, handing a panic to onPanic when one is set.

@@ -586,3 +586,35 @@ func TestDeferCallFromFlush(t *testing.T) {
 	require.Equal(t, 1, p.RunCompletions())
 	require.Equal(t, []string{"a", "a returns", "c", "b", "Close returned"}, log, "in a Close from a Callback")
 }
+
+// flushAll, called from a Flush (as a Close on the loop does), makes the
+// calls left after that Flush at once, each once, even when one of them
+// panics: the rest are kept for the next End.
+func TestDeferrerFlushAllMakesTheCallsLeftOnce(t *testing.T) {
+	var d Deferrer
+	var log []string
+	b, c := &recFlusher{"b", &log, nil}, &recFlusher{"c", &log, nil}
+	a := &recFlusher{"a", &log, func() {
+		d.flushAll()
+		log = append(log, "a done")
+	}}
+	d.Begin()
+	d.Call(a)
+	d.Call(b)
+	d.Call(c)
+	d.End()
+	require.Equal(t, []string{"a", "b", "c", "a done"}, log)
+
+	log = nil
+	p := &recFlusher{"p", &log, func() { panic("p") }}
+	d.Begin()
+	d.Call(a)
+	d.Call(p)
+	d.Call(c)
+	require.PanicsWithValue(t, "p", d.End)
+	require.Equal(t, []string{"a", "p"}, log, "a's flushAll stopped at the panic")
+	log = nil
+	d.Begin()
+	d.End()
+	require.Equal(t, []string{"c"}, log, "the call after the panic, kept for the next End")
+}
