@@ -84,10 +84,7 @@ type Pool struct {
 	// starting counts the workers started for min, not for queued work,
 	// that have not yet looked at the queue: like those in transit, each
 	// will take a request if one is left.
-	starting int
-	// leaving counts the idle workers woken to exit above max
-	// (wakeIdleAboveMax) that have not yet come back to look at the limits.
-	leaving   int
+	starting  int
 	submitted uint64 // requests accepted
 	spins     uint64 // spins begun (spin.go)
 	// funcClosers counts the workers whose Func is in Close or Shutdown, and
@@ -467,7 +464,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	for p.unstarted() > p.transit && p.workers < p.maxWorkers {
 		p.spawn(true)
 	}
-	p.wakeIdleAboveMax()
+	p.retireIdleAboveMax()
 	return nil
 }
 

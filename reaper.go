@@ -181,7 +181,7 @@ func (p *Pool) reapIdle() {
 	kept := p.idle[:0]
 	for _, w := range p.idle {
 		if w.taken == w.takenAtPass && p.workers > p.minWorkers {
-			w.reaped = true
+			w.retired = true
 			p.workers--
 			w.wake <- struct{}{}
 			continue

@@ -19,9 +19,10 @@ type worker struct {
 	// Guarded by Pool.mu.
 	transit  bool // counted in Pool.transit
 	starting bool // counted in Pool.starting
-	leaving  bool // counted in Pool.leaving
 	busy     bool // has run a request since it last held Pool.mu
-	reaped   bool // told to exit by the reaper, which uncounted it already
+	// retired: told to exit while idle, by the reaper or by SetLimits above
+	// max, which uncounted it already
+	retired bool
 
 	// The idle check, without reading a clock: at each pass the reaper
 	// notes how many requests an idle worker has taken; at the next pass, an
@@ -123,10 +124,8 @@ func (p *Pool) popIdle() *worker {
 // queue. The worker runs e as soon as it wakes, without taking mu again to
 // find it. From here on e counts as running (Stats.Running), and Cancel and
 // Close leave it to run, as they do a request that has started. It reports
-// whether it handed e over. A worker may be idle while the pool is above
-// max, until the ones SetLimits woke have exited (wakeIdleAboveMax): the
-// one handed e runs it and then looks at the limits, like a busy worker.
-// mu held.
+// whether it handed e over. No idle worker is above max: SetLimits retires
+// those (retireIdleAboveMax). mu held.
 func (p *Pool) handOff(e *element) bool {
 	if p.running > 0 || p.transit > 0 || p.unstarted() > 0 {
 		return false
@@ -163,15 +162,14 @@ func (p *Pool) waiting(n int) int {
 // not yet looked at the queue, the idle workers and the workers that may
 // still start (none while SetLimits has left more workers than max), less
 // the workers that will exit first. Above max, the workers that come back
-// for work first exit, until the pool is down to max: the idle ones woken
-// for it (leaving, counted neither idle nor in transit), then any, and the
-// count takes the worst case, that those in transit or starting are among
-// them. Idle workers are never among them: SetLimits wakes as many as the
-// pool has above max (wakeIdleAboveMax), or all of them, and no worker goes
-// idle while the pool is above max. mu held.
+// for work first exit, until the pool is down to max, and the count takes
+// the worst case, that those in transit or starting are among them. Idle
+// workers are never among them: SetLimits retires as many as the pool has
+// above max (retireIdleAboveMax), or all of them, and no worker goes idle
+// while the pool is above max. mu held.
 func (p *Pool) takers() int {
 	k := p.transit + p.starting + len(p.idle) + max(0, p.maxWorkers-p.workers)
-	return max(0, k-max(0, p.workers-p.leaving-p.maxWorkers))
+	return max(0, k-max(0, p.workers-p.maxWorkers))
 }
 
 // arrive ends w's transit, if it was in transit, and reports whether it was;
@@ -189,21 +187,19 @@ func (p *Pool) arrive(w *worker) bool {
 	return true
 }
 
-// wakeIdleAboveMax wakes as many idle workers as the pool has above max
-// (less those already woken for it and not yet back), the longest idle
-// first, so that they exit. The others stay on the idle list, where Submit
-// finds them and WithMaxQueued counts them (waking them all to re-check the
-// limits took them off it before any of them ran). A busy worker that
-// finishes its request first exits in place of a woken one, which then
-// looks for a request like any woken worker. mu held.
-func (p *Pool) wakeIdleAboveMax() {
-	k := min(len(p.idle), p.workers-p.leaving-p.maxWorkers)
+// retireIdleAboveMax retires as many idle workers as the pool has above max,
+// the longest idle first: like the reaper, it uncounts each one and wakes it
+// to exit. The others stay on the idle list, where Submit finds them and
+// WithMaxQueued counts them (waking them all to re-check the limits took
+// them off it before any of them ran). mu held.
+func (p *Pool) retireIdleAboveMax() {
+	k := min(len(p.idle), p.workers-p.maxWorkers)
 	if k <= 0 {
 		return
 	}
 	for _, w := range p.idle[:k] {
-		w.leaving = true
-		p.leaving++
+		w.retired = true
+		p.workers--
 		w.wake <- struct{}{}
 	}
 	n := copy(p.idle, p.idle[k:])
@@ -308,11 +304,7 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			return e
 		}
 		p.mu.Lock()
-		if w.leaving { // woken to exit above max: back to look at the limits
-			w.leaving = false
-			p.leaving--
-		}
-		if w.reaped {
+		if w.retired {
 			p.mu.Unlock()
 			return nil
 		}
