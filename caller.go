@@ -68,13 +68,19 @@ func (p *Pool) stopWhenGone() {
 }
 
 // caller tells who calls the pool: w is the worker when the caller is one of
-// this pool's workers (a Func), and onLoop is true when it is the pool's own
-// completion goroutine (a Callback). It looks the caller's goroutine id up,
-// which costs a couple of microseconds: never on the request path.
+// this pool's workers running a Func, and onLoop is true when it is the
+// pool's own completion loop (a Callback): its completion goroutine, or a
+// worker delivering in its place (delivery.go). It looks the caller's
+// goroutine id up, which costs a couple of microseconds: never on the
+// request path.
 func (p *Pool) caller() (w *worker, onLoop bool) {
 	id := curGoroutineID()
 	if v, ok := p.workerIDs.Load(id); ok {
-		return v.(*worker), false
+		w := v.(*worker) // the caller's own: its fields are the caller's
+		if w.delivering {
+			return nil, true
+		}
+		return w, false
 	}
 	return nil, !p.external && p.loopGoid.Load() == id
 }
@@ -165,7 +171,7 @@ func (p *Pool) runHere(e *element) {
 		p.running--
 		p.mu.Unlock()
 	}()
-	p.run(e)
+	p.run(e, nil)
 }
 
 // runCoHere runs a SubmitCo request that no worker was free to take when it
@@ -209,7 +215,7 @@ func (p *Pool) checkDeferCall() {
 		return
 	case owner != 0:
 		panic(fmt.Sprintf("%s (called on goroutine %d while goroutine %d delivers)", msgDeferCall, me, owner))
-	case !p.external && p.loopGoid.Load() != me, p.isWorker(me):
+	case !p.external && p.loopGoid.Load() != me, p.isFunc(me):
 		panic(fmt.Sprintf("%s (called on goroutine %d)", msgDeferCall, me))
 	}
 }
@@ -220,7 +226,7 @@ func (p *Pool) checkDeferCall() {
 // Loop goroutine only.
 func (p *Pool) claimDrain() {
 	me := curGoroutineID()
-	if p.isWorker(me) {
+	if p.isFunc(me) {
 		panic(fmt.Sprintf("%s (called from a Func, on goroutine %d)", msgDeliver, me))
 	}
 	if !p.drainOwner.CompareAndSwap(0, me) {
@@ -230,8 +236,9 @@ func (p *Pool) claimDrain() {
 	}
 }
 
-// isWorker reports whether the goroutine id is one of this pool's workers.
-func (p *Pool) isWorker(id uint64) bool {
-	_, ok := p.workerIDs.Load(id)
-	return ok
+// isFunc reports whether the calling goroutine, whose id is me, is one of
+// this pool's workers running a Func: not one delivering as the loop.
+func (p *Pool) isFunc(me uint64) bool {
+	v, ok := p.workerIDs.Load(me)
+	return ok && !v.(*worker).delivering
 }

@@ -89,7 +89,13 @@ func (p *Pool) closeOnLoop() error {
 	// restarts must go on delivering while Funcs still run, and exit once the
 	// last worker has left (stopWhenGone): so no stop before the workers.
 	_ = p.deliverUntilQuiet(context.Background()) // no ctx to end: nil
-	p.wg.Wait()
+	if p.loopWorker != nil {
+		// A worker delivers as the loop: it cannot wait for its own
+		// goroutine, and exits once the Callback returns.
+		p.waitWorkersGone()
+	} else {
+		p.wg.Wait()
+	}
 	if !p.external {
 		// Before the last drain and the Flushes, which may still call
 		// runtime.Goexit: the loop that restarts must then exit.
@@ -185,7 +191,7 @@ func (p *Pool) beginClose(cancel bool) {
 		next := e.next
 		e.next = nil
 		p.canceled.Add(1)
-		p.publish(e)
+		p.publish(e, nil)
 		e = next
 	}
 	if p.pending.Load() == 0 {

@@ -79,20 +79,41 @@ func (p *Pool) loop() {
 	normal := false
 	defer func() {
 		if !normal { // a Callback called runtime.Goexit: keep delivering
+			if p.resume != nil {
+				p.delivering.Store(false) // this loop held it
+			}
 			go p.loop()
 		}
 	}()
 	p.loopGoid.Store(curGoroutineID())
 	failures := 0
 	for {
-		// Drain and check for the stop before waiting: a loop restarted
-		// after a Callback called runtime.Goexit may have completions, or
-		// Close's stop, waiting whose wake-up the old loop took.
-		p.drain()
-		if p.stopLoop.Load() {
-			// Every worker has exited: this drain takes the rest.
+		if p.resume != nil && !p.delivering.CompareAndSwap(false, true) {
+			// A worker delivers (delivery.go): put the wake-up back, for
+			// a Close nested in its batch that waits for one, and wait
+			// until the worker lets go, which wakes this loop again if
+			// anything is left.
+			p.wakeLoop()
+			<-p.resume
+		} else {
+			// Drain and check for the stop before waiting: a loop
+			// restarted after a Callback called runtime.Goexit may have
+			// completions, or Close's stop, waiting whose wake-up the old
+			// loop took.
 			p.drain()
-			break
+			if p.stopLoop.Load() {
+				// Every worker has exited: this drain takes the rest.
+				// The loop keeps the batch state: nobody delivers after it.
+				p.drain()
+				break
+			}
+			if p.resume != nil {
+				p.delivering.Store(false)
+				if p.done.Load() != nil {
+					// Pushed by a worker that found the loop delivering.
+					continue
+				}
+			}
 		}
 		if err := p.waitWake(context.Background()); err != nil {
 			failures++

@@ -113,7 +113,7 @@ func (p *Pool) steal() *element {
 func (p *Pool) playHand(w *worker, wokeLoop bool) bool {
 	for _, e := range w.hand[:w.nhand] {
 		if p.claim(e) {
-			wokeLoop = p.run(e)
+			wokeLoop = p.run(e, w)
 		}
 	}
 	return wokeLoop

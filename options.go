@@ -151,11 +151,12 @@ func WithExternalLoop() Option { return func(c *config) { c.external = true } }
 
 // WithPanicHandler makes the pool recover a panicking Callback (or Flusher run
 // at the end of a batch) and pass the panic value to h, on the goroutine
-// that delivers it: the pool's completion goroutine, or, WithExternalLoop,
-// the caller of RunCompletions, Close or Shutdown; delivery then goes on
+// that delivers it: the pool's completion goroutine (or the worker that
+// delivers a lone request in its place), or, WithExternalLoop, the caller of
+// RunCompletions, Close or Shutdown; delivery then goes on
 // with the next callback. Without a handler such a panic is re-raised as a
 // *PanicError, which ends the program on the pool's own completion
-// goroutine. A nil h restores the default.
+// goroutine and on a worker. A nil h restores the default.
 func WithPanicHandler(h func(v any)) Option { return func(c *config) { c.panicHandler = h } }
 
 // withLoopWake selects the default loop's wake-up mechanism; tests and

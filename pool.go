@@ -4,7 +4,7 @@
 //
 // It is modelled on QEMU's block-layer thread pool. Workers run each Func;
 // every Callback then runs on the pool's completion loop, one at a time,
-// never on a worker and never inside Submit. Each wake-up of the loop drains
+// never inside a Func and never inside Submit. Each wake-up of the loop drains
 // every finished request inside one Deferrer region, so that callbacks can
 // DeferCall a notification (an eventfd write, a socket flush) and have it
 // happen once per batch instead of once per completion. Workers wake the loop
@@ -17,8 +17,13 @@
 // not take turns at the pool's lock for every request; those requests have
 // not started, and Cancel and Close still find them.
 //
-// By default the pool runs its own completion goroutine. WithExternalLoop
-// hands the loop to the caller instead: wait until Fd is readable, then call
+// By default the pool runs its own completion goroutine. The callback of a
+// lone request, the only one accepted and not over when its Func returns, is
+// delivered instead by the worker that ran it, acting as the loop for that
+// batch: no goroutine is woken, which halves the cost of a round trip at
+// depth 1. While it delivers, that worker runs no Func and is not counted as
+// a worker, so a Callback may still wait for a Func. WithExternalLoop hands
+// the loop to the caller instead: wait until Fd is readable, then call
 // RunCompletions.
 package threadpool
 
@@ -39,12 +44,15 @@ import (
 type Func func() error
 
 // Callback receives the result of a request. It runs on the pool's
-// completion loop (the pool's goroutine, or the caller of RunCompletions with
-// WithExternalLoop), one callback at a time, after the Func has returned or
-// the request was canceled. It may call every method of the pool: Submit,
-// Cancel, SubmitCo, SetLimits and DeferCall, Close and Shutdown (which deliver
-// the remaining callbacks nested), and, WithExternalLoop, RunCompletions. It
-// should not block for long: every other completion waits behind it.
+// completion loop (the pool's goroutine or, for a lone request, the worker
+// that ran it, acting as the loop: see the package documentation; or the
+// caller of RunCompletions with WithExternalLoop), one callback at a time,
+// after the Func has returned or the request was canceled: what one
+// Callback wrote, the next one reads without a lock. It may call every
+// method of the pool: Submit, Cancel, SubmitCo, SetLimits and DeferCall,
+// Close and Shutdown (which deliver the remaining callbacks nested), and,
+// WithExternalLoop, RunCompletions. It should not block for long: every
+// other completion waits behind it.
 type Callback func(err error)
 
 // Pool is a pool of worker goroutines whose completions come back to one
@@ -138,6 +146,19 @@ type Pool struct {
 	drainDepth       int      // nested drains in progress
 
 	loopGoid atomic.Uint64 // the completion goroutine's id; 0 with an external loop
+
+	// Delivery by a worker (delivery.go). delivering is held, true, by
+	// whoever owns the loop's batch state above: the completion goroutine,
+	// or a worker delivering in its place. loopWorker is that worker, or nil;
+	// written and read by the holder of delivering only. resume wakes the
+	// completion goroutine parked until a worker lets go: one buffered
+	// token, sent by every worker that lets go. workersDeliver is written
+	// once in New: the pool runs its own completion goroutine, woken through
+	// a channel.
+	delivering     atomic.Bool
+	loopWorker     *worker
+	resume         chan struct{}
+	workersDeliver bool
 	// drainOwner is the goroutine delivering completions, 0 when none; kept
 	// in race builds only, to catch deliveries and DeferCalls off the loop.
 	drainOwner atomic.Uint64
@@ -201,6 +222,8 @@ func New(opts ...Option) (*Pool, error) {
 		p.notifier = n
 	} else {
 		p.wakeCh = make(chan struct{}, 1)
+		p.resume = make(chan struct{}, 1)
+		p.workersDeliver = true
 	}
 	if err := p.startReaper(); err != nil {
 		if p.notifier != nil {
@@ -391,14 +414,16 @@ func (p *Pool) cancel(e *element, gen uint64) bool {
 	e.err = ErrCanceled
 	p.mu.Unlock()
 	p.canceled.Add(1)
-	p.publish(e)
+	p.publish(e, nil)
 	return true
 }
 
 // publish hands a finished element to whoever waits for it: the SubmitCo
 // caller, or the completion loop. It reports whether it woke that waiter
-// (a SubmitCo caller always counts as woken). Worker or canceler.
-func (p *Pool) publish(e *element) (woke bool) {
+// (a SubmitCo caller always counts as woken). Worker w, which then may
+// deliver it itself instead of waking the loop (mayDeliver), or a canceler
+// (w nil).
+func (p *Pool) publish(e *element, w *worker) (woke bool) {
 	if e.co {
 		e.coCh <- e.err
 		p.finishOne()
@@ -406,6 +431,9 @@ func (p *Pool) publish(e *element) (woke bool) {
 		return true
 	}
 	p.pushDone(e)
+	if p.mayDeliver(w) {
+		return false
+	}
 	return p.wakeLoop()
 }
 
@@ -477,7 +505,7 @@ type Stats struct {
 	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
 	Delivered uint64 // callbacks run (requests with a nil Callback count too); SubmitCo requests, whose result goes to their caller, never count
 
-	Workers     int    // live worker goroutines
+	Workers     int    // live worker goroutines, bar one delivering callbacks as the loop
 	IdleWorkers int    // workers waiting for work
 	Running     int    // Funcs running now, about to run on a worker woken for them, or just returned (see Stats)
 	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next

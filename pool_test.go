@@ -530,9 +530,11 @@ func TestSetLimitsStartsNoMoreWorkersThanMinAndQueueNeed(t *testing.T) {
 }
 
 // TestStatsRunningCountsUntilWorkerComesBack holds the pool's lock while a
-// Func returns: its callback runs, since delivery takes no lock, while the
-// request still counts as running, as the doc of Stats says, until its
-// worker takes the lock for its next request.
+// Func returns: its callback runs, since delivery on the completion goroutine
+// takes no lock, while the request still counts as running, as the doc of
+// Stats says, until its worker takes the lock for its next request. A second
+// request waits in the queue, so that the first is not the only one pending,
+// which its worker would deliver itself (delivery.go).
 func TestStatsRunningCountsUntilWorkerComesBack(t *testing.T) {
 	p := newPool(t, WithMaxWorkers(1), WithSpin(0))
 	g := newGate(1)
@@ -541,6 +543,8 @@ func TestStatsRunningCountsUntilWorkerComesBack(t *testing.T) {
 	_, err := p.Submit(g.fn(0, nil), func(error) { close(delivered) })
 	require.NoError(t, err)
 	<-g.started
+	_, err = p.Submit(func() error { return nil }, nil)
+	require.NoError(t, err)
 	p.mu.Lock()
 	g.release()
 	<-delivered

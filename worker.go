@@ -48,6 +48,15 @@ type worker struct {
 	// idle list, before it sends the wake-up; read and cleared by the worker
 	// after it received the wake-up, without mu.
 	direct *element
+
+	// Delivery in place of the completion loop (delivery.go); worker
+	// goroutine only. deliver: its last request was published without
+	// waking the loop, for it to deliver. delivering: it holds
+	// Pool.delivering, as the loop. rejoin: it left Pool.workers to deliver
+	// and counts again when it next takes mu.
+	deliver    bool
+	delivering bool
+	rejoin     bool
 }
 
 // spawn starts a worker goroutine, counted in transit when it is started for
@@ -223,8 +232,12 @@ func (p *Pool) work(w *worker) {
 	p.enterWorker(w)
 	exited := false
 	defer func() {
-		if !exited { // the Func called runtime.Goexit: replace this worker
+		if !exited { // a Func or a Callback called runtime.Goexit: replace this worker
+			if w.delivering {
+				p.endDelivery(w)
+			}
 			p.mu.Lock()
+			p.rejoinWorkers(w)
 			p.doneRunning(w)
 			p.requeueHand(w)
 			p.arrive(w)
@@ -245,7 +258,11 @@ func (p *Pool) work(w *worker) {
 			exited = true
 			return
 		}
-		wokeLoop = p.playHand(w, p.run(e))
+		wokeLoop = p.playHand(w, p.run(e, w))
+		if w.deliver {
+			p.deliverHere(w)
+			wokeLoop = true // the loop's work done here: no spin either
+		}
 	}
 }
 
@@ -262,6 +279,7 @@ func (p *Pool) work(w *worker) {
 // next call looks at those again.
 func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.mu.Lock()
+	p.rejoinWorkers(w)
 	p.doneRunning(w)
 	p.dropHand(w)
 	for {
@@ -342,7 +360,7 @@ func (p *Pool) doneRunning(w *worker) {
 // publication woke the completion loop. A panic is recovered into a
 // *PanicError; a runtime.Goexit still completes the request before the worker
 // goroutine ends.
-func (p *Pool) run(e *element) (wokeLoop bool) {
+func (p *Pool) run(e *element, w *worker) (wokeLoop bool) {
 	var err error
 	normal := false
 	defer func() {
@@ -356,9 +374,10 @@ func (p *Pool) run(e *element) (wokeLoop bool) {
 		p.completed.Add(1)
 		if !normal { // counted after Completed, which Stats reads after it
 			p.panicked.Add(1)
+			w = nil // perhaps a Goexit: the worker may not get to deliver it
 		}
 		e.err = err
-		wokeLoop = p.publish(e)
+		wokeLoop = p.publish(e, w)
 	}()
 	err = e.fn()
 	normal = true

@@ -1,0 +1,274 @@
+package threadpool
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// deliverer names the goroutine a Callback runs on: one of p's workers, the
+// pool's completion goroutine, or neither. Called from the Callback.
+func deliverer(p *Pool) string {
+	id := curGoroutineID()
+	switch {
+	case p.loopGoid.Load() == id:
+		return "loop"
+	case func() bool { _, ok := p.workerIDs.Load(id); return ok }():
+		return "worker"
+	}
+	return "other"
+}
+
+// waitsForAWakeUp reports whether goroutine id is parked on a pool's wake-up
+// channel, from a dump of every goroutine's stack.
+func waitsForAWakeUp(id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	buf := make([]byte, 1<<20)
+	dump := string(buf[:runtime.Stack(buf, true)])
+	for _, g := range strings.Split(dump, "\n\n") {
+		if strings.HasPrefix(g, fmt.Sprintf("goroutine %d [chan receive", id)) {
+			return strings.Contains(g, ".waitWake(")
+		}
+	}
+	return false
+}
+
+// loopParks waits until p's completion goroutine, just started, parks for
+// its first wake-up: a request that finishes while it looks at the done
+// stack first is delivered by it.
+func loopParks(t *testing.T, p *Pool) {
+	t.Helper()
+	eventually(t, func() bool { return waitsForAWakeUp(p.loopGoid.Load()) }, "the completion goroutine parks")
+}
+
+// letGo waits until whoever delivered the last batch has let go of it: a
+// request that finishes before then is delivered by the one delivering, or
+// by the completion goroutine, not by its worker.
+func letGo(t *testing.T, p *Pool) {
+	t.Helper()
+	eventually(t, func() bool { return !p.delivering.Load() }, "the batch ends")
+}
+
+// receive returns what ch carries, failing the test after 30s.
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(30 * time.Second):
+		require.FailNow(t, "timed out waiting: "+what)
+		panic("unreachable")
+	}
+}
+
+// The worker that finishes the only pending request delivers its callback
+// itself: no wake-up reaches the completion goroutine. With two requests
+// pending, the first to finish wakes the completion goroutine, which
+// delivers it.
+func TestLoneRequestIsDeliveredByItsWorker(t *testing.T) {
+	p := newPool(t)
+	loopParks(t, p)
+	on := make(chan string, 1)
+	for range 100 {
+		_, err := p.Submit(func() error { return nil }, func(error) { on <- deliverer(p) })
+		require.NoError(t, err)
+		require.Equal(t, "worker", receive(t, on, "a lone callback"))
+		letGo(t, p)
+	}
+	require.Zero(t, p.Stats().LoopWakes, "the completion goroutine was never woken")
+
+	g := newGate(2)
+	t.Cleanup(g.release)
+	both := make(chan string, 2)
+	for i := range 2 {
+		_, err := p.Submit(g.fn(i, nil), func(error) { both <- deliverer(p) })
+		require.NoError(t, err)
+	}
+	<-g.started
+	<-g.started
+	g.release()
+	first, second := receive(t, both, "a callback"), receive(t, both, "a callback")
+	require.Contains(t, []string{first, second}, "loop",
+		"the first of two pending requests to finish wakes the completion goroutine")
+	require.NotContains(t, []string{first, second}, "other")
+}
+
+// Other loop kinds never deliver on a worker: an external loop delivers on
+// its caller, and an eventfd-woken one is measured without it.
+func TestOnlyTheChannelLoopLetsWorkersDeliver(t *testing.T) {
+	p := newPool(t, withLoopWake(wakeEventfd))
+	on := make(chan string, 1)
+	for range 20 {
+		_, err := p.Submit(func() error { return nil }, func(error) { on <- deliverer(p) })
+		require.NoError(t, err)
+		require.Equal(t, "loop", receive(t, on, "a callback"))
+	}
+}
+
+// A Callback that its worker delivers may wait for a Func, through SubmitCo
+// or a channel, even with one worker at most: while it delivers, the worker
+// is the loop and not a worker, so another one starts.
+func TestCallbackDeliveredByAWorkerMayWaitForAFunc(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	loopParks(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		on            string
+		coErr, chErr  error
+		workersInside int
+	}
+	res := make(chan result, 1)
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		r := result{on: deliverer(p)}
+		r.coErr = p.SubmitCo(ctx, func() error { return nil })
+		ran := make(chan struct{})
+		_, r.chErr = p.Submit(func() error { close(ran); return nil }, nil)
+		select {
+		case <-ran:
+		case <-ctx.Done():
+			r.chErr = ctx.Err()
+		}
+		r.workersInside = p.Stats().Workers
+		res <- r
+	})
+	require.NoError(t, err)
+	r := receive(t, res, "the callback")
+	require.Equal(t, "worker", r.on)
+	require.NoError(t, r.coErr, "SubmitCo from the callback got a worker")
+	require.NoError(t, r.chErr, "a Func the callback waits for ran")
+	require.Equal(t, 1, r.workersInside, "the delivering worker is not counted: one other started")
+	eventually(t, func() bool { return p.Stats().Workers <= 1 },
+		"back above max, one of the two workers exits")
+}
+
+// Close and Shutdown from a Callback that its worker delivers: they cannot
+// wait for their own goroutine, deliver the callbacks still due nested, and
+// return; the pool then releases everything.
+func TestCloseFromACallbackDeliveredByAWorker(t *testing.T) {
+	for _, how := range []string{"close", "shutdown"} {
+		t.Run(how, func(t *testing.T) {
+			p, err := New()
+			require.NoError(t, err)
+			loopParks(t, p)
+			type result struct {
+				on      string
+				err     error
+				nested  []error
+				workers int
+			}
+			res := make(chan result, 1)
+			_, err = p.Submit(func() error { return nil }, func(error) {
+				r := result{on: deliverer(p)}
+				// A request whose callback comes while Close waits.
+				var nested []error
+				_, r.err = p.Submit(func() error { return nil }, func(err error) { nested = append(nested, err) })
+				if r.err != nil {
+					res <- r
+					return
+				}
+				if how == "close" {
+					r.err = p.Close()
+				} else {
+					r.err = p.Shutdown(context.Background())
+				}
+				r.nested = nested
+				r.workers = p.Stats().Workers
+				res <- r
+			})
+			require.NoError(t, err)
+			r := receive(t, res, how+" from the callback")
+			require.Equal(t, "worker", r.on)
+			require.NoError(t, r.err)
+			require.Len(t, r.nested, 1, "the callback due was delivered, nested, once")
+			if how == "shutdown" {
+				require.NoError(t, r.nested[0], "Shutdown runs what is queued")
+			}
+			require.Zero(t, r.workers, "no other worker is left")
+			require.NoError(t, p.Close())
+			_, err = p.Submit(func() error { return nil }, nil)
+			require.ErrorIs(t, err, ErrClosed)
+			require.Equal(t, uint64(2), p.Stats().Delivered)
+		})
+	}
+}
+
+// A Callback that its worker delivers and that calls runtime.Goexit ends
+// that worker: another takes its place and delivery goes on, on workers and
+// on the completion goroutine.
+func TestCallbackGoexitOnAWorkerKeepsDelivering(t *testing.T) {
+	p := newPool(t)
+	loopParks(t, p)
+	on := make(chan string, 1)
+	for range 20 {
+		_, err := p.Submit(func() error { return nil }, func(error) {
+			on <- deliverer(p)
+			runtime.Goexit()
+		})
+		require.NoError(t, err)
+		require.Equal(t, "worker", receive(t, on, "a callback that exits"))
+		letGo(t, p)
+	}
+	done := make(chan error, 1)
+	_, err := p.Submit(func() error { return nil }, func(err error) { done <- err })
+	require.NoError(t, err)
+	require.NoError(t, receive(t, done, "a callback after them"))
+	letGo(t, p) // the drain is counted as it ends
+	s := p.Stats()
+	require.Equal(t, uint64(21), s.Delivered)
+	require.LessOrEqual(t, s.Workers, 1, "each worker that exited was replaced at most")
+}
+
+// A Close from a Callback that its worker delivers waits, nested, for the
+// Funcs that finish after the wait began. The completion goroutine, parked
+// on the same wake-up channel since before, takes the first wake-up: it must
+// hand it on to the Close (a second Func still runs, so no worker leaving
+// wakes it again), then wait for the worker to let go, and exit with the
+// pool.
+func TestCloseFromACallbackDeliveredByAWorkerWaitsForFuncs(t *testing.T) {
+	p, err := New()
+	require.NoError(t, err)
+	loopParks(t, p)
+	first, second := newGate(1), newGate(1)
+	t.Cleanup(first.release)
+	t.Cleanup(second.release)
+	type result struct {
+		on  string
+		err error
+	}
+	res := make(chan result, 1)
+	closer := make(chan uint64, 1)
+	nested := make(chan error, 2)
+	_, err = p.Submit(func() error { return nil }, func(error) {
+		r := result{on: deliverer(p)}
+		for _, g := range []*gate{first, second} {
+			if _, r.err = p.Submit(g.fn(0, nil), func(err error) { nested <- err }); r.err != nil {
+				res <- r
+				return
+			}
+			<-g.started // running: Close waits for it
+		}
+		closer <- curGoroutineID()
+		r.err = p.Close()
+		res <- r
+	})
+	require.NoError(t, err)
+	id := receive(t, closer, "the callback")
+	eventually(t, func() bool { return waitsForAWakeUp(id) }, "Close waits for the Funcs")
+	first.release()
+	require.NoError(t, receive(t, nested, "the first Func's callback, delivered nested"))
+	second.release()
+	require.NoError(t, receive(t, nested, "the second Func's callback, delivered nested"))
+	r := receive(t, res, "Close from the callback")
+	require.Equal(t, "worker", r.on)
+	require.NoError(t, r.err)
+	require.NoError(t, p.Close())
+	require.Equal(t, uint64(3), p.Stats().Delivered)
+}
