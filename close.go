@@ -37,7 +37,11 @@ import "context"
 //     once in the batch. What the Callback defers after Close is flushed at
 //     the end of the batch, as usual. A Close called from a Flush, on the
 //     loop, also runs the Flushes of its batch deferred after that one
-//     first, as a Func it waits for may wait for them.
+//     first, as a Func it waits for may wait for them. A Callback that a
+//     worker delivers as the loop (a lone request's: see the package
+//     documentation) is one too: its Close waits until the other workers
+//     have left the pool's count, instead of their goroutines, and that
+//     worker exits once the batch is over.
 //   - A Func, on the worker that runs it: Close cannot wait for that worker.
 //     It cancels what is queued, waits until every other Func has returned
 //     and its worker has left the pool's count, taking no more requests

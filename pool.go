@@ -539,7 +539,8 @@ type Stats struct {
 // returned whose worker has not yet come back for its next request: a worker
 // counts its request from when it takes it until it next takes the pool's
 // lock, after the result was published, so a request may still count as
-// running once its callback has run. A request handed straight to an idle
+// running once its callback has run (a worker that delivers a lone request
+// itself stops counting it before the callback). A request handed straight to an idle
 // worker (see Submit) counts as running from Submit, SubmitCo or
 // Batch.Flush on, before the worker has woken. A worker that runs the
 // requests of its hand (see Queued) one after another counts once.
