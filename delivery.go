@@ -68,8 +68,7 @@ func (p *Pool) deliverHere(w *worker) {
 	}
 	p.mu.Lock()
 	p.doneRunning(w)
-	p.workers-- // the loop's until it looks for work again
-	w.rejoin = true
+	p.leaveWorkers(w)
 	p.mu.Unlock()
 	w.delivering = true
 	p.loopWorker = w
@@ -92,6 +91,17 @@ func (p *Pool) endDelivery(w *worker) {
 	if p.done.Load() != nil || p.stopLoop.Load() {
 		p.wakeLoop()
 	}
+}
+
+// leaveWorkers takes worker w, about to deliver as the loop, out of the
+// count of workers until it next looks for work (rejoinWorkers), and wakes
+// or starts a worker for what was queued meanwhile: with w out, the pool may
+// start one more, and a Callback w runs may wait for that very request. mu
+// held.
+func (p *Pool) leaveWorkers(w *worker) {
+	p.workers--
+	w.rejoin = true
+	p.dispatch()
 }
 
 // rejoinWorkers counts worker w, which delivered as the loop, among the

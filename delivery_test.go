@@ -272,3 +272,40 @@ func TestCloseFromACallbackDeliveredByAWorkerWaitsForFuncs(t *testing.T) {
 	require.NoError(t, p.Close())
 	require.Equal(t, uint64(3), p.Stats().Delivered)
 }
+
+// A worker about to deliver as the loop leaves the count of workers, and a
+// request queued meanwhile at max workers then gets a worker at once: the
+// Callback that worker runs may wait for that very request. The test plays
+// the worker's part for one that is still busy, which then comes back above
+// max and exits (the test counts it again first, as it would as it came
+// back).
+func TestLeavingWorkersStartsOneForTheQueue(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	busy := newGate(1)
+	t.Cleanup(busy.release)
+	_, err := p.Submit(busy.fn(0, nil), nil)
+	require.NoError(t, err)
+	<-busy.started
+	queued := newGate(1)
+	t.Cleanup(queued.release)
+	_, err = p.Submit(queued.fn(1, nil), nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, p.Stats().Queued, "at max: the second request waits")
+
+	var w *worker
+	p.workerIDs.Range(func(_, v any) bool { w = v.(*worker); return false })
+	require.NotNil(t, w)
+	p.mu.Lock()
+	p.leaveWorkers(w)
+	p.mu.Unlock()
+	require.Equal(t, 1, receive(t, queued.started, "the queued request starts"))
+	p.mu.Lock()
+	p.rejoinWorkers(w)
+	p.mu.Unlock()
+	require.Equal(t, 2, p.Stats().Workers)
+
+	busy.release()
+	queued.release()
+	eventually(t, func() bool { s := p.Stats(); return s.Workers <= 1 && s.Running == 0 },
+		"back above max, one worker exits")
+}
