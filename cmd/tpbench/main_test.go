@@ -234,7 +234,10 @@ func TestRunShowsProgress(t *testing.T) {
 
 // TestRunFailsOnShortRead makes every read past the first 8 KiB come back
 // short: the run must fail, not report impossible IOPS, whatever the
-// subject, and its error names the shape and the subject that failed.
+// subject, and its error names the shape and the subject that failed. On a
+// loaded machine a subject's timer may end a short phase before its jobs
+// issue a read (a warm-up, even a round, with no reads and no error), so the
+// failing subject may be a later mode, and the phase a later round.
 func TestRunFailsOnShortRead(t *testing.T) {
 	for _, design := range []string{"pool", "goroutine", "chanpool", "ceiling"} {
 		o, err := parseFlags(append(tinyRun(t.TempDir()), "-design", design), &bytes.Buffer{})
@@ -251,7 +254,7 @@ func TestRunFailsOnShortRead(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		err = compare(o, &stdout, &stderr)
 		require.ErrorIs(t, err, randread.ErrShortRead, design)
-		require.Regexp(t, `^iodepth=4 numjobs=2: `+design+`(/each)?, (warming up|round 1): `, err.Error())
+		require.Regexp(t, `^iodepth=4 numjobs=2: `+design+`(/[a-z]+)?, (warming up|round [12]): `, err.Error())
 		require.Empty(t, stdout.String(), "no table for a failed run")
 	}
 }
