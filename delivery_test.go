@@ -2,6 +2,7 @@ package threadpool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -308,4 +309,38 @@ func TestLeavingWorkersStartsOneForTheQueue(t *testing.T) {
 	queued.release()
 	eventually(t, func() bool { s := p.Stats(); return s.Workers <= 1 && s.Running == 0 },
 		"back above max, one worker exits")
+}
+
+// The same end to end: a request submitted just as a lone request's Func
+// returns, at max workers, while its Callback waits for the new request's
+// Func. The submission lands, at some turn of the loop, between the lone
+// request's publication and its worker's delivery.
+func TestCallbackOfALoneRequestWaitsForOneSubmittedMeanwhile(t *testing.T) {
+	p := newPool(t, WithMaxWorkers(1))
+	for i := range 2000 {
+		returning, submitted, ran := make(chan struct{}), make(chan error, 1), make(chan struct{})
+		res := make(chan error, 1)
+		go func() {
+			<-returning
+			for range i % 64 { // vary where the submission lands
+				runtime.Gosched()
+			}
+			_, err := p.Submit(func() error { close(ran); return nil }, nil)
+			submitted <- err
+		}()
+		_, err := p.Submit(func() error { close(returning); return nil }, func(error) {
+			if err := <-submitted; err != nil {
+				res <- err
+				return
+			}
+			select {
+			case <-ran:
+				res <- nil
+			case <-time.After(30 * time.Second):
+				res <- errors.New("the Func it waits for never ran")
+			}
+		})
+		require.NoError(t, err)
+		require.NoError(t, receive(t, res, "the callback"), "round %d", i)
+	}
 }
