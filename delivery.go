@@ -14,7 +14,9 @@ package threadpool
 // not yet over deliver it itself, in place of the completion goroutine: it
 // becomes the loop for one batch, runs the callbacks and the Flushes they
 // deferred, and goes back to the queue. No wake-up is written and the
-// completion goroutine stays parked. At depth, or while a batch is being
+// completion goroutine stays parked. A lone round trip then took 0.63-0.68x
+// the time, and reads one at a time came out 1.15-1.21x as many
+// (cmd/tpbench/README.md). At depth, or while a batch is being
 // delivered, the completion goroutine delivers, as ever: batching, what the
 // pool is for, needs completions to gather, and one delivering goroutine to
 // gather them.
@@ -28,12 +30,13 @@ package threadpool
 // While it delivers, the worker is the loop in every respect, and not a
 // worker: it leaves the pool's count of workers, so that a Callback that waits
 // for a Func (through SubmitCo, or a channel a Func sends on) never waits for
-// the very worker it runs on; the pool may start another one, up to max. To
-// the pool's methods it is the completion loop (Pool.caller): a Close or
-// Shutdown from its Callback delivers the rest nested, waits for the other
-// workers and returns, and the worker then exits as the pool's own
-// completion goroutine does. It counts as a worker again when it next looks
-// for work, and exits then if the pool is above max or closing.
+// the very worker it runs on: as it leaves, the pool wakes or starts another
+// for what is queued, up to max (leaveWorkers). To the pool's methods it is
+// the completion loop (Pool.caller): a Close or Shutdown from its Callback
+// delivers the rest nested, waits for the other workers and returns, and the
+// worker exits once the batch is over. It counts as a worker again when it
+// next looks for work, and exits then if the pool is above max, or closing
+// with nothing queued.
 //
 // The completion goroutine, woken while a worker delivers (a Close's nested
 // wait takes wake-ups too), puts the wake-up back for that wait, parks until
