@@ -235,12 +235,6 @@ func (p *Pool) work(w *worker) {
 		if !exited { // a Func or a Callback called runtime.Goexit: replace this worker
 			if w.delivering {
 				p.endDelivery(w)
-			} else if w.deliver {
-				// Not reached: a request published to be delivered here
-				// is the only one pending, so none follows it in the
-				// hand. Should one, the loop delivers it.
-				w.deliver = false
-				p.wakeLoop()
 			}
 			p.mu.Lock()
 			p.rejoinWorkers(w)
