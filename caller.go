@@ -68,28 +68,38 @@ func (p *Pool) stopWhenGone() {
 }
 
 // caller tells who calls the pool: w is the worker when the caller is one of
-// this pool's workers running a Func, and onLoop is true when it is the
-// pool's own completion loop (a Callback): its completion goroutine, or a
-// worker delivering in its place (delivery.go). It looks the caller's
-// goroutine id up, which costs a couple of microseconds: never on the
-// request path.
+// this pool's workers, and onLoop is true when it is the pool's own
+// completion loop (a Callback): its completion goroutine, or worker w
+// delivering in its place (delivery.go). With w set and onLoop false, the
+// caller is a Func. It looks the caller's goroutine id up, which costs a
+// couple of microseconds: never on the request path.
 func (p *Pool) caller() (w *worker, onLoop bool) {
 	id := curGoroutineID()
 	if v, ok := p.workerIDs.Load(id); ok {
 		w := v.(*worker) // the caller's own: its fields are the caller's
-		if w.delivering {
-			return nil, true
-		}
-		return w, false
+		return w, w.delivering
 	}
 	return nil, !p.external && p.loopGoid.Load() == id
 }
 
-// callerWorker returns the worker the calling goroutine is, or nil when it is
-// not one of this pool's workers.
-func (p *Pool) callerWorker() *worker {
-	w, _ := p.caller()
-	return w
+// callerFunc returns the worker the calling goroutine is when it runs a
+// Func, or nil when it is not one of this pool's workers or delivers as the
+// loop.
+func (p *Pool) callerFunc() *worker {
+	if w, onLoop := p.caller(); !onLoop {
+		return w
+	}
+	return nil
+}
+
+// nextLeave returns a channel that closes when a worker next leaves the
+// closing pool (leaveWorker), or a Func starts closing it: what waitOthers
+// and waitWorkersGone wait for. mu held.
+func (p *Pool) nextLeave() <-chan struct{} {
+	if p.waiters == nil {
+		p.waiters = make(chan struct{})
+	}
+	return p.waiters
 }
 
 // signalWaiters wakes the Funcs waiting in waitOthers. mu held.
@@ -149,10 +159,7 @@ func (p *Pool) waitOthers(ctx context.Context, w *worker) error {
 			p.mu.Unlock()
 			return nil
 		}
-		if p.waiters == nil {
-			p.waiters = make(chan struct{})
-		}
-		wake := p.waiters
+		wake := p.nextLeave()
 		p.mu.Unlock()
 		select {
 		case <-wake:
@@ -180,7 +187,7 @@ func (p *Pool) runHere(e *element) {
 // queued: no other worker may ever come for it. It reports whether it ran it;
 // e's result is then waiting in e.coCh.
 func (p *Pool) runCoHere(e *element, gen uint64) bool {
-	if p.callerWorker() == nil {
+	if p.callerFunc() == nil {
 		return false
 	}
 	p.mu.Lock()

@@ -64,15 +64,16 @@ func (p *Pool) Close() error {
 	return p.close(w, onLoop)
 }
 
-// close is Close called on worker w (from a Func), on the completion
-// goroutine (from a Callback) or, with neither, from any other goroutine.
+// close is Close called on worker w (from a Func), on the completion loop
+// (from a Callback: onLoop, on worker w if it delivers) or, with neither,
+// from any other goroutine.
 func (p *Pool) close(w *worker, onLoop bool) error {
 	p.beginClose(true)
-	if w != nil {
+	if w != nil && !onLoop {
 		return p.waitOthers(context.Background(), w)
 	}
 	if p.external || onLoop {
-		return p.closeOnLoop()
+		return p.closeOnLoop(w)
 	}
 	p.wg.Wait()
 	p.stopReaper()
@@ -83,17 +84,18 @@ func (p *Pool) close(w *worker, onLoop bool) error {
 }
 
 // closeOnLoop is Close on the goroutine that delivers completions: the
-// pool's own, from a Callback, or WithExternalLoop the loop's. It delivers
+// pool's own, from a Callback (on worker w, if it delivers in the completion
+// goroutine's place, else nil), or WithExternalLoop the loop's. It delivers
 // the callbacks as they come while the running Funcs finish, since one of
 // them may wait for a callback that only this goroutine can run, then waits
 // for the workers, delivers what is left and runs what the batch deferred
 // so far. Loop goroutine only.
-func (p *Pool) closeOnLoop() error {
+func (p *Pool) closeOnLoop(w *worker) error {
 	// Should a Callback delivered here call runtime.Goexit, the loop that
 	// restarts must go on delivering while Funcs still run, and exit once the
 	// last worker has left (stopWhenGone): so no stop before the workers.
 	_ = p.deliverUntilQuiet(context.Background()) // no ctx to end: nil
-	if p.loopWorker != nil {
+	if w != nil {
 		// A worker delivers as the loop: it cannot wait for its own
 		// goroutine, and exits once the Callback returns.
 		p.waitWorkersGone()
@@ -143,7 +145,7 @@ func (p *Pool) Shutdown(ctx context.Context) error {
 	p.beginClose(false)
 	var err error
 	switch {
-	case w != nil:
+	case w != nil && !onLoop:
 		err = p.waitOthers(ctx, w)
 	case p.external || onLoop:
 		if err = p.deliverUntilQuiet(ctx); err != nil {

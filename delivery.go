@@ -74,7 +74,6 @@ func (p *Pool) deliverHere(w *worker) {
 	p.leaveWorkers(w)
 	p.mu.Unlock()
 	w.delivering = true
-	p.loopWorker = w
 	p.drain()
 	p.endDelivery(w)
 }
@@ -85,7 +84,6 @@ func (p *Pool) deliverHere(w *worker) {
 // it ran called runtime.Goexit.
 func (p *Pool) endDelivery(w *worker) {
 	w.delivering = false
-	p.loopWorker = nil
 	p.delivering.Store(false)
 	select {
 	case p.resume <- struct{}{}:
@@ -123,10 +121,7 @@ func (p *Pool) rejoinWorkers(w *worker) {
 func (p *Pool) waitWorkersGone() {
 	p.mu.Lock()
 	for p.workers > 0 {
-		if p.waiters == nil {
-			p.waiters = make(chan struct{})
-		}
-		wake := p.waiters
+		wake := p.nextLeave()
 		p.mu.Unlock()
 		<-wake
 		p.mu.Lock()

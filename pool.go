@@ -149,14 +149,12 @@ type Pool struct {
 
 	// Delivery by a worker (delivery.go). delivering is held, true, by
 	// whoever owns the loop's batch state above: the completion goroutine,
-	// or a worker delivering in its place. loopWorker is that worker, or nil;
-	// written and read by the holder of delivering only. resume wakes the
+	// or a worker delivering in its place. resume wakes the
 	// completion goroutine parked until a worker lets go: one buffered
 	// token, sent by every worker that lets go. workersDeliver is written
 	// once in New: the pool runs its own completion goroutine, woken through
 	// a channel.
 	delivering     atomic.Bool
-	loopWorker     *worker
 	resume         chan struct{}
 	workersDeliver bool
 	// drainOwner is the goroutine delivering completions, 0 when none; kept
