@@ -28,10 +28,12 @@ package threadpool
 // meanwhile, so nothing waits for the next completion.
 //
 // While it delivers, the worker is the loop in every respect, and not a
-// worker: it leaves the pool's count of workers, so that a Callback that waits
-// for a Func (through SubmitCo, or a channel a Func sends on) never waits for
-// the very worker it runs on: as it leaves, the pool wakes or starts another
-// for what is queued, up to max (leaveWorkers). To the pool's methods it is
+// worker: it leaves the pool's count of workers that take requests, so that
+// a Callback that waits for a Func (through SubmitCo, or a channel a Func
+// sends on) never waits for the very worker it runs on: as it leaves, the
+// pool wakes or starts another for what is queued, up to max (leaveWorkers).
+// It still counts as a live goroutine (Pool.lent): in Stats.Workers, and
+// toward min in SetLimits and the reaper. To the pool's methods it is
 // the completion loop (Pool.caller): a Close or Shutdown from its Callback
 // delivers the rest nested, waits for the other workers and returns, and the
 // worker exits once the batch is over. It counts as a worker again when it
@@ -101,6 +103,7 @@ func (p *Pool) endDelivery(w *worker) {
 // held.
 func (p *Pool) leaveWorkers(w *worker) {
 	p.workers--
+	p.lent++
 	w.rejoin = true
 	p.dispatch()
 }
@@ -110,6 +113,7 @@ func (p *Pool) leaveWorkers(w *worker) {
 func (p *Pool) rejoinWorkers(w *worker) {
 	if w.rejoin {
 		w.rejoin = false
+		p.lent--
 		p.workers++
 	}
 }

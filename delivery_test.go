@@ -145,9 +145,79 @@ func TestCallbackDeliveredByAWorkerMayWaitForAFunc(t *testing.T) {
 	require.Equal(t, "worker", r.on)
 	require.NoError(t, r.coErr, "SubmitCo from the callback got a worker")
 	require.NoError(t, r.chErr, "a Func the callback waits for ran")
-	require.Equal(t, 1, r.workersInside, "the delivering worker is not counted: one other started")
+	require.Equal(t, 2, r.workersInside, "the delivering worker, and one other started for the Funcs")
 	eventually(t, func() bool { return p.Stats().Workers <= 1 },
 		"back above max, one of the two workers exits")
+}
+
+// A worker delivering as the loop is still a live worker goroutine: Stats
+// counts it, so that Workers does not drop by one for every lone request,
+// and SetLimits counts it toward a raised minimum instead of starting
+// another worker beside it.
+func TestWorkerDeliveringCountsAmongLiveWorkers(t *testing.T) {
+	p := newPool(t)
+	loopParks(t, p)
+	type result struct {
+		on            string
+		before, after int
+		err           error
+	}
+	res := make(chan result, 1)
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		r := result{on: deliverer(p), before: p.Stats().Workers}
+		r.err = p.SetLimits(1, DefaultMaxWorkers)
+		r.after = p.Stats().Workers
+		res <- r
+	})
+	require.NoError(t, err)
+	r := receive(t, res, "the callback")
+	require.Equal(t, "worker", r.on)
+	require.NoError(t, r.err)
+	require.Equal(t, 1, r.before, "the worker delivering is a live worker")
+	require.Equal(t, 1, r.after, "SetLimits started a second worker for a minimum of one")
+	letGo(t, p)
+	require.Equal(t, 1, p.Stats().Workers)
+}
+
+// The reaper counts the worker delivering as the loop toward the minimum
+// too: an idle worker above it is retired while that one delivers. The
+// Callback starts the idle worker (its SubmitCo needs one) and makes the
+// reaper's passes by hand, its own being an hour away.
+func TestReaperCountsTheWorkerDelivering(t *testing.T) {
+	p := newPool(t, WithIdleTimeout(time.Hour))
+	loopParks(t, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	type result struct {
+		on      string
+		err     error
+		workers int
+	}
+	res := make(chan result, 1)
+	_, err := p.Submit(func() error { return nil }, func(error) {
+		r := result{on: deliverer(p)}
+		defer func() { res <- r }()
+		if r.err = p.SubmitCo(ctx, func() error { return nil }); r.err != nil {
+			return
+		}
+		for p.Stats().IdleWorkers != 1 {
+			if r.err = ctx.Err(); r.err != nil {
+				return
+			}
+			runtime.Gosched() // the other worker goes idle
+		}
+		if r.err = p.SetLimits(1, DefaultMaxWorkers); r.err != nil {
+			return
+		}
+		p.reapIdle() // notes the idle worker's count
+		p.reapIdle() // finds it unchanged
+		r.workers = p.Stats().Workers
+	})
+	require.NoError(t, err)
+	r := receive(t, res, "the callback")
+	require.Equal(t, "worker", r.on)
+	require.NoError(t, r.err)
+	require.Equal(t, 1, r.workers, "an idle worker above the minimum of one was kept")
 }
 
 // Close and Shutdown from a Callback that its worker delivers: they cannot
@@ -192,7 +262,7 @@ func TestCloseFromACallbackDeliveredByAWorker(t *testing.T) {
 			if how == "shutdown" {
 				require.NoError(t, r.nested[0], "Shutdown runs what is queued")
 			}
-			require.Zero(t, r.workers, "no other worker is left")
+			require.Equal(t, 1, r.workers, "no worker is left but the one delivering, which exits after the batch")
 			require.NoError(t, p.Close())
 			_, err = p.Submit(func() error { return nil }, nil)
 			require.ErrorIs(t, err, ErrClosed)

@@ -80,7 +80,8 @@ type Pool struct {
 	nrecycled  atomic.Int64
 	minWorkers int
 	maxWorkers int
-	workers    int       // live worker goroutines
+	workers    int       // live worker goroutines, bar one delivering as the loop
+	lent       int       // workers delivering as the loop, left out of workers meanwhile: 0 or 1 (delivery.go)
 	idle       []*worker // idle workers, most recently idle last
 	spinner    *worker   // the worker spinning for work, if any (spin.go)
 	hands      []*worker // the workers whose hand is not empty (hand.go)
@@ -483,7 +484,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	}
 	p.minWorkers, p.maxWorkers = min, max
 	p.kickSpinner() // the spinner looks at the new limits
-	for p.workers < p.minWorkers {
+	for p.workers+p.lent < p.minWorkers {
 		// A new worker takes a queued request, if one waits for a worker.
 		p.spawn(p.unstarted() > p.transit)
 	}
@@ -503,7 +504,7 @@ type Stats struct {
 	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
 	Delivered uint64 // callbacks run (requests with a nil Callback count too); SubmitCo requests, whose result goes to their caller, never count
 
-	Workers     int    // live worker goroutines, bar one delivering callbacks as the loop
+	Workers     int    // live worker goroutines, one delivering callbacks as the loop included (see Stats)
 	IdleWorkers int    // workers waiting for work
 	Running     int    // Funcs running now, about to run on a worker woken for them, or just returned (see Stats)
 	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next
@@ -542,6 +543,12 @@ type Stats struct {
 // worker (see Submit) counts as running from Submit, SubmitCo or
 // Batch.Flush on, before the worker has woken. A worker that runs the
 // requests of its hand (see Queued) one after another counts once.
+//
+// Workers counts a worker that delivers a lone request's callbacks itself,
+// as the loop (see the package documentation): it stays a live worker
+// goroutine, and counts toward MinWorkers. It does not count toward
+// MaxWorkers meanwhile, so that a Callback it runs may wait for a Func: while
+// it delivers, Workers may exceed MaxWorkers by one.
 func (p *Pool) Stats() Stats {
 	var s Stats
 	s.Drains = p.drains.Load()
@@ -552,7 +559,7 @@ func (p *Pool) Stats() Stats {
 	s.Canceled = p.canceled.Load()
 	s.LoopWakes = p.chanWakes.Load()
 	p.mu.Lock()
-	s.Workers = p.workers
+	s.Workers = p.workers + p.lent
 	s.IdleWorkers = len(p.idle)
 	s.Running = p.running
 	s.Queued = p.unstarted()
