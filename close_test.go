@@ -367,15 +367,28 @@ func TestPoolReleasesItselfWithNoWorkerLeft(t *testing.T) {
 			leaks := goleak.IgnoreCurrent()
 			p, err := New(append(mode.opts, WithMaxWorkers(1), WithSpin(0))...)
 			require.NoError(t, err)
+			// The first request ends once the second is queued behind it,
+			// so that it is not alone: the completion goroutine, not its
+			// worker, delivers its callback.
+			first := newGate(1)
+			t.Cleanup(first.release)
 			hold, inCallback := make(chan struct{}), make(chan struct{})
-			_, err = p.Submit(func() error { return nil }, func(error) { close(inCallback); <-hold })
+			var onLoop atomic.Bool
+			_, err = p.Submit(first.fn(0, nil), func(error) {
+				onLoop.Store(curGoroutineID() == p.loopGoid.Load())
+				close(inCallback)
+				<-hold
+			})
 			require.NoError(t, err)
-			<-inCallback // the loop is busy
+			<-first.started
 			left := *p.left.Load()
 			got := make(chan error, 1)
 			_, err = p.Submit(func() error { runtime.Goexit(); return nil }, func(err error) { got <- err })
 			require.NoError(t, err)
-			<-left // the only worker (max 1) ran it and exited, not replaced (min 0)
+			first.release()
+			<-inCallback // the loop is busy
+			require.True(t, onLoop.Load(), "the completion goroutine delivers the first callback")
+			<-left // the only worker (max 1) ran the second and exited, not replaced (min 0)
 			require.Zero(t, p.Stats().Workers)
 			require.ErrorIs(t, p.Shutdown(canceled), context.Canceled)
 			close(hold)
@@ -780,13 +793,19 @@ func (p *Pool) takeWakeups() {
 // check for Close's stop before it waits: the wake-up that announced the stop
 // may have been taken by the loop it replaces, which then ran the Callback.
 // The Callback stages that: it waits for the stop, takes the wake-ups, and
-// leaves by runtime.Goexit.
+// leaves by runtime.Goexit. Its request ends only once Close has begun, so
+// that the completion goroutine delivers it: a lone request's worker,
+// delivering it itself, would wait for a stop that comes only after Close
+// has waited for that worker.
 func TestRestartedLoopFindsStop(t *testing.T) {
 	for _, mode := range loopKinds[:2] {
 		t.Run(mode.name, func(t *testing.T) {
 			p, err := New(mode.opts...)
 			require.NoError(t, err)
-			_, err = p.Submit(func() error { return nil }, func(error) {
+			release := make(chan struct{})
+			var onLoop atomic.Bool
+			_, err = p.Submit(func() error { <-release; return nil }, func(error) {
+				onLoop.Store(curGoroutineID() == p.loopGoid.Load())
 				for !p.stopLoop.Load() {
 					runtime.Gosched() // Close waits for this loop
 				}
@@ -794,7 +813,12 @@ func TestRestartedLoopFindsStop(t *testing.T) {
 				runtime.Goexit()
 			})
 			require.NoError(t, err)
-			require.NoError(t, p.Close())
+			closed := make(chan error, 1)
+			go func() { closed <- p.Close() }()
+			waitClosing(t, p)
+			close(release)
+			awaitClose(t, p, false, closed, "Close waits, after 30s, for a loop that never found the stop")
+			require.True(t, onLoop.Load(), "the completion goroutine delivered the callback")
 			require.Equal(t, uint64(1), p.Stats().Delivered)
 		})
 	}
