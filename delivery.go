@@ -33,7 +33,8 @@ package threadpool
 // sends on) never waits for the very worker it runs on: as it leaves, the
 // pool wakes or starts another for what is queued, up to max (leaveWorkers).
 // It still counts as a live goroutine (Pool.lent): in Stats.Workers, and
-// toward min in SetLimits and the reaper. To the pool's methods it is
+// toward min in SetLimits, the reaper and the replacement of a worker that
+// ended in runtime.Goexit. To the pool's methods it is
 // the completion loop (Pool.caller): a Close or Shutdown from its Callback
 // delivers the rest nested, waits for the other workers and returns, and the
 // worker exits once the batch is over. It counts as a worker again when it

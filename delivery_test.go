@@ -49,12 +49,18 @@ func loopParks(t *testing.T, p *Pool) {
 	eventually(t, func() bool { return waitsForAWakeUp(p.loopGoid.Load()) }, "the completion goroutine parks")
 }
 
-// letGo waits until whoever delivered the last batch has let go of it: a
-// request that finishes before then is delivered by the one delivering, or
-// by the completion goroutine, not by its worker.
+// letGo waits until whoever delivered the last batch has let go of it and,
+// if a worker, has come back to the pool (where it woke the loop for what
+// was pushed meanwhile, and counts as a worker again): a request that
+// finishes before then is delivered by the one delivering, or by the
+// completion goroutine, not by its worker.
 func letGo(t *testing.T, p *Pool) {
 	t.Helper()
-	eventually(t, func() bool { return !p.delivering.Load() }, "the batch ends")
+	eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return !p.delivering.Load() && p.lent == 0
+	}, "the batch ends")
 }
 
 // receive returns what ch carries, failing the test after 30s.
@@ -150,41 +156,12 @@ func TestCallbackDeliveredByAWorkerMayWaitForAFunc(t *testing.T) {
 		"back above max, one of the two workers exits")
 }
 
-// A worker delivering as the loop is still a live worker goroutine: Stats
-// counts it, so that Workers does not drop by one for every lone request,
-// and SetLimits counts it toward a raised minimum instead of starting
-// another worker beside it.
-func TestWorkerDeliveringCountsAmongLiveWorkers(t *testing.T) {
-	p := newPool(t)
-	loopParks(t, p)
-	type result struct {
-		on            string
-		before, after int
-		err           error
-	}
-	res := make(chan result, 1)
-	_, err := p.Submit(func() error { return nil }, func(error) {
-		r := result{on: deliverer(p), before: p.Stats().Workers}
-		r.err = p.SetLimits(1, DefaultMaxWorkers)
-		r.after = p.Stats().Workers
-		res <- r
-	})
-	require.NoError(t, err)
-	r := receive(t, res, "the callback")
-	require.Equal(t, "worker", r.on)
-	require.NoError(t, r.err)
-	require.Equal(t, 1, r.before, "the worker delivering is a live worker")
-	require.Equal(t, 1, r.after, "SetLimits started a second worker for a minimum of one")
-	letGo(t, p)
-	require.Equal(t, 1, p.Stats().Workers)
-}
-
-// The reaper counts the worker delivering as the loop toward the minimum
-// too: an idle worker above it is retired while that one delivers. The
-// Callback starts the idle worker (its SubmitCo needs one) and makes the
-// reaper's passes by hand, its own being an hour away.
-func TestReaperCountsTheWorkerDelivering(t *testing.T) {
-	p := newPool(t, WithIdleTimeout(time.Hour))
+// workersAfterALoneCallback submits a lone request to p, whose completion
+// goroutine is parked: its worker delivers the Callback, which runs body
+// (with a context that ends after 30s) and reads Stats().Workers then. It
+// returns that count.
+func workersAfterALoneCallback(t *testing.T, p *Pool, body func(ctx context.Context) error) int {
+	t.Helper()
 	loopParks(t, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -196,28 +173,84 @@ func TestReaperCountsTheWorkerDelivering(t *testing.T) {
 	res := make(chan result, 1)
 	_, err := p.Submit(func() error { return nil }, func(error) {
 		r := result{on: deliverer(p)}
-		defer func() { res <- r }()
-		if r.err = p.SubmitCo(ctx, func() error { return nil }); r.err != nil {
-			return
+		if r.err = body(ctx); r.err == nil {
+			r.workers = p.Stats().Workers
 		}
-		for p.Stats().IdleWorkers != 1 {
-			if r.err = ctx.Err(); r.err != nil {
-				return
-			}
-			runtime.Gosched() // the other worker goes idle
-		}
-		if r.err = p.SetLimits(1, DefaultMaxWorkers); r.err != nil {
-			return
-		}
-		p.reapIdle() // notes the idle worker's count
-		p.reapIdle() // finds it unchanged
-		r.workers = p.Stats().Workers
+		res <- r
 	})
 	require.NoError(t, err)
 	r := receive(t, res, "the callback")
 	require.Equal(t, "worker", r.on)
 	require.NoError(t, r.err)
-	require.Equal(t, 1, r.workers, "an idle worker above the minimum of one was kept")
+	return r.workers
+}
+
+// A worker delivering as the loop is still a live worker goroutine: Stats
+// counts it, so that Workers does not drop by one for every lone request,
+// and SetLimits counts it toward a raised minimum instead of starting
+// another worker beside it.
+func TestWorkerDeliveringCountsAmongLiveWorkers(t *testing.T) {
+	p := newPool(t)
+	var before int
+	after := workersAfterALoneCallback(t, p, func(context.Context) error {
+		before = p.Stats().Workers
+		return p.SetLimits(1, DefaultMaxWorkers)
+	})
+	require.Equal(t, 1, before, "the worker delivering is a live worker")
+	require.Equal(t, 1, after, "SetLimits started a second worker for a minimum of one")
+	letGo(t, p)
+	require.Equal(t, 1, p.Stats().Workers)
+}
+
+// The reaper counts the worker delivering as the loop toward the minimum
+// too: an idle worker above it is retired while that one delivers. The
+// Callback starts the idle worker (its SubmitCo needs one) and makes the
+// reaper's passes by hand, its own being an hour away.
+func TestReaperCountsTheWorkerDelivering(t *testing.T) {
+	p := newPool(t, WithIdleTimeout(time.Hour))
+	workers := workersAfterALoneCallback(t, p, func(ctx context.Context) error {
+		if err := p.SubmitCo(ctx, func() error { return nil }); err != nil {
+			return err
+		}
+		for p.Stats().IdleWorkers != 1 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			runtime.Gosched() // the other worker goes idle
+		}
+		if err := p.SetLimits(1, DefaultMaxWorkers); err != nil {
+			return err
+		}
+		p.reapIdle() // notes the idle worker's count
+		p.reapIdle() // finds it unchanged
+		return nil
+	})
+	require.Equal(t, 1, workers, "an idle worker above the minimum of one was kept")
+}
+
+// A worker whose Func calls runtime.Goexit is replaced only below the
+// minimum, and the worker delivering as the loop counts toward it: with a
+// minimum of one, kept by the deliverer, no replacement starts. The Callback
+// makes the worker that runs the exiting Func (one starts for it, as the
+// deliverer is out of the count toward max) and waits until it has exited.
+func TestGoexitReplacementCountsTheWorkerDelivering(t *testing.T) {
+	p := newPool(t)
+	workers := workersAfterALoneCallback(t, p, func(ctx context.Context) error {
+		if err := p.SetLimits(1, DefaultMaxWorkers); err != nil {
+			return err
+		}
+		left := *p.left.Load()
+		if _, err := p.Submit(func() error { runtime.Goexit(); return nil }, nil); err != nil {
+			return err
+		}
+		select {
+		case <-left: // the other worker exited, replaced or not
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	require.Equal(t, 1, workers, "a worker that exited was replaced above the minimum of one")
 }
 
 // Close and Shutdown from a Callback that its worker delivers: they cannot

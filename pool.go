@@ -80,12 +80,15 @@ type Pool struct {
 	nrecycled  atomic.Int64
 	minWorkers int
 	maxWorkers int
-	workers    int       // live worker goroutines, bar one delivering as the loop
-	lent       int       // workers delivering as the loop, left out of workers meanwhile: 0 or 1 (delivery.go)
-	idle       []*worker // idle workers, most recently idle last
-	spinner    *worker   // the worker spinning for work, if any (spin.go)
-	hands      []*worker // the workers whose hand is not empty (hand.go)
-	running    int       // requests taken by workers and not yet counted done
+	workers    int // live worker goroutines, bar those delivering as the loop
+	// lent counts the workers delivering as the loop, left out of workers
+	// until they come back (delivery.go): one at most delivers, but the one
+	// before may not have come back yet.
+	lent    int
+	idle    []*worker // idle workers, most recently idle last
+	spinner *worker   // the worker spinning for work, if any (spin.go)
+	hands   []*worker // the workers whose hand is not empty (hand.go)
+	running int       // requests taken by workers and not yet counted done
 	// transit counts workers woken or started for queued work that have not
 	// yet looked at the queue: each will take a request if one is left,
 	// unless it finds the pool above max and exits (see takers).
@@ -547,8 +550,9 @@ type Stats struct {
 // Workers counts a worker that delivers a lone request's callbacks itself,
 // as the loop (see the package documentation): it stays a live worker
 // goroutine, and counts toward MinWorkers. It does not count toward
-// MaxWorkers meanwhile, so that a Callback it runs may wait for a Func: while
-// it delivers, Workers may exceed MaxWorkers by one.
+// MaxWorkers meanwhile, so that a Callback it runs may wait for a Func:
+// while it delivers, Workers may exceed MaxWorkers by one, or for a moment
+// by two, while the worker that delivered before it is on its way back.
 func (p *Pool) Stats() Stats {
 	var s Stats
 	s.Drains = p.drains.Load()

@@ -493,11 +493,12 @@ func TestSetLimitsStartsMinAndStopsSurplus(t *testing.T) {
 	require.NoError(t, p.SetLimits(0, 1))
 	g.release()
 	// The last request's worker may deliver its callback itself, out of
-	// the count toward max meanwhile: wait for it to come back too.
+	// the count toward max meanwhile: wait until every request was
+	// delivered and that worker came back too.
 	eventually(t, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		return p.workers == 1 && p.lent == 0
+		return p.delivered.Load() == 4 && p.workers == 1 && p.lent == 0
 	}, "busy surplus workers exit after their request")
 
 	// Growing max gives queued work more workers.
