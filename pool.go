@@ -507,7 +507,7 @@ type Stats struct {
 	Panicked  uint64 // Funcs that panicked or called runtime.Goexit
 	Delivered uint64 // callbacks run (requests with a nil Callback count too); SubmitCo requests, whose result goes to their caller, never count
 
-	Workers     int    // live worker goroutines, one delivering callbacks as the loop included (see Stats)
+	Workers     int    // live worker goroutines, those delivering callbacks as the loop included (see Stats)
 	IdleWorkers int    // workers waiting for work
 	Running     int    // Funcs running now, about to run on a worker woken for them, or just returned (see Stats)
 	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next
