@@ -79,7 +79,7 @@ func (p *Pool) loop() {
 	normal := false
 	defer func() {
 		if !normal { // a Callback called runtime.Goexit: keep delivering
-			if p.resume != nil {
+			if p.workersDeliver() {
 				p.delivering.Store(false) // this loop held it
 			}
 			go p.loop()
@@ -88,7 +88,7 @@ func (p *Pool) loop() {
 	p.loopGoid.Store(curGoroutineID())
 	failures := 0
 	for {
-		if p.resume != nil && !p.delivering.CompareAndSwap(false, true) {
+		if p.workersDeliver() && !p.delivering.CompareAndSwap(false, true) {
 			// A worker delivers (delivery.go): put the wake-up back, for
 			// a Close nested in its batch that waits for one, and wait
 			// until the worker lets go, which wakes this loop again if
@@ -107,7 +107,7 @@ func (p *Pool) loop() {
 				p.drain()
 				break
 			}
-			if p.resume != nil {
+			if p.workersDeliver() {
 				p.delivering.Store(false)
 				if p.done.Load() != nil {
 					// Pushed by a worker that found the loop delivering.

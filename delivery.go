@@ -45,13 +45,18 @@ package threadpool
 // wait takes wake-ups too), puts the wake-up back for that wait, parks until
 // the worker lets go (Pool.resume) and waits again.
 
+// workersDeliver reports whether the pool lets a lone request's worker
+// deliver it: it runs its own completion goroutine, woken through a channel
+// (New makes Pool.resume for those alone). Any goroutine.
+func (p *Pool) workersDeliver() bool { return p.resume != nil }
+
 // mayDeliver reports whether worker w may deliver the request it has just
 // pushed on the done stack itself, and marks it to do so after its hand is
 // played (Pool.deliverHere): the pool has its own completion goroutine woken
 // through a channel, is not closing, and that request is the only accepted
 // one not over. Worker w.
 func (p *Pool) mayDeliver(w *worker) bool {
-	if w == nil || !p.workersDeliver || p.pending.Load() != 1 || p.closing.Load() {
+	if w == nil || !p.workersDeliver() || p.pending.Load() != 1 || p.closing.Load() {
 		return false
 	}
 	w.deliver = true
@@ -118,6 +123,12 @@ func (p *Pool) rejoinWorkers(w *worker) {
 		p.workers++
 	}
 }
+
+// live returns the live worker goroutines: those counted as workers, and
+// those delivering as the loop, out of that count meanwhile. It is what the
+// minimum of workers and Stats count; the maximum counts workers alone. mu
+// held.
+func (p *Pool) live() int { return p.workers + p.lent }
 
 // waitWorkersGone waits until no worker is counted: Close or Shutdown from a
 // Callback that a worker delivers, which cannot wait for its own goroutine

@@ -155,12 +155,10 @@ type Pool struct {
 	// whoever owns the loop's batch state above: the completion goroutine,
 	// or a worker delivering in its place. resume wakes the
 	// completion goroutine parked until a worker lets go: one buffered
-	// token, sent by every worker that lets go. workersDeliver is written
-	// once in New: the pool runs its own completion goroutine, woken through
-	// a channel.
-	delivering     atomic.Bool
-	resume         chan struct{}
-	workersDeliver bool
+	// token, sent by every worker that lets go. It is made in New, only
+	// when workers may deliver (workersDeliver), and never changes.
+	delivering atomic.Bool
+	resume     chan struct{}
 	// drainOwner is the goroutine delivering completions, 0 when none; kept
 	// in race builds only, to catch deliveries and DeferCalls off the loop.
 	drainOwner atomic.Uint64
@@ -224,8 +222,7 @@ func New(opts ...Option) (*Pool, error) {
 		p.notifier = n
 	} else {
 		p.wakeCh = make(chan struct{}, 1)
-		p.resume = make(chan struct{}, 1)
-		p.workersDeliver = true
+		p.resume = make(chan struct{}, 1) // workers may deliver
 	}
 	if err := p.startReaper(); err != nil {
 		if p.notifier != nil {
@@ -487,7 +484,7 @@ func (p *Pool) SetLimits(min, max int) error {
 	}
 	p.minWorkers, p.maxWorkers = min, max
 	p.kickSpinner() // the spinner looks at the new limits
-	for p.workers+p.lent < p.minWorkers {
+	for p.live() < p.minWorkers {
 		// A new worker takes a queued request, if one waits for a worker.
 		p.spawn(p.unstarted() > p.transit)
 	}
@@ -563,7 +560,7 @@ func (p *Pool) Stats() Stats {
 	s.Canceled = p.canceled.Load()
 	s.LoopWakes = p.chanWakes.Load()
 	p.mu.Lock()
-	s.Workers = p.workers + p.lent
+	s.Workers = p.live()
 	s.IdleWorkers = len(p.idle)
 	s.Running = p.running
 	s.Queued = p.unstarted()

@@ -180,7 +180,7 @@ func (p *Pool) reapIdle() {
 	defer p.mu.Unlock()
 	kept := p.idle[:0]
 	for _, w := range p.idle {
-		if w.taken == w.takenAtPass && p.workers+p.lent > p.minWorkers {
+		if w.taken == w.takenAtPass && p.live() > p.minWorkers {
 			w.retired = true
 			p.workers--
 			w.wake <- struct{}{}

@@ -242,7 +242,7 @@ func (p *Pool) work(w *worker) {
 			p.requeueHand(w)
 			p.arrive(w)
 			p.workers--
-			if p.workers+p.lent < p.minWorkers && !p.closing.Load() {
+			if p.live() < p.minWorkers && !p.closing.Load() {
 				p.spawn(false)
 			}
 			p.dispatch()
