@@ -41,8 +41,10 @@ import (
 // the measured reads) and cores (that CPU time over the wall time); the modes
 // also report latency quantiles and notification counts per read.
 // loopwakes/IO, the completion loop's wake-ups per read, is the pool's
-// Stats().LoopWakes: only the pool counts them, so only its sub-benchmarks
-// report it.
+// Stats().LoopWakes, and spinhits/drain its Stats().SpinHits per batch
+// delivered (about 1 when a worker spinning between rounds took each
+// round's first request): only the pool counts them, so only its
+// sub-benchmarks report them.
 func BenchmarkRandRead(b *testing.B) {
 	f := openDataFile(b)
 	for _, depth := range []int{1, 64} {
@@ -105,9 +107,10 @@ type metric struct {
 
 // workloadMetrics returns the notification figures of a run of design:
 // latency quantiles, irq writes per read, completions per batch, and the
-// loop's wake-ups per read for the pool only, the one design that counts
-// them (a channel-fed loop's wake-ups are not counted, so a 0 would claim
-// wake-ups that did not happen as none).
+// loop's wake-ups per read and the spins that paid off per batch for the
+// pool only, the one design that counts them (a channel-fed loop's wake-ups
+// are not counted, so a 0 would claim wake-ups that did not happen as
+// none).
 func workloadMetrics(design randread.Design, r *randread.Result) []metric {
 	ms := []metric{
 		{float64(r.Latency.Quantile(0.5)), "p50-ns"},
@@ -116,7 +119,7 @@ func workloadMetrics(design randread.Design, r *randread.Result) []metric {
 		{r.PerDrain(), "IOs/drain"},
 	}
 	if design == randread.Pool {
-		ms = append(ms, metric{r.WakesPerIO(), "loopwakes/IO"})
+		ms = append(ms, metric{r.WakesPerIO(), "loopwakes/IO"}, metric{r.SpinHitsPerDrain(), "spinhits/drain"})
 	}
 	return ms
 }
@@ -474,8 +477,8 @@ func openDataFile(b *testing.B) *os.File {
 }
 
 // The workload benchmarks report only what was measured: every design's
-// notification figures, and the loop's wake-ups for the pool alone, the one
-// design whose loop counts them.
+// notification figures, and the loop's wake-ups and the spins that paid off
+// for the pool alone, the one design that counts them.
 func TestWorkloadMetricsReportOnlyWhatIsCounted(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data")
 	_, err := randread.PrepareFile(path, 64<<10)
@@ -501,5 +504,7 @@ func TestWorkloadMetricsReportOnlyWhatIsCounted(t *testing.T) {
 		if reported {
 			require.Positive(t, wakes, "the pool's loop was woken")
 		}
+		_, reported = got["spinhits/drain"]
+		require.Equal(t, d == randread.Pool, reported, "%v reports spinhits/drain", d)
 	}
 }

@@ -99,6 +99,7 @@ type Pool struct {
 	starting  int
 	submitted uint64 // requests accepted
 	spins     uint64 // spins begun (spin.go)
+	spinHits  uint64 // spins after which the spinner took a request
 	// funcClosers counts the workers whose Func is in Close or Shutdown, and
 	// waiters, when not nil, is closed to wake them (caller.go).
 	funcClosers int
@@ -509,6 +510,7 @@ type Stats struct {
 	Running     int    // Funcs running now, about to run on a worker woken for them, or just returned (see Stats)
 	Queued      int    // requests waiting to start: queued, or held by a busy worker to run next
 	Spins       uint64 // times a worker spun for the next request (WithSpin)
+	SpinHits    uint64 // spins that ended with the spinning worker taking a request; the rest were spent in vain (WithSpin)
 	MinWorkers  int    // the current lower limit (New or SetLimits)
 	MaxWorkers  int    // the current upper limit (New or SetLimits)
 
@@ -568,6 +570,7 @@ func (p *Pool) Stats() Stats {
 	s.MaxWorkers = p.maxWorkers
 	s.Submitted = p.submitted
 	s.Spins = p.spins
+	s.SpinHits = p.spinHits
 	p.mu.Unlock()
 	s.WaitErrors = p.waitErrors.Load()
 	if p.notifier != nil {

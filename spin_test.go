@@ -60,6 +60,7 @@ func TestSpinnerTakesTheNextRequest(t *testing.T) {
 	_, err := p.Submit(func() error { close(ran); return nil }, nil)
 	require.NoError(t, err)
 	<-ran
+	require.Equal(t, uint64(1), p.Stats().SpinHits, "the spin paid off")
 	eventually(t, func() bool { return p.Stats().Completed == spinPending+1 }, "the request completes")
 	require.Equal(t, spinPending+1, p.RunCompletions())
 	require.Equal(t, 1, p.Stats().Workers)
@@ -71,6 +72,15 @@ func TestSpinEndsAtItsBound(t *testing.T) {
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the spinner parks")
 	require.False(t, p.isSpinning())
 	require.Equal(t, spinPending, p.RunCompletions())
+	// The next request finds the worker parked: it wakes it, and the spin
+	// that came before stays in vain.
+	ran := make(chan struct{})
+	_, err := p.Submit(func() error { close(ran); return nil }, nil)
+	require.NoError(t, err)
+	<-ran
+	s := p.Stats()
+	require.Equal(t, uint64(1), s.Spins)
+	require.Zero(t, s.SpinHits, "a spin that ran out counted as paid off")
 }
 
 // A spin whose processor ran other goroutines ends once it goes quiet, long

@@ -282,7 +282,10 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.rejoinWorkers(w)
 	p.doneRunning(w)
 	p.dropHand(w)
+	spun := false // set by a spin for the next pass alone
 	for {
+		hit := spun // a request taken on this pass ends a spin that paid off
+		spun = false
 		chain := p.arrive(w)
 		if p.workers > p.maxWorkers {
 			p.quit()
@@ -303,6 +306,9 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			return nil
 		}
 		if e != nil {
+			if hit {
+				p.spinHits++
+			}
 			if chain {
 				p.dispatch()
 			}
@@ -312,6 +318,7 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 		if maySpin && p.shouldSpin() {
 			maySpin = false // once per wait
 			p.spin(w)
+			spun = true
 			continue
 		}
 		p.idle = append(p.idle, w)

@@ -74,6 +74,7 @@ type loopStats struct {
 	drains    uint64 // batches delivered
 	delivered uint64 // completions delivered
 	wakes     uint64 // wake-ups written to the loop
+	spinHits  uint64 // spins of a worker that ended with it taking a request (the pool alone)
 }
 
 // poolEngine is the library.
@@ -100,7 +101,7 @@ func (e *poolEngine) deferCall(f threadpool.Flusher) { e.p.DeferCall(f) }
 
 func (e *poolEngine) stats() loopStats {
 	s := e.p.Stats()
-	return loopStats{drains: s.Drains, delivered: s.Delivered, wakes: s.LoopWakes}
+	return loopStats{drains: s.Drains, delivered: s.Delivered, wakes: s.LoopWakes, spinHits: s.SpinHits}
 }
 
 func (e *poolEngine) close() { e.p.Close() }

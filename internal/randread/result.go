@@ -13,6 +13,7 @@ type Result struct {
 	Drains    uint64        // batches the completion loop delivered
 	Delivered uint64        // completions the loop delivered
 	LoopWakes uint64        // wake-ups written to the completion loop; counted by the Pool design alone, 0 for the others
+	SpinHits  uint64        // spins of the pool's workers that ended with the spinner taking a request; the Pool design alone
 	Latency   Histogram     // submit to the job seeing the completion
 }
 
@@ -35,6 +36,7 @@ func (r *Result) add(after, before counters) {
 	r.Drains += after.loop.drains - before.loop.drains
 	r.Delivered += after.loop.delivered - before.loop.delivered
 	r.LoopWakes += after.loop.wakes - before.loop.wakes
+	r.SpinHits += after.loop.spinHits - before.loop.spinHits
 }
 
 // Merge adds o to r, for figures over several runs.
@@ -46,6 +48,7 @@ func (r *Result) Merge(o *Result) {
 	r.Drains += o.Drains
 	r.Delivered += o.Delivered
 	r.LoopWakes += o.LoopWakes
+	r.SpinHits += o.SpinHits
 	r.Latency.Merge(&o.Latency)
 }
 
@@ -70,6 +73,12 @@ func (r *Result) PerDrain() float64 { return ratio(float64(r.Delivered), float64
 // WakesPerIO returns completion-loop wake-ups per read: 0 for a design
 // other than Pool, which does not count them.
 func (r *Result) WakesPerIO() float64 { return ratio(float64(r.LoopWakes), float64(r.IOs)) }
+
+// SpinHitsPerDrain returns the pool's spins that paid off per batch
+// delivered: near 1 at depth when every round's first request found a worker
+// spinning for it, and so a processor awake; 0 for a design other than
+// Pool.
+func (r *Result) SpinHitsPerDrain() float64 { return ratio(float64(r.SpinHits), float64(r.Drains)) }
 
 func ratio(a, b float64) float64 {
 	if b == 0 {
