@@ -282,10 +282,8 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 	p.rejoinWorkers(w)
 	p.doneRunning(w)
 	p.dropHand(w)
-	spun := false // set by a spin for the next pass alone
+	spun := false // the last pass spun: a request taken now is a spin hit
 	for {
-		hit := spun // a request taken on this pass ends a spin that paid off
-		spun = false
 		chain := p.arrive(w)
 		if p.workers > p.maxWorkers {
 			p.quit()
@@ -306,7 +304,7 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			return nil
 		}
 		if e != nil {
-			if hit {
+			if spun {
 				p.spinHits++
 			}
 			if chain {
@@ -321,6 +319,7 @@ func (p *Pool) next(w *worker, maySpin bool) *element {
 			spun = true
 			continue
 		}
+		spun = false
 		p.idle = append(p.idle, w)
 		p.mu.Unlock()
 		<-w.wake
