@@ -30,7 +30,9 @@
 # and against each, Submit against a goroutine per request with one and 64
 # requests in flight, and the floor: chanpool against a goroutine per
 # request with one in flight), again as medians of the per-round ratios,
-# for the pairs that both ran.
+# for the pairs that both ran; and last the same pairs as benchstat
+# compares them, the ratio of each benchmark's median over all the rounds,
+# with the medians of the cores each used where both report them.
 set -euo pipefail
 
 rounds=8 benchtime=0.3s limit=1800 out=benchab.txt groups=()
@@ -204,30 +206,66 @@ BEGIN {
 {
 	name = $2; sub(/^Benchmark/, "", name); sub(/\/v=(base|rev)-[0-9]+$/, "", name)
 	v = ($2 ~ /\/v=rev-/) ? "rev" : "base"
-	m = $4; up[name] = 0
-	for (i = 5; i < NF; i++) if ($(i + 1) == "IOPS") { m = $i; up[name] = 1 }
+	m = $4; up[name] = 0; cores = ""
+	for (i = 5; i < NF; i++) {
+		if ($(i + 1) == "IOPS") { m = $i; up[name] = 1 }
+		if ($(i + 1) == "cores") cores = $i
+	}
 	val[$1, name, v] = m; rounds[$1] = 1
+	all[name, v, ++n[name, v]] = m
+	if (cores != "") allc[name, v, ++nc[name, v]] = cores
 }
 END {
-	print "within each build, median of the per-round ratios [range]:"
+	table("within each build, median of the per-round ratios [range]:", 0)
+	# What benchstat compares: the median of each benchmark over all its
+	# rounds, one against the other, with the cores each used (medians) where
+	# both report them.
+	table("within each build, ratio of the medians over the rounds (as benchstat takes them) [cores]:", 1)
+}
+# table prints title and a line per pair that ran, with a cell per build:
+# the median of the per-round ratios, or with medians the ratio of the
+# medians.
+function table(title, medians,   i, k, v, nb, parts, line, any, cell) {
+	print title
 	for (i = 1; i <= npairs; i++) {
 		nb = split(b[i], parts, "/")
 		line = sprintf("  %-58s", a[i] " / " parts[nb])
 		any = 0
 		for (k = 1; k <= 2; k++) {
 			v = (k == 1) ? "base" : "rev"
-			c = 0
-			for (r in rounds)
-				if ((r, a[i], v) in val && (r, b[i], v) in val && val[r, b[i], v] > 0)
-					x[++c] = val[r, a[i], v] / val[r, b[i], v]
-			if (c == 0) { line = line sprintf(" %s -", v); continue }
+			cell = medians ? ofMedians(a[i], b[i], v) : perRound(a[i], b[i], v)
+			if (cell == "") { line = line sprintf(" %s -", v); continue }
 			any = 1
-			sortn(x, c)
-			med = (c % 2) ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
-			line = line sprintf(" %s %.2f [%.2f-%.2f]", v, med, x[1], x[c])
+			line = line sprintf(" %s %s", v, cell)
 		}
 		if (any) print line (up[a[i]] ? "" : " (time)")
 	}
+}
+# perRound returns the median of the per-round ratios x / y in build v with
+# their range, or "" if no round ran both.
+function perRound(x, y, v,   r, c, q) {
+	c = 0
+	for (r in rounds)
+		if ((r, x, v) in val && (r, y, v) in val && val[r, y, v] > 0)
+			q[++c] = val[r, x, v] / val[r, y, v]
+	if (c == 0) return ""
+	sortn(q, c)
+	return sprintf("%.2f [%.2f-%.2f]", (c % 2) ? q[(c + 1) / 2] : (q[c / 2] + q[c / 2 + 1]) / 2, q[1], q[c])
+}
+# ofMedians returns the ratio of the medians of x and y in build v, with
+# their cores where both report them, or "" if either did not run.
+function ofMedians(x, y, v,   my, cell) {
+	if (!((x, v) in n) || !((y, v) in n) || (my = median(all, y, v, n[y, v])) <= 0) return ""
+	cell = sprintf("%.2f", median(all, x, v, n[x, v]) / my)
+	if ((x, v) in nc && (y, v) in nc)
+		cell = cell sprintf(" [%.2f | %.2f]", median(allc, x, v, nc[x, v]), median(allc, y, v, nc[y, v]))
+	return cell
+}
+# median returns the median of the c values arr[name, v, 1..c].
+function median(arr, name, v, c,   x, i) {
+	for (i = 1; i <= c; i++) x[i] = arr[name, v, i] + 0
+	sortn(x, c)
+	return (c % 2) ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
 }
 function sortn(x, n,   i, j, t) {
 	for (i = 2; i <= n; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }

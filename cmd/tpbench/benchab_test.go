@@ -259,3 +259,37 @@ func TestBenchabTellsAKilledBuildFromAHangingOne(t *testing.T) {
 	require.Empty(t, stdout)
 	require.NoFileExists(t, results)
 }
+
+// The last table compares each benchmark's median over all the rounds, as
+// benchstat does, which differs from the median of the per-round ratios
+// when the rounds disagree, and gives the medians of the cores beside it.
+func TestBenchabComparesTheMedians(t *testing.T) {
+	calls := filepath.Join(t.TempDir(), "calls")
+	// Both builds' calls in round r print the values of row r: the order of
+	// the builds within a round is random, the round of a call is not.
+	binary := `#!/bin/sh
+n=$(cat '` + calls + `' 2>/dev/null || echo 0)
+echo $((n + 1)) >'` + calls + `'
+case $((n / 2)) in
+0) p=100 g=100 pi=900 pc=1.2 gi=600 gc=1.8 ;;
+1) p=200 g=400 pi=1200 pc=1.6 gi=700 gc=1.7 ;;
+*) p=300 g=150 pi=1000 pc=1.3 gi=650 gc=1.9 ;;
+esac
+printf 'BenchmarkSubmit/inflight=1/design=pool-2 \t 100\t %s ns/op\n' $p
+printf 'BenchmarkSubmit/inflight=1/design=goroutine-2 \t 100\t %s ns/op\n' $g
+printf 'BenchmarkRandReadDesign/iodepth=64/design=pool-2 \t 100\t 1000 ns/op\t %s IOPS\t %s cores\n' $pi $pc
+printf 'BenchmarkRandReadDesign/iodepth=64/design=goroutine-2 \t 100\t 1000 ns/op\t %s IOPS\t %s cores\n' $gi $gc
+`
+	cmd, _ := benchabCommand(t, binary, "-r", "3", "-g", "Submit/", "HEAD")
+	code, stdout, stderr := cmdtest.Run(t, cmd)
+	require.Equal(t, 0, code, stderr)
+	// Per round, pool / goroutine: 1, 0.5 and 2 in time; 1.5, 1.71 and 1.54
+	// in reads.
+	require.Regexp(t, `Submit/inflight=1/design=pool / design=goroutine +base 1\.00 \[0\.50-2\.00\] rev 1\.00 \[0\.50-2\.00\] \(time\)`, stdout)
+	// The medians: 200 / 150 ns, 1000 / 650 reads a second on 1.3 and 1.8
+	// cores.
+	require.Contains(t, stdout, "ratio of the medians")
+	medians := stdout[strings.Index(stdout, "ratio of the medians"):]
+	require.Regexp(t, `Submit/inflight=1/design=pool / design=goroutine +base 1\.33 rev 1\.33 \(time\)`, medians)
+	require.Regexp(t, `RandReadDesign/iodepth=64/design=pool / design=goroutine +base 1\.54 \[1\.30 \| 1\.80\] rev 1\.54 \[1\.30 \| 1\.80\]\n`, medians)
+}
