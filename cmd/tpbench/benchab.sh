@@ -212,8 +212,8 @@ BEGIN {
 		if ($(i + 1) == "cores") cores = $i
 	}
 	val[$1, name, v] = m; rounds[$1] = 1
-	all[name, v, ++n[name, v]] = m
-	if (cores != "") allc[name, v, ++nc[name, v]] = cores
+	all[name, v, ++nall[name, v]] = m
+	if (cores != "") allc[name, v, ++ncores[name, v]] = cores
 }
 END {
 	table("within each build, median of the per-round ratios [range]:", 0)
@@ -249,21 +249,24 @@ function perRound(x, y, v,   r, c, q) {
 		if ((r, x, v) in val && (r, y, v) in val && val[r, y, v] > 0)
 			q[++c] = val[r, x, v] / val[r, y, v]
 	if (c == 0) return ""
-	sortn(q, c)
-	return sprintf("%.2f [%.2f-%.2f]", (c % 2) ? q[(c + 1) / 2] : (q[c / 2] + q[c / 2 + 1]) / 2, q[1], q[c])
+	return sprintf("%.2f [%.2f-%.2f]", mid(q, c), q[1], q[c])
 }
 # ofMedians returns the ratio of the medians of x and y in build v, with
 # their cores where both report them, or "" if either did not run.
 function ofMedians(x, y, v,   my, cell) {
-	if (!((x, v) in n) || !((y, v) in n) || (my = median(all, y, v, n[y, v])) <= 0) return ""
-	cell = sprintf("%.2f", median(all, x, v, n[x, v]) / my)
-	if ((x, v) in nc && (y, v) in nc)
-		cell = cell sprintf(" [%.2f | %.2f]", median(allc, x, v, nc[x, v]), median(allc, y, v, nc[y, v]))
+	if (!((x, v) in nall) || !((y, v) in nall) || (my = median(all, y, v, nall[y, v])) <= 0) return ""
+	cell = sprintf("%.2f", median(all, x, v, nall[x, v]) / my)
+	if ((x, v) in ncores && (y, v) in ncores)
+		cell = cell sprintf(" [%.2f | %.2f]", median(allc, x, v, ncores[x, v]), median(allc, y, v, ncores[y, v]))
 	return cell
 }
 # median returns the median of the c values arr[name, v, 1..c].
 function median(arr, name, v, c,   x, i) {
 	for (i = 1; i <= c; i++) x[i] = arr[name, v, i] + 0
+	return mid(x, c)
+}
+# mid sorts x[1..c] and returns its median.
+function mid(x, c) {
 	sortn(x, c)
 	return (c % 2) ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
 }
