@@ -116,16 +116,15 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 // negative d makes New fail with ErrInvalidLimits.
 //
 // Only one worker spins at a time: the one that finds the queue empty when no
-// other worker runs a request, while 16 accepted requests or more are not
-// over yet (still waiting for their callbacks, the work that usually
-// follows them, or for their SubmitCo caller to get the result), and whose
-// own last request did not wake the completion loop. It yields its processor at
-// every turn, so that the loop and the submitters run first, and it stops at
-// once when a request is queued, and on Close, Shutdown or SetLimits.
-// Between rounds of submissions this keeps a processor awake for the next
-// round instead of letting its thread sleep (tens of microseconds to wake on
-// a virtual machine). Lone requests never make a worker spin, and an idle
-// pool stops spinning within d of its last request. A spin also ends, and
+// other worker runs a request, and whose own last request did not wake the
+// completion loop. It yields its processor at every turn, so that the loop
+// and the submitters run first, and it stops at once when a request is
+// queued, and on Close, Shutdown or SetLimits. Between rounds of submissions
+// this keeps a processor awake for the next round instead of letting its
+// thread sleep (tens of microseconds to wake on a virtual machine). Lone
+// requests never make a worker spin (the completion of one wakes the parked
+// loop, or its worker delivers it), and an idle pool stops spinning within d
+// of its last request. A spin also ends, and
 // the worker parks, when its processor, having run other goroutines for
 // more than 2µs between two of its turns, has nothing else to run: a
 // goroutine that ran there may now wait for a descriptor, which the

@@ -37,12 +37,21 @@ import (
 //     socket) is woken: one request at a time would wait for every spin to
 //     end (an eighth of the reads per second of one job at iodepth 1, when
 //     every worker spun).
-//   - One worker spins at most, only when a round is worth it (spinPending
-//     requests waiting for their callbacks as it starts), and for a bounded
-//     time: lone requests never make a worker spin, and a pool that has gone
-//     idle stops spinning within spinFor of its last request. Eight jobs at
-//     iodepth 1 lost a tenth of their reads when any pending request
-//     sufficed.
+//   - One worker spins at most, only while no other worker runs a request
+//     (the one still running is the next to finish), and for a bounded
+//     time: a pool that has gone idle stops spinning within spinFor of its
+//     last request. Lone requests never make a worker spin: a request whose
+//     completion finds the loop parked wakes it, and one that its worker
+//     delivers itself (delivery.go) counts as waking it. Until 2026-11-28 a
+//     worker spun only while 16 accepted requests or more waited for their
+//     callbacks; at the end of a round of one job at iodepth 64 the loop had
+//     often started most of them, the last worker parked, and its processor
+//     went idle. On the 2-CPU VM, whose kernel packs the threads of a
+//     process that leaves a CPU idle onto the other one, the pool then ran
+//     on one CPU in about half the runs. Without the threshold it keeps both
+//     CPUs in use in most runs (1.75x a goroutine per request instead of
+//     1.52x, in three alternated comparisons of 8 to 10 rounds), and eight
+//     jobs at iodepth 1 did as many reads (cmd/tpbench/README.md).
 //   - A spin whose processor runs other goroutines ends once that
 //     processor goes quiet again: a turn longer than spinTurn means that
 //     others ran (the loop delivering the round, a submitter), and the
@@ -54,22 +63,15 @@ import (
 //     64 ran on one processor with the loop, the job and the spinner, and
 //     waited so; this rule gained 1.10-1.25x there (cmd/tpbench/README.md).
 
-// spinPending is the fewest undelivered requests for which a worker spins:
-// a round that ends with that many is likely to be followed by another as
-// large, while lone requests (a few jobs at iodepth 1) are not worth a
-// processor that no longer polls the network.
-const spinPending = 16
-
 // maxSpinTurn is the default spinTurn: a turn of a spin with nothing else to
 // run takes well under a microsecond (a Gosched, a clock read).
 const maxSpinTurn = 2 * time.Microsecond
 
-// shouldSpin reports whether a worker that found the queue empty may spin:
-// no other worker spins or runs a request, and at least spinPending
-// accepted requests are not over yet (Pool.pending: their callbacks have not
-// started, or their SubmitCo results are not handed back). mu held.
+// shouldSpin reports whether a worker that found the queue empty, and whose
+// last request did not wake the completion loop, may spin: spinning is on,
+// and no other worker spins or runs a request. mu held.
 func (p *Pool) shouldSpin() bool {
-	return p.spinFor > 0 && p.spinner == nil && p.running == 0 && p.pending.Load() >= spinPending
+	return p.spinFor > 0 && p.spinner == nil && p.running == 0
 }
 
 // spin makes w the spinner, in transit, and waits without mu until it is

@@ -10,13 +10,13 @@ import (
 // spinningPool returns a pool, with an external completion loop that the
 // test runs, in which one worker spins, for up to an hour and whatever else
 // runs on its processor, unless opts say otherwise: only what the test does
-// ends the spin. The worker that ends a round of spinPending requests spins
-// while they all wait for their callbacks.
+// ends the spin. The worker that ends a round of spinRound requests spins
+// while they wait for their callbacks.
 func spinningPool(t *testing.T, opts ...Option) *Pool {
 	t.Helper()
 	base := []Option{WithExternalLoop(), WithMaxWorkers(1), WithSpin(time.Hour), withSpinTurn(time.Hour)}
 	p := newPool(t, append(base, opts...)...)
-	submitRound(t, p, spinPending)
+	submitRound(t, p, spinRound)
 	eventually(t, func() bool { return p.Stats().Spins == 1 }, "the worker that ends the round spins")
 	return p
 }
@@ -38,6 +38,11 @@ func submitRound(t *testing.T, p *Pool, n int) {
 	}
 	require.NoError(t, b.Flush())
 }
+
+// spinRound is the size of the rounds that make a worker spin in these
+// tests: the fewest that do, one request that wakes the loop and one whose
+// completion finds that wake-up pending.
+const spinRound = 2
 
 // withSpinTurn sets the longest turn of a spin (spin.go).
 func withSpinTurn(d time.Duration) Option { return func(c *config) { c.spinTurn = d } }
@@ -61,8 +66,8 @@ func TestSpinnerTakesTheNextRequest(t *testing.T) {
 	require.NoError(t, err)
 	<-ran
 	require.Equal(t, uint64(1), p.Stats().SpinHits, "the spin paid off")
-	eventually(t, func() bool { return p.Stats().Completed == spinPending+1 }, "the request completes")
-	require.Equal(t, spinPending+1, p.RunCompletions())
+	eventually(t, func() bool { return p.Stats().Completed == spinRound+1 }, "the request completes")
+	require.Equal(t, spinRound+1, p.RunCompletions())
 	require.Equal(t, 1, p.Stats().Workers)
 }
 
@@ -71,7 +76,7 @@ func TestSpinEndsAtItsBound(t *testing.T) {
 	p := spinningPool(t, WithSpin(time.Millisecond))
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the spinner parks")
 	require.False(t, p.isSpinning())
-	require.Equal(t, spinPending, p.RunCompletions())
+	require.Equal(t, spinRound, p.RunCompletions())
 	// The next request finds the worker parked: it wakes it, and the spin
 	// that came before stays in vain.
 	ran := make(chan struct{})
@@ -96,7 +101,7 @@ func TestSpinEndsWhenItsProcessorIsBusy(t *testing.T) {
 	eventually(t, func() bool { return p.Stats().IdleWorkers == 1 }, "the spinner parks")
 	require.False(t, p.isSpinning())
 	require.Equal(t, uint64(1), p.Stats().Spins)
-	require.Equal(t, spinPending, p.RunCompletions())
+	require.Equal(t, spinRound, p.RunCompletions())
 }
 
 // SetLimits below the live workers ends a spin while callbacks are still
@@ -105,7 +110,7 @@ func TestSetLimitsEndsSpin(t *testing.T) {
 	p := spinningPool(t, WithMaxWorkers(2), WithMinWorkers(2))
 	require.NoError(t, p.SetLimits(0, 1))
 	eventually(t, func() bool { return p.Stats().Workers == 1 }, "a worker exits")
-	require.Equal(t, spinPending, p.RunCompletions())
+	require.Equal(t, spinRound, p.RunCompletions())
 }
 
 // SetLimits ends a spin whatever the new limits.
@@ -114,7 +119,7 @@ func TestSetLimitsRaisingMaxEndsSpin(t *testing.T) {
 	require.True(t, p.isSpinning())
 	require.NoError(t, p.SetLimits(0, 2))
 	require.False(t, p.isSpinning())
-	require.Equal(t, spinPending, p.RunCompletions())
+	require.Equal(t, spinRound, p.RunCompletions())
 }
 
 // Close ends a spin, and delivers what is pending.
@@ -123,19 +128,19 @@ func TestCloseEndsSpin(t *testing.T) {
 	require.NoError(t, p.Close())
 	s := p.Stats()
 	require.Zero(t, s.Workers)
-	require.Equal(t, uint64(spinPending), s.Delivered)
+	require.Equal(t, uint64(spinRound), s.Delivered)
 }
 
-// A round one request short of spinPending ends with every worker parked,
-// as does a full round WithSpin(0).
+// A lone request, whose completion wakes the loop, ends with its worker
+// parked, as does a round that would make it spin WithSpin(0).
 func TestNoSpin(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		round int
 		opts  []Option
 	}{
-		{"short round", spinPending - 1, nil},
-		{"WithSpin(0)", spinPending, []Option{WithSpin(0)}},
+		{"lone request", 1, nil},
+		{"WithSpin(0)", spinRound, []Option{WithSpin(0)}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			p := newPool(t, append([]Option{WithExternalLoop(), WithMaxWorkers(1)}, c.opts...)...)
@@ -169,14 +174,14 @@ func TestNoSpinWhileAnotherWorkerRuns(t *testing.T) {
 	require.NoError(t, err)
 	eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == 1 },
 		"the second worker parks")
-	// A round of spinPending requests, whose completions find the wake-up
+	// A round of spinRound requests, whose completions find the wake-up
 	// pending: the second worker runs them all while the first runs on.
 	b := p.NewBatch()
-	for range spinPending {
+	for range spinRound {
 		require.NoError(t, b.Add(func() error { return nil }, nil))
 	}
 	require.NoError(t, b.Flush())
-	eventually(t, func() bool { s := p.Stats(); return s.Completed == spinPending+1 && s.IdleWorkers == 1 },
+	eventually(t, func() bool { s := p.Stats(); return s.Completed == spinRound+1 && s.IdleWorkers == 1 },
 		"the second worker parks again")
 	require.Zero(t, p.Stats().Spins, "a worker spun while another ran a request")
 	blocker.release()
