@@ -115,9 +115,9 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 // before it parks (default DefaultSpin, 50µs); 0 turns spinning off, and a
 // negative d makes New fail with ErrInvalidLimits.
 //
-// Only one worker spins at a time: the one that finds the queue empty when no
-// other worker runs a request, and whose own last request did not wake the
-// completion loop. It yields its processor at every turn, so that the loop
+// Only one worker spins at a time: one that finds the queue empty while at
+// most one other worker runs a request, and whose own last request did not
+// wake the completion loop. It yields its processor at every turn, so that the loop
 // and the submitters run first, and it stops at once when a request is
 // queued, and on Close, Shutdown or SetLimits. Between rounds of submissions
 // this keeps a processor awake for the next round instead of letting its

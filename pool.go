@@ -9,7 +9,7 @@
 // DeferCall a notification (an eventfd write, a socket flush) and have it
 // happen once per batch instead of once per completion. Workers wake the loop
 // at most once per batch, too: a burst of completions costs one wake-up.
-// Between two bursts, the last worker to finish spins for a few tens
+// Between two bursts, a worker that runs out of work spins for a few tens
 // of microseconds, so that the next burst finds a processor awake
 // (WithSpin); lone requests and an idle pool never make a worker spin. When
 // every worker is busy and more requests wait than there are workers, a

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Spinning: the last worker to finish keeps its processor awake.
+// Spinning: a worker that runs out of work keeps its processor awake.
 //
 // A pool at depth works in rounds: the workers drain the queue, the loop
 // delivers the completions, and their callbacks (or the goroutines they
@@ -18,9 +18,8 @@ import (
 // processor 30us after that: about 60us of an idle processor in every round
 // of some 60 reads, a third of a core in all.
 //
-// So the worker that finds the queue empty when no other worker runs a
-// request, while many accepted requests are still undelivered, does not park
-// at once: it spins for up to Pool.spinFor (WithSpin), yielding its
+// So a worker that finds the queue empty while at most one other worker
+// runs a request does not park at once: it spins for up to Pool.spinFor (WithSpin), yielding its
 // processor at every turn (runtime.Gosched) so that the loop and the
 // submitter run first, and takes the next request as soon as one is queued.
 // Its processor stays awake, so the other one polls the network itself when
@@ -37,21 +36,26 @@ import (
 //     socket) is woken: one request at a time would wait for every spin to
 //     end (an eighth of the reads per second of one job at iodepth 1, when
 //     every worker spun).
-//   - One worker spins at most, only while no other worker runs a request
-//     (the one still running is the next to finish), and for a bounded
-//     time: a pool that has gone idle stops spinning within spinFor of its
-//     last request. Lone requests never make a worker spin: a request whose
-//     completion finds the loop parked wakes it, and one that its worker
-//     delivers itself (delivery.go) counts as waking it. Until 2026-11-28 a
-//     worker spun only while 16 accepted requests or more waited for their
-//     callbacks; at the end of a round of one job at iodepth 64 the loop had
-//     often started most of them, the last worker parked, and its processor
-//     went idle. On the 2-CPU VM, whose kernel packs the threads of a
-//     process that leaves a CPU idle onto the other one, the pool then ran
-//     on one CPU in about half the runs. Without the threshold it keeps both
-//     CPUs in use in most runs (1.75x a goroutine per request instead of
-//     1.52x, in three alternated comparisons of 8 to 10 rounds), and eight
-//     jobs at iodepth 1 did as many reads (cmd/tpbench/README.md).
+//   - One worker spins at most, only while at most one other worker runs
+//     a request, and for a bounded time: a pool that has gone idle stops
+//     spinning within spinFor of its last request. Lone requests never make
+//     a worker spin: a request whose completion finds the loop parked wakes
+//     it, and one that its worker delivers itself (delivery.go) counts as
+//     waking it. Until 2026-11-28 a worker spun only while no other worker
+//     ran a request and 16 accepted requests or more waited for their
+//     callbacks. At the end of a round of one job at iodepth 64, the first
+//     of two workers to run dry then parked while the other finished its
+//     read, and the last one often found the loop had started most of the
+//     callbacks: the workers parked, and a processor went idle. On the
+//     2-CPU VM, whose kernel packs the threads of a process that leaves a
+//     CPU idle onto the other one, the pool then ran on one CPU in about
+//     half the runs. With the rule as it is, it kept both CPUs in use in
+//     most runs: 1.72x to 1.85x a goroutine per request, against 1.45x to
+//     1.59x, in alternated runs of one build (cmd/tpbench/README.md). A
+//     worker that spins whatever other workers run lost elsewhere: 64 empty
+//     requests in flight took 1.85x as long. The rule as it is costs them
+//     1.3x to 1.4x (BenchmarkSubmit, inflight=64: about 105 ns a request
+//     against 79, still under half a goroutine per request's time).
 //   - A spin whose processor runs other goroutines ends once that
 //     processor goes quiet again: a turn longer than spinTurn means that
 //     others ran (the loop delivering the round, a submitter), and the
@@ -69,9 +73,9 @@ const maxSpinTurn = 2 * time.Microsecond
 
 // shouldSpin reports whether a worker that found the queue empty, and whose
 // last request did not wake the completion loop, may spin: spinning is on,
-// and no other worker spins or runs a request. mu held.
+// no other worker spins, and at most one runs a request. mu held.
 func (p *Pool) shouldSpin() bool {
-	return p.spinFor > 0 && p.spinner == nil && p.running == 0
+	return p.spinFor > 0 && p.spinner == nil && p.running <= 1
 }
 
 // spin makes w the spinner, in transit, and waits without mu until it is

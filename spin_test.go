@@ -1,6 +1,7 @@
 package threadpool
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -158,31 +159,45 @@ func TestWithSpinNegative(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidLimits)
 }
 
-// TestNoSpinWhileAnotherWorkerRuns: a worker that finds the queue empty
-// spins only when no other worker runs a request, however many requests
-// wait for their callbacks: the one still running is the next to finish.
-func TestNoSpinWhileAnotherWorkerRuns(t *testing.T) {
-	p := newPool(t, WithExternalLoop(), WithMaxWorkers(2), WithSpin(time.Millisecond), withSpinTurn(time.Hour))
-	blocker := newGate(1)
-	t.Cleanup(blocker.release)
-	_, err := p.Submit(blocker.fn(0, nil), nil)
-	require.NoError(t, err)
-	<-blocker.started
-	// The second worker's first request wakes the loop, which the test does
-	// not run: it parks without spinning, and the wake-up stays pending.
-	_, err = p.Submit(func() error { return nil }, nil)
-	require.NoError(t, err)
-	eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == 1 },
-		"the second worker parks")
-	// A round of spinRound requests, whose completions find the wake-up
-	// pending: the second worker runs them all while the first runs on.
-	b := p.NewBatch()
-	for range spinRound {
-		require.NoError(t, b.Add(func() error { return nil }, nil))
+// TestSpinWhileOthersRun: a worker that finds the queue empty spins while
+// one other worker runs a request, and not while two or more do, however
+// many requests wait for their callbacks.
+func TestSpinWhileOthersRun(t *testing.T) {
+	for _, c := range []struct {
+		running int    // workers blocked in a request meanwhile
+		spins   uint64 // spins of the worker that runs the round
+	}{
+		{1, 1},
+		{2, 0},
+	} {
+		t.Run(fmt.Sprintf("running=%d", c.running), func(t *testing.T) {
+			p := newPool(t, WithExternalLoop(), WithMaxWorkers(c.running+1), WithSpin(time.Millisecond), withSpinTurn(time.Hour))
+			blocker := newGate(c.running)
+			t.Cleanup(blocker.release)
+			for i := range c.running {
+				_, err := p.Submit(blocker.fn(i, nil), nil)
+				require.NoError(t, err)
+				<-blocker.started
+			}
+			// The last worker's first request wakes the loop, which the
+			// test does not run: it parks without spinning, and the
+			// wake-up stays pending.
+			_, err := p.Submit(func() error { return nil }, nil)
+			require.NoError(t, err)
+			eventually(t, func() bool { s := p.Stats(); return s.Completed == 1 && s.IdleWorkers == 1 },
+				"the last worker parks")
+			// A round of spinRound requests, whose completions find the
+			// wake-up pending: the last worker runs them all while the
+			// others run on, and then spins for a millisecond, or not.
+			b := p.NewBatch()
+			for range spinRound {
+				require.NoError(t, b.Add(func() error { return nil }, nil))
+			}
+			require.NoError(t, b.Flush())
+			eventually(t, func() bool { s := p.Stats(); return s.Completed == spinRound+1 && s.IdleWorkers == 1 },
+				"the last worker parks again")
+			require.Equal(t, c.spins, p.Stats().Spins)
+			blocker.release()
+		})
 	}
-	require.NoError(t, b.Flush())
-	eventually(t, func() bool { s := p.Stats(); return s.Completed == spinRound+1 && s.IdleWorkers == 1 },
-		"the second worker parks again")
-	require.Zero(t, p.Stats().Spins, "a worker spun while another ran a request")
-	blocker.release()
 }
