@@ -117,18 +117,18 @@ func WithMaxQueued(n int) Option { return func(c *config) { c.maxQueued = n } }
 //
 // Only one worker spins at a time: one that finds the queue empty while at
 // most one other worker runs a request, and whose own last request did not
-// wake the completion loop. It yields its processor at every turn, so that the loop
-// and the submitters run first, and it stops at once when a request is
-// queued, and on Close, Shutdown or SetLimits. Between rounds of submissions
-// this keeps a processor awake for the next round instead of letting its
-// thread sleep (tens of microseconds to wake on a virtual machine). Lone
-// requests never make a worker spin (the completion of one wakes the parked
-// loop, or its worker delivers it), and an idle pool stops spinning within d
-// of its last request. A spin also ends, and
-// the worker parks, when its processor, having run other goroutines for
-// more than 2µs between two of its turns, has nothing else to run: a
-// goroutine that ran there may now wait for a descriptor, which the
-// processor polls only once it runs dry.
+// wake the completion loop. It yields its processor at every turn, so that
+// the loop and the submitters run first, and it stops at once when a request
+// is queued, and on Close, Shutdown or SetLimits. Between rounds of
+// submissions this keeps a processor awake for the next round instead of
+// letting its thread sleep (tens of microseconds to wake on a virtual
+// machine). Lone requests never make a worker spin (the completion of one
+// wakes the parked loop, or its worker delivers it), and an idle pool stops
+// spinning within d of its last request. A spin also ends, and the worker
+// parks, when its processor, having run other goroutines for more than 2µs
+// between two of its turns, has nothing else to run: a goroutine that ran
+// there may now wait for a descriptor, which the processor polls only once
+// it runs dry.
 //
 // What a spin costs: its thread keeps a CPU busy that other processes cannot
 // use meanwhile, and its processor does not poll the network, so a goroutine

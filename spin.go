@@ -18,15 +18,15 @@ import (
 // processor 30us after that: about 60us of an idle processor in every round
 // of some 60 reads, a third of a core in all.
 //
-// So a worker that finds the queue empty while at most one other worker
-// runs a request does not park at once: it spins for up to Pool.spinFor (WithSpin), yielding its
-// processor at every turn (runtime.Gosched) so that the loop and the
-// submitter run first, and takes the next request as soon as one is queued.
-// Its processor stays awake, so the other one polls the network itself when
-// the loop parks (the submitter then ran 1us after the loop's write), and
-// the next round's first request needs no wake-up: the spinner counts as a
-// worker in transit (worker.go), and dispatch kicks it instead of waking
-// another.
+// So a worker that finds the queue empty while at most one other worker runs
+// a request does not park at once: it spins for up to Pool.spinFor
+// (WithSpin), yielding its processor at every turn (runtime.Gosched) so that
+// the loop and the submitter run first, and takes the next request as soon
+// as one is queued. Its processor stays awake, so the other one polls the
+// network itself when the loop parks (the submitter then ran 1us after the
+// loop's write), and the next round's first request needs no wake-up: the
+// spinner counts as a worker in transit (worker.go), and dispatch kicks it
+// instead of waking another.
 //
 // Three rules keep the spin from costing what it saves:
 //   - A worker whose last request woke the completion loop does not spin.
