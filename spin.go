@@ -36,8 +36,8 @@ import (
 //     socket) is woken: one request at a time would wait for every spin to
 //     end (an eighth of the reads per second of one job at iodepth 1, when
 //     every worker spun).
-//   - One worker spins at most, only while at most one other worker runs
-//     a request, and for a bounded time: a pool that has gone idle stops
+//   - One worker spins at most, only while at most one other worker runs a
+//     request, and for a bounded time: a pool that has gone idle stops
 //     spinning within spinFor of its last request. Lone requests never make
 //     a worker spin: a request whose completion finds the loop parked wakes
 //     it, and one that its worker delivers itself (delivery.go) counts as
@@ -46,16 +46,16 @@ import (
 //     callbacks. At the end of a round of one job at iodepth 64, the first
 //     of two workers to run dry then parked while the other finished its
 //     read, and the last one often found the loop had started most of the
-//     callbacks: the workers parked, and a processor went idle. On the
-//     2-CPU VM, whose kernel packs the threads of a process that leaves a
-//     CPU idle onto the other one, the pool then ran on one CPU in about
-//     half the runs. With the rule as it is, it kept both CPUs in use in
-//     most runs: 1.72x to 1.85x a goroutine per request, against 1.45x to
-//     1.59x, in alternated runs of one build (cmd/tpbench/README.md). A
-//     worker that spins whatever other workers run lost elsewhere: 64 empty
-//     requests in flight took 1.85x as long. The rule as it is costs them
-//     1.3x to 1.4x (BenchmarkSubmit, inflight=64: about 105 ns a request
-//     against 79, still under half a goroutine per request's time).
+//     callbacks: the workers parked, and a processor went idle. On the 2-CPU
+//     VM, whose kernel packs the threads of a process that leaves a CPU idle
+//     onto the other one, the pool then ran on one CPU in about half the
+//     runs. With the rule as it is, it kept both CPUs in use in most runs:
+//     1.70x to 1.85x a goroutine per request, against 1.49x to 1.68x with
+//     the old rule, in alternated runs of one build (cmd/tpbench/README.md).
+//     A worker that spins whatever other workers run lost elsewhere: 64
+//     empty requests in flight took 1.85x as long. The rule as it is costs
+//     them 1.3x to 1.4x (BenchmarkSubmit, inflight=64: about 105 ns a
+//     request against 79, still under half a goroutine per request's time).
 //   - A spin whose processor runs other goroutines ends once that
 //     processor goes quiet again: a turn longer than spinTurn means that
 //     others ran (the loop delivering the round, a submitter), and the
